@@ -1,0 +1,7 @@
+"""customer360: a batch pipeline that builds a customer 360 warehouse.
+
+Logic lives here and is importable without Airflow running; the DAG files in
+``dags/`` and the ``c360`` CLI both call these functions (one code path).
+"""
+
+__version__ = "0.1.0"

@@ -149,3 +149,86 @@ def extract(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+def _print_dag_result(result) -> None:
+    status = "[green]success[/green]" if result.success else "[red]failed[/red]"
+    console.print(f"DAG c360_daily for {result.logical_date}: {status} in {result.seconds:.0f} s "
+                  f"(Airflow log: {result.log_path})")
+
+
+@app.command()
+def run(
+    date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
+    wait: bool = typer.Option(False, help="Wait for a run already in progress instead of refusing."),
+) -> None:
+    """Run the c360_daily DAG for one logical date through Airflow (embedded SQLite metadata DB)."""
+    from customer360.airflow_runner import RunLockedError, run_dag
+
+    s = _settings()
+    try:
+        result = run_dag(s, _date(date), wait=wait)
+    except RunLockedError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(3) from None
+    _print_dag_result(result)
+    raise typer.Exit(0 if result.success else 1)
+
+
+@app.command()
+def backfill(
+    start: str = typer.Option(..., "--start", help="First logical date (YYYY-MM-DD)."),
+    end: str = typer.Option(..., "--end", help="Last logical date (YYYY-MM-DD), inclusive."),
+    wait: bool = typer.Option(False, help="Wait for a run already in progress instead of refusing."),
+) -> None:
+    """Run the DAG for every date from START to END in order, through Airflow."""
+    from customer360.airflow_runner import RunLockedError, backfill as do_backfill
+
+    s = _settings()
+    try:
+        results = do_backfill(s, _date(start), _date(end), wait=wait)
+    except RunLockedError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(3) from None
+    for result in results:
+        _print_dag_result(result)
+    raise typer.Exit(0 if results and all(r.success for r in results) else 1)
+
+
+@app.command()
+def airflow(port: int = typer.Option(8080, help="Port of the Airflow UI on 127.0.0.1.")) -> None:
+    """Start Airflow (api-server, scheduler, dag-processor, triggerer) locally to watch the DAG."""
+    import subprocess
+
+    from customer360.airflow_runner import airflow_env, ensure_airflow
+
+    s = _settings()
+    ensure_airflow(s)
+    env = airflow_env(s) | {"AIRFLOW__API__PORT": str(port), "AIRFLOW__API__HOST": "127.0.0.1"}
+    console.print(f"Airflow UI on http://127.0.0.1:{port} (user admin; password in "
+                  f"{s.airflow_home / 'simple_auth_manager_passwords.json.generated'})")
+    subprocess.run(["airflow", "standalone"], env=env, check=False)
+
+
+@app.command()
+def publish_now(date: str = typer.Option(..., "--date", help="Logical date recorded with the publication.")) -> None:
+    """Publish the current warehouse marts (normally the DAG's publish task does this)."""
+    from customer360 import pipeline
+
+    out = pipeline.publish(_date(date), _settings())
+    console.print(out)
+
+
+@app.command()
+def demo(
+    people: int = typer.Option(1500, help="Simulated people."),
+    days: int = typer.Option(60, help="Simulated days."),
+    start: str = typer.Option("2026-01-01", help="First simulated day."),
+    seed: int = typer.Option(42, help="Random seed."),
+) -> None:
+    """The whole job on one machine: simulate, serve the mock CRM, run the DAG through Airflow,
+    publish, and print a summary with the paths of the published database and the report."""
+    from customer360.demo.runner import run_demo
+
+    code = run_demo(people=people, days=days, start=_date(start), seed=seed, console=console)
+    raise typer.Exit(code)

@@ -1,0 +1,139 @@
+"""Atomic publication: DuckDB + Parquet swap, readers during a publish, PostgreSQL roles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import time
+
+import duckdb
+import psycopg
+import pytest
+
+from customer360.publish import publish
+from customer360.settings import get_settings
+from tests.pg_server import postgres_server
+
+
+def make_warehouse(path, customers: int, version: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA IF NOT EXISTS marts; CREATE SCHEMA IF NOT EXISTS ml; "
+                "CREATE SCHEMA IF NOT EXISTS staging")
+    con.execute(f"""CREATE OR REPLACE TABLE marts.customer_360 AS
+        SELECT 'c_' || i AS customer_id, i * 10.5 + {version} AS net_revenue,
+               DATE '2026-01-01' + i::INT AS first_order_date, i % 2 = 0 AS marketing_consent
+        FROM range({customers}) t(i)""")
+    con.execute(f"""CREATE OR REPLACE TABLE ml.ml_churn_scores AS
+        SELECT 'c_' || i AS customer_id, (i % 10) / 10.0 AS churn_probability, 'v{version}' AS model_version
+        FROM range({customers}) t(i)""")
+    con.execute("CREATE OR REPLACE TABLE staging.stg_secret AS SELECT 'ann@mail.com' AS email")
+    con.close()
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("C360_HOME", str(tmp_path))
+    monkeypatch.delenv("C360_PUBLISH_POSTGRES_DSN", raising=False)
+    return get_settings()
+
+
+def test_publish_copies_only_marts_and_ml(env):
+    make_warehouse(env.warehouse_path, 50, 1)
+    pub = publish(env, dt.date(2026, 1, 5))
+    con = duckdb.connect(str(env.published_dir / "c360.duckdb"), read_only=True)
+    schemas = {r[0] for r in con.execute("SELECT DISTINCT table_schema FROM information_schema.tables").fetchall()}
+    assert schemas == {"marts", "ml", "meta"}
+    assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 50
+    con.close()
+    assert {p.name for p in (env.published_dir / "marts").glob("*.parquet")} == {
+        "customer_360.parquet", "ml_churn_scores.parquet"}
+    assert {f"{t.schema}.{t.name}": t.rows for t in pub.tables} == {
+        "marts.customer_360": 50, "ml.ml_churn_scores": 50}
+    assert not list(env.published_dir.rglob("*.tmp"))
+
+
+def _reader(path: str, queue) -> None:
+    """Holds the published file open read-only and keeps counting while a publish happens."""
+    con = duckdb.connect(path, read_only=True)
+    seen = set()
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline:
+        seen.add(con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0])
+        time.sleep(0.01)
+    con.close()
+    queue.put(sorted(seen))
+
+
+def test_reader_open_during_publish_sees_one_consistent_version(env):
+    make_warehouse(env.warehouse_path, 100, 1)
+    publish(env, dt.date(2026, 1, 5))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_reader, args=(str(env.published_dir / "c360.duckdb"), queue))
+    proc.start()
+    time.sleep(1.5)  # the reader has the old file open
+    make_warehouse(env.warehouse_path, 20000, 2)
+    publish(env, dt.date(2026, 1, 6))
+    proc.join(30)
+    assert queue.get(timeout=5) == [100]  # never a half state, never an error
+    con = duckdb.connect(str(env.published_dir / "c360.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 20000
+    con.close()
+
+
+def test_failed_publish_leaves_previous_publication(env, monkeypatch):
+    make_warehouse(env.warehouse_path, 30, 1)
+    publish(env, dt.date(2026, 1, 5))
+    before = (env.published_dir / "c360.duckdb").read_bytes()
+    parquet_before = (env.published_dir / "marts" / "customer_360.parquet").read_bytes()
+    make_warehouse(env.warehouse_path, 40, 2)
+    import customer360.publish as pubmod
+
+    def boom(con, qualified):
+        raise RuntimeError("disk full (injected)")
+    monkeypatch.setattr(pubmod, "table_checksum", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        publish(env, dt.date(2026, 1, 6))
+    assert (env.published_dir / "c360.duckdb").read_bytes() == before
+    assert (env.published_dir / "marts" / "customer_360.parquet").read_bytes() == parquet_before
+    assert not list(env.published_dir.rglob("*.tmp"))
+
+
+@pytest.mark.postgres
+def test_postgres_publish_and_analyst_role(env, monkeypatch):
+    from customer360.publish_postgres import publish_postgres
+
+    with postgres_server() as pg:
+        monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])
+        settings = get_settings()
+        make_warehouse(settings.warehouse_path, 25, 1)
+        publish(settings, dt.date(2026, 1, 5))
+        out = publish_postgres(settings)
+        assert out["tables"] == {"marts.customer_360": 25, "ml.ml_churn_scores": 25}
+        with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+            admin.execute("CREATE SCHEMA restricted")
+            admin.execute("CREATE TABLE restricted.contacts AS SELECT 'ann@mail.com' AS email")
+            admin.execute("CREATE ROLE ana LOGIN PASSWORD 'ana-pw' IN ROLE c360_analyst")
+            admin.execute("CREATE ROLE boss LOGIN PASSWORD 'boss-pw' IN ROLE c360_admin")
+        analyst_dsn = f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/postgres"
+        with psycopg.connect(analyst_dsn, autocommit=True) as ana:
+            assert ana.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 25
+            assert ana.execute("SELECT max(churn_probability) FROM ml.ml_churn_scores").fetchone()[0] == 0.9
+            for forbidden in ("SELECT * FROM restricted.contacts",
+                              "INSERT INTO marts.customer_360 (customer_id) VALUES ('x')",
+                              "DELETE FROM ml.ml_churn_scores",
+                              "CREATE TABLE marts.mine (x int)",
+                              "CREATE TABLE public.mine (x int)"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    ana.execute(forbidden)
+        with psycopg.connect(f"postgresql://boss:boss-pw@127.0.0.1:{pg['port']}/postgres", autocommit=True) as boss:
+            boss.execute("INSERT INTO marts.customer_360 (customer_id) VALUES ('added-by-admin')")
+            assert boss.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 26
+        # A second publish swaps the schemas in one transaction; grants survive the swap.
+        make_warehouse(settings.warehouse_path, 40, 2)
+        publish(settings, dt.date(2026, 1, 6))
+        publish_postgres(settings)
+        with psycopg.connect(analyst_dsn, autocommit=True) as ana:
+            assert ana.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 40

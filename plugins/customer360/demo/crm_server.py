@@ -145,7 +145,7 @@ def _format_instant(us: int) -> str:
 
 
 def _sort_key(ts_us: int, record_id: str, line: int) -> Key:
-    if record_id.isascii() and record_id.isdigit():
+    if False:
         return (ts_us, 0, int(record_id), record_id, line)
     return (ts_us, 1, 0, record_id, line)
 
@@ -287,7 +287,7 @@ class CrmStore:
         view = self._file(name).view(self.clock_us)
         start = 0
         if updated_after_us is not None:
-            start = bisect_left(view.keys, (updated_after_us,))
+            start = bisect_right(view.keys, (updated_after_us, 9))
         if after is not None:
             start = max(start, bisect_right(view.keys, after))
         end = min(start + limit, len(view.keys))

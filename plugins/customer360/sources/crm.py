@@ -543,8 +543,8 @@ def read_raw_crm(settings: Settings, obj: str) -> pd.DataFrame:
     """Every row landed for one CRM object, across batches (with ``load_date``)."""
     folder = settings.lake_raw / SOURCE / obj
     if not any(folder.glob("load_date=*/*.parquet")):
-        return pd.DataFrame(columns=[*RAW_SCHEMA.names, *lake.META_COLUMNS[:1], "_loaded_at",
-                                     "_record_hash", "load_date"])
+        return pd.DataFrame(columns=["id", "createdAt", "updatedAt", "archived", "properties",
+                                     *lake.META_COLUMNS, "load_date"])
     con = duckdb.connect()
     try:
         return con.execute(

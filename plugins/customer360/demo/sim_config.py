@@ -1,0 +1,155 @@
+"""The simulator's configuration: population size, period, seed and every messiness knob.
+
+Each knob is a dataclass field with a realistic default and a one-line doc; setting a rate
+(or a count) to 0 removes the case it produces. ``c360 simulate --knob NAME=VALUE`` goes
+through :meth:`SimulationConfig.from_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def _knob(default: Any, doc: str, *, rate: bool = True) -> Any:
+    return field(default=default, metadata={"doc": doc, "knob": True, "rate": rate})
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    people: int = 2000
+    days: int = 60
+    start: dt.date = dt.date(2026, 1, 1)
+    seed: int = 42
+
+    # --- identity messiness (CRM and keys) ---
+    dup_contact_rate: float = _knob(
+        0.03, "share of people with a CRM contact who also get a second contact (email differing "
+        "by case/spaces, another email, or only the same phone)")
+    archived_contact_rate: float = _knob(
+        0.005, "share of contacts erased during the period (final version archived: true); "
+        "the person stops buying")
+    shared_device_rate: float = _knob(
+        0.02, "share of people whose main device (anonymousId) is also used, with logins, by a "
+        "second person of the same household")
+    messy_key_format_rate: float = _knob(
+        0.3, "share of typed keys (POS loyalty_id/phone/email, CRM phone/email, web traits) in a "
+        "non-canonical format such as '+86 138-0013-8000', ' Ann@Mail.com ', 'ly 0001 2345'")
+    walkin_rate: float = _knob(0.3, "share of store transactions carrying no customer key")
+
+    # --- web delivery messiness ---
+    dup_message_rate: float = _knob(
+        0.005, "share of web events delivered twice with the same messageId")
+    late_event_rate: float = _knob(
+        0.01, "share of web events landing in a date folder 1-3 days after they happened")
+    late_file_rate: float = _knob(
+        0.05, "share of days whose web folder gets one more part file 1-2 days later (after a "
+        "first read)")
+    corrupt_files: int = _knob(
+        1, "number of web part files truncated mid-gzip-stream (only when days >= 3)", rate=False)
+
+    # --- POS messiness ---
+    corrected_pos_file_rate: float = _knob(
+        0.01, "share of store-day POS files re-sent 1-2 days later; the corrected file replaces "
+        "the first one (which missed some transactions)")
+    gb18030_store_share: float = _knob(
+        0.34, "share of mainland-China stores writing GB18030 files (Chinese names, Chinese "
+        "payment methods)")
+    stores: int = _knob(12, "number of stores", rate=False)
+    store_timezones: int = _knob(
+        5, "number of distinct store time zones (1-5: Asia/Shanghai, Asia/Hong_Kong, Asia/Tokyo, "
+        "Europe/London, America/New_York)", rate=False)
+    return_rate: float = _knob(
+        0.05, "share of store SALE lines returned 3-30 days later (RETURN line, negative "
+        "quantity and amount)")
+    void_rate: float = _knob(0.02, "share of store SALE lines followed by a VOID line at the till")
+    malformed_row_rate: float = _knob(
+        0.001, "share of POS lines and web lines written malformed (wrong field count, "
+        "non-numeric quantity, bad timestamp; truncated JSON)")
+
+    # --- CRM content ---
+    chinese_comment_share: float = _knob(
+        0.5, "share of feedback comments and ticket texts written in Chinese (the rest English)")
+    pii_in_ticket_rate: float = _knob(
+        0.1, "share of tickets whose free text contains the customer's email or phone")
+    consent_change_rate: float = _knob(
+        0.02, "share of contacts changing marketing consent during the period (new version)")
+    existing_customer_share: float = _knob(
+        0.5, "share of people who already have a CRM contact before the first day")
+
+    # --- web content ---
+    web_usd_share: float = _knob(0.05, "share of web orders paid in USD (the rest CNY)")
+    parts_per_day: int = _knob(2, "regular web part files per day folder", rate=False)
+    products: int = _knob(200, "number of products in the catalogue", rate=False)
+
+    # --- latent behaviour ---
+    mean_days_between_orders: float = _knob(
+        40.0, "average days between two orders of an active person", rate=False)
+    mean_days_between_visits: float = _knob(
+        14.0, "average days between two web visits of an active web-leaning person", rate=False)
+    churn_90d: float = _knob(
+        0.12, "baseline probability that a satisfied, averagely engaged person churns within "
+        "90 days (bad experiences raise it, engagement lowers it)")
+
+    def __post_init__(self) -> None:
+        if self.people < 1 or self.days < 1:
+            raise ValueError("people and days must be >= 1")
+        for f in dataclasses.fields(self):
+            if not f.metadata.get("knob"):
+                continue
+            value = getattr(self, f.name)
+            if f.metadata["rate"] and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"knob {f.name} is a rate in [0, 1], got {value}")
+            if value < 0:
+                raise ValueError(f"knob {f.name} must be >= 0, got {value}")
+        if not 1 <= self.store_timezones <= 5:
+            raise ValueError("store_timezones must be between 1 and 5")
+        if self.stores < 1 or self.products < 12 or self.parts_per_day < 1:
+            raise ValueError("stores >= 1, products >= 12 and parts_per_day >= 1 are required")
+        if self.mean_days_between_orders <= 0 or self.mean_days_between_visits <= 0:
+            raise ValueError("mean_days_between_* must be > 0")
+        if not 0.0 < self.churn_90d < 1.0:
+            raise ValueError("churn_90d must be strictly between 0 and 1")
+
+    @property
+    def end(self) -> dt.date:
+        """The last simulated day (inclusive)."""
+        return self.start + dt.timedelta(days=self.days - 1)
+
+    @classmethod
+    def knob_fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.metadata.get("knob")]
+
+    @classmethod
+    def knob_docs(cls) -> list[tuple[str, Any, str]]:
+        """(name, default, description) of every knob, in declaration order."""
+        return [(f.name, f.default, f.metadata["doc"]) for f in cls.knob_fields()]
+
+    @classmethod
+    def from_overrides(cls, people: int = 2000, days: int = 60, start: dt.date | None = None,
+                       seed: int = 42, overrides: Iterable[str] = ()) -> "SimulationConfig":
+        """Build a config from CLI values and ``NAME=VALUE`` knob overrides."""
+        known = {f.name: f for f in cls.knob_fields()}
+        values: dict[str, Any] = {}
+        for item in overrides:
+            name, sep, raw = item.partition("=")
+            name = name.strip()
+            if not sep or name not in known:
+                raise ValueError(f"unknown knob override {item!r}; knobs: {', '.join(known)}")
+            kind = type(known[name].default)
+            try:
+                values[name] = kind(float(raw)) if kind is int and "." in raw else kind(raw)
+            except ValueError:
+                raise ValueError(f"knob {name} expects a {kind.__name__}, got {raw!r}") from None
+        return cls(people=people, days=days, start=start or cls.start, seed=seed, **values)
+
+    def rng(self, *stream: str | int) -> np.random.Generator:
+        """An independent random stream per purpose, so turning one knob off changes only the
+        files that knob touches (names are hashed with crc32: stable across processes)."""
+        words = [zlib.crc32(s.encode()) if isinstance(s, str) else int(s) for s in stream]
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *words]))

@@ -6,9 +6,12 @@ import gzip
 import json
 import secrets
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from customer360.demo.crm_server import RunningServer
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def write_crm_versions() -> Callable[[Path, str, list[dict]], Path]:
 
 
 @pytest.fixture
-def crm_server(tmp_path: Path) -> Iterator["RunningServer"]:  # noqa: F821
+def crm_server(tmp_path: Path) -> Iterator[RunningServer]:
     """The mock CRM API on 127.0.0.1 (any free port) over ``tmp_path/crm_store``, stopped after.
 
     Write data with ``write_crm_versions(crm_server.data_dir, ...)``; the server reloads changed

@@ -141,7 +141,8 @@ def extract(
     s = _settings()
     try:
         recs = extract_mod.run_extract(source, s, _date(date))
-    except (SettingsError, extract_mod.ExtractError) as exc:
+    except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
+        # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
         console.print(f"[red]extract {source} failed:[/red] {exc}")
         raise typer.Exit(1) from None
     print_reconciliation(recs)

@@ -38,7 +38,6 @@ import uuid
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, fields
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -145,7 +144,7 @@ def _format_instant(us: int) -> str:
 
 
 def _sort_key(ts_us: int, record_id: str, line: int) -> Key:
-    if False:
+    if record_id.isascii() and record_id.isdigit():
         return (ts_us, 0, int(record_id), record_id, line)
     return (ts_us, 1, 0, record_id, line)
 
@@ -287,7 +286,7 @@ class CrmStore:
         view = self._file(name).view(self.clock_us)
         start = 0
         if updated_after_us is not None:
-            start = bisect_right(view.keys, (updated_after_us, 9))
+            start = bisect_left(view.keys, (updated_after_us,))
         if after is not None:
             start = max(start, bisect_right(view.keys, after))
         end = min(start + limit, len(view.keys))
@@ -575,7 +574,8 @@ def _make_server(data_dir: Path, port: int, token: str, faults: FaultConfig | No
         raise ValueError("the mock CRM server needs a bearer token")
     store = CrmStore(Path(data_dir))
     counts = store.preload()
-    log.info("mock CRM data from %s: %s", data_dir, ", ".join(f"{k}={v}" for k, v in counts.items()))
+    log.info("mock CRM records served from %s: %s", data_dir,
+             ", ".join(f"{k}={v}" for k, v in counts.items()))
     return _CrmHTTPServer(port, store, token, faults or FaultConfig())
 
 

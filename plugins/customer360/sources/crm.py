@@ -197,8 +197,8 @@ class CrmClient:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RETRYABLE),
             wait=_WaitRetryAfterOr(
-                tenacity.wait_exponential_jitter(initial=opts.backoff_initial, max=opts.backoff_max,
-                                                 jitter=opts.backoff_initial),
+                tenacity.wait_exponential_jitter(multiplier=opts.backoff_initial,
+                                                 max=opts.backoff_max, jitter=opts.backoff_initial),
                 cap=opts.max_retry_after),
             stop=tenacity.stop_after_attempt(opts.max_attempts),
             before_sleep=lambda rs: log.warning(
@@ -551,6 +551,6 @@ def read_raw_crm(settings: Settings, obj: str) -> pd.DataFrame:
             "SELECT * FROM read_parquet(?, hive_partitioning = true, union_by_name = true) "
             "ORDER BY updatedAt, id, _loaded_at",
             [str(folder / "load_date=*" / "*.parquet")],
-        ).df()
+        ).to_arrow_table().to_pandas()
     finally:
         con.close()

@@ -1,0 +1,43 @@
+{#- Key normalization and type parsing shared by the staging models. Engine-specific
+    functions stay inside these macros so the models read the same on another adapter. -#}
+
+{# Trimmed text, or null when nothing is left. #}
+{% macro clean_text(expr) -%}
+    nullif(regexp_replace({{ expr }}, '^\s+|\s+$', '', 'g'), '')
+{%- endmacro %}
+
+{# Lowercased, trimmed email; null when it does not look like one (so "n/a" links nobody). #}
+{% macro normalize_email(expr) -%}
+    case when regexp_full_match(lower({{ clean_text(expr) }}), '[^@\s]+@[^@\s]+\.[^@\s]+')
+         then lower({{ clean_text(expr) }}) end
+{%- endmacro %}
+
+{# Loyalty ids as printed on the card: tills add spaces, dashes and lower case ("ly 0001 2345"). #}
+{% macro normalize_loyalty_id(expr) -%}
+    nullif(upper(regexp_replace({{ expr }}, '[^0-9A-Za-z]', '', 'g')), '')
+{%- endmacro %}
+
+{# E.164 phone (the normalize_phone function from customer360.sql_functions). #}
+{% macro normalize_phone(raw_expr, country_expr) -%}
+    normalize_phone({{ raw_expr }}, upper({{ clean_text(country_expr) }}))
+{%- endmacro %}
+
+{# An ISO-8601 text with offset ("2026-03-01T09:12:44.120Z") as a UTC timestamp. #}
+{% macro iso_to_utc(expr) -%}
+    timezone('UTC', try_cast({{ expr }} as timestamptz))
+{%- endmacro %}
+
+{# A local wall-clock timestamp in an IANA zone as a UTC timestamp (ICU rules, DST included). #}
+{% macro local_to_utc(ts_expr, tz_expr) -%}
+    timezone('UTC', timezone({{ tz_expr }}, {{ ts_expr }}))
+{%- endmacro %}
+
+{# One string field out of a JSON text column; path like '$.page.url'. #}
+{% macro json_text(expr, path) -%}
+    json_extract_string({{ expr }}, '{{ path }}')
+{%- endmacro %}
+
+{# A money amount sent as text. #}
+{% macro to_money(expr) -%}
+    try_cast({{ clean_text(expr) }} as decimal(18, 2))
+{%- endmacro %}

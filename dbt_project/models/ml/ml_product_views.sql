@@ -1,0 +1,94 @@
+{{ config(materialized='table', schema='ml') }}
+{#-
+    Product views and cart adds, one row an event, tied to a web session and (when the session
+    is linked to one) a customer. The recommender reads it for co-view affinity (sessions with
+    no customer still count there) and ml_customer_features counts it per customer and day.
+
+    Upstream columns relied on:
+      stg_web__events: message_id, anonymous_id, event_at (UTC timestamp), event_name and
+        event_type, sku (or, if staging has no sku column, properties JSON text with $.sku or
+        $.product_id).
+      fct_web_sessions: session_id, customer_id, anonymous_id, started_at, ended_at.
+    The customer comes from the session (the marts' identity resolution, shared devices
+    included), so this model needs no identity table of its own.
+    Column names are looked up at run time so a renamed staging column degrades to null
+    (and a failing not_null test) instead of a parse error.
+-#}
+
+{%- macro first_present(columns, candidates) -%}
+    {%- for name in candidates if name in columns -%}
+        {%- if loop.first -%}{{ name }}{%- endif -%}
+    {%- else -%}
+        null
+    {%- endfor -%}
+{%- endmacro -%}
+
+{%- set event_columns = [] -%}
+{%- if execute -%}
+    {%- set event_columns = adapter.get_columns_in_relation(ref('stg_web__events'))
+                            | map(attribute='name') | map('lower') | list -%}
+{%- endif -%}
+{%- set event_name = first_present(event_columns, ['event_name', 'event']) -%}
+{%- set event_at = first_present(event_columns, ['event_at', 'event_timestamp', 'timestamp']) -%}
+
+with events as (
+
+    select
+        message_id,
+        anonymous_id,
+        cast({{ event_at }} as timestamp) as event_at,
+        {{ event_name }} as event_name,
+        {% if 'sku' in event_columns -%}
+        cast(sku as varchar)
+        {%- elif 'properties' in event_columns -%}
+        coalesce(json_extract_string(cast(properties as json), '$.sku'),
+                 json_extract_string(cast(properties as json), '$.product_id'))
+        {%- else -%}
+        cast(null as varchar)
+        {%- endif %} as sku
+    from {{ ref('stg_web__events') }}
+    where {{ event_name }} in ('Product Viewed', 'Product Added')
+    {%- if 'event_type' in event_columns %}
+      and event_type = 'track'
+    {%- endif %}
+
+),
+
+sessions as (
+
+    select session_id, customer_id, anonymous_id, started_at, ended_at
+    from {{ ref('fct_web_sessions') }}
+
+),
+
+located as (
+
+    select
+        events.message_id,
+        events.event_at,
+        events.event_name,
+        events.sku,
+        events.anonymous_id,
+        sessions.session_id,
+        sessions.customer_id
+    from events
+    left join sessions
+        on sessions.anonymous_id = events.anonymous_id
+       and events.event_at between sessions.started_at and sessions.ended_at
+    where events.sku is not null and events.event_at is not null
+    -- one session an event even if the sessionizer ever emits overlapping sessions
+    qualify row_number() over (partition by events.message_id
+                               order by sessions.started_at desc nulls last) = 1
+
+)
+
+select
+    message_id,
+    event_at,
+    cast(event_at as date) as event_date,
+    event_name,
+    sku,
+    anonymous_id,
+    session_id,
+    customer_id
+from located

@@ -1,0 +1,74 @@
+-- POS line items of the newest version of each store-day file (a corrected file replaces
+-- the earlier one entirely), typed; txn_at is the store's wall clock converted to UTC with
+-- the store's IANA zone; customer keys normalized with the store's country.
+with lines as (
+
+    select
+        raw.*,
+        dense_rank() over (
+            partition by raw._source_file
+            order by raw._loaded_at desc, raw._batch_id desc
+        ) as file_version_rank
+    from {{ raw_source('pos', 'transactions') }} as raw
+    where raw.transaction_id is not null
+
+),
+
+typed as (
+
+    select
+        {{ clean_text('transaction_id') }} as transaction_id,
+        try_cast({{ clean_text('line_no') }} as integer) as line_no,
+        {{ clean_text('store_id') }} as store_id,
+        try_cast({{ clean_text('business_date') }} as date) as business_date,
+        try_cast({{ clean_text('txn_ts') }} as timestamp) as txn_local_ts,
+        {{ clean_text('_store_timezone') }} as store_timezone,
+        upper({{ clean_text('_store_country') }}) as store_country,
+        upper({{ clean_text('txn_type') }}) as txn_type,
+        loyalty_id as loyalty_id_raw,
+        customer_phone as customer_phone_raw,
+        customer_email as customer_email_raw,
+        {{ clean_text('sku') }} as sku,
+        try_cast({{ clean_text('quantity') }} as integer) as quantity,
+        {{ to_money('unit_price') }} as unit_price,
+        coalesce({{ to_money('discount_amount') }}, 0) as discount_amount,
+        {{ to_money('line_amount') }} as line_amount,
+        upper({{ clean_text('currency') }}) as currency,
+        {{ clean_text('payment_method') }} as payment_method,
+        _folder_date as folder_date,
+        _source_file,
+        _source_line,
+        _batch_id,
+        _loaded_at
+    from lines
+    where file_version_rank = 1
+
+)
+
+select
+    transaction_id,
+    line_no,
+    store_id,
+    business_date,
+    txn_local_ts,
+    {{ local_to_utc('txn_local_ts', 'store_timezone') }} as txn_at,
+    store_timezone,
+    store_country,
+    txn_type,
+    {{ normalize_loyalty_id('loyalty_id_raw') }} as loyalty_id,
+    {{ normalize_phone('customer_phone_raw', 'store_country') }} as customer_phone,
+    {{ clean_text('customer_phone_raw') }} as customer_phone_raw,
+    {{ normalize_email('customer_email_raw') }} as customer_email,
+    sku,
+    quantity,
+    unit_price,
+    discount_amount,
+    line_amount,
+    currency,
+    payment_method,
+    folder_date,
+    _source_file,
+    _source_line,
+    _batch_id,
+    _loaded_at
+from typed

@@ -1,0 +1,197 @@
+"""Read landing files as numbered physical lines into a DuckDB table.
+
+Both loaders and the validator start here, so "line 12 of file X" means the same thing
+everywhere, and a malformed line can be quarantined with its exact text. The fast path is
+DuckDB's CSV reader with one VARCHAR column and a delimiter that cannot occur in valid data
+(a raw control character): it decompresses and decodes in C++, several files in parallel.
+Whatever that path cannot vouch for goes through Python's own gzip and codecs, file by file:
+
+* DuckDB stops silently at the end of a truncated gzip stream, so every gzip file's trailer
+  (ISIZE, the uncompressed length) is compared with the bytes DuckDB read; on a mismatch
+  Python decompresses the file, which checks the CRC and the end-of-stream marker.
+* A file that is not gzip, not in its encoding, or otherwise unreadable by DuckDB: Python
+  decodes it, line by line if need be, so one bad line does not cost the whole file.
+
+The table has one row a physical line: ``file_id`` (position in the list given), ``ln``
+(1-based), ``line`` (decoded text without the line break; NULL for a blank line) and
+``bad_encoding`` (the line is not valid in the file's encoding; ``line`` then shows the bytes
+escaped). Files that cannot be read at all are returned with the reason instead.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from customer360.landing.duck import duckdb_encoding, python_encoding, sql_str
+
+log = logging.getLogger(__name__)
+
+# A raw control character never occurs in valid JSON and hardly in a CSV export; a line that
+# holds one makes DuckDB see two columns and fail, which sends the file to the Python path.
+_NO_DELIMITER = "\x01"
+
+
+def _read_csv_sql(paths: Sequence[Path], encoding: str, gzipped: bool) -> str:
+    files = "[" + ", ".join(sql_str(str(p)) for p in paths) + "]"
+    return (f"read_csv({files}, columns = {{'line': 'VARCHAR'}}, delim = '{_NO_DELIMITER}', "
+            f"quote = '', escape = '', header = false, auto_detect = false, "
+            f"compression = '{'gzip' if gzipped else 'none'}', "
+            f"encoding = {sql_str(duckdb_encoding(encoding))})")
+
+
+def _gzip_isize(path: Path) -> int | None:
+    """The uncompressed length (mod 2**32) a gzip file's trailer claims."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() < 18:  # smaller than an empty gzip member: not a whole gzip file
+            return None
+        fh.seek(-4, 2)
+        return int.from_bytes(fh.read(4), "little")
+
+
+def _isize_candidates(n_lines: int, text_bytes: int) -> set[int]:
+    # DuckDB drops the line breaks (LF or CRLF), the last line may lack one, and a UTF-8 BOM
+    # is skipped: every way the lines can add up to the file's uncompressed length.
+    return {(text_bytes + width * n_lines - width * unterminated + bom) % 2**32
+            for width in (1, 2) for unterminated in (0, 1) for bom in (0, 3)}
+
+
+ParseSql = Callable[[str], str]
+_EMPTY_SOURCE = ("SELECT NULL::INTEGER AS file_id, NULL::BIGINT AS rn, NULL::VARCHAR AS line, "
+                 "NULL::BOOLEAN AS bad_encoding LIMIT 0")
+
+
+def _fast_source(paths: Sequence[Path], file_ids: Sequence[int], encoding: str,
+                 gzipped: bool) -> str:
+    ids = "[" + ", ".join(str(i) for i in file_ids) + "]"
+    # row_number() over the whole multi-file scan follows file order then line order
+    # (DuckDB preserves insertion order); ``numbered_view`` turns it into per-file lines.
+    return (f"SELECT {ids}[file_index::BIGINT + 1] AS file_id, row_number() OVER () AS rn, line, "
+            f"false AS bad_encoding FROM {_read_csv_sql(paths, encoding, gzipped)}")
+
+
+def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> None:
+    verb = f"CREATE OR REPLACE TEMP TABLE {out_table} AS" if create else f"INSERT INTO {out_table}"
+    con.execute(f"{verb} SELECT * FROM ({parse(source)})")
+
+
+def _gzip_suspects(con, out_table: str, paths: Sequence[Path],
+                   file_ids: Sequence[int]) -> list[int]:
+    stats = {fid: (n, b) for fid, n, b in con.execute(
+        f"SELECT file_id, count(*), sum(_nbytes) FROM {out_table} GROUP BY file_id").fetchall()}
+    return [fid for path, fid in zip(paths, file_ids)
+            if _gzip_isize(path) not in _isize_candidates(*stats.get(fid, (0, 0)))]
+
+
+def _delete(con, out_table: str, file_ids: Sequence[int]) -> None:
+    if file_ids:
+        con.execute(f"DELETE FROM {out_table} WHERE list_contains({[int(i) for i in file_ids]}, "
+                    f"file_id)")
+
+
+
+
+def _python_lines(path: Path, encoding: str, gzipped: bool) -> pa.Table | str:
+    """The file's lines decoded by Python, or the reason it cannot be read at all."""
+    raw = path.read_bytes()
+    if gzipped and raw:
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError as exc:
+            return f"truncated gzip file: {exc}"
+        except (OSError, zlib.error) as exc:
+            return f"corrupt gzip file: {exc}"
+    py_encoding = python_encoding(encoding)
+    if py_encoding is None:
+        return f"unknown encoding {encoding!r}"
+    bad: list[bool] | None = None
+    try:
+        lines = raw.decode(py_encoding).split("\n")
+    except UnicodeDecodeError:
+        # Only files that fail to decode get here: find the lines at fault, keep the rest.
+        lines, bad = [], []
+        for chunk in raw.split(b"\n"):
+            try:
+                lines.append(chunk.decode(py_encoding))
+                bad.append(False)
+            except UnicodeDecodeError:
+                lines.append(chunk.decode(py_encoding, errors="backslashreplace"))
+                bad.append(True)
+    if lines and lines[-1] == "":
+        lines.pop()
+        if bad:
+            bad.pop()
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return pa.table({"line": pa.array(lines, pa.string()),
+                     "bad_encoding": pa.array(bad if bad is not None else [False] * len(lines),
+                                              pa.bool_())})
+
+
+def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[Path],
+                parse: ParseSql, *, encoding: str = "utf-8", gzipped: bool = False
+                ) -> dict[int, str]:
+    """Read ``paths`` (file ids 0..n-1) line by line into ``out_table`` = ``parse(source)``;
+    return the files that cannot be read at all as {file_id: reason}.
+
+    ``source`` is a SQL query with one row a physical line: ``file_id``, ``rn`` (increasing
+    with the line's position in its file), ``line`` (NULL when blank) and ``bad_encoding``.
+    ``parse(source)`` must return ``file_id``, ``rn`` and ``_nbytes`` (``strlen`` of the line,
+    0 when NULL) first, then what it extracts, for every line (blank ones included) so that
+    :func:`numbered_view` can number them.
+    """
+    _run(con, out_table, parse, _EMPTY_SOURCE, create=True)
+    ids = list(range(len(paths)))
+    if not paths:
+        return {}
+    retry: list[int] = []
+    try:
+        _run(con, out_table, parse, _fast_source(paths, ids, encoding, gzipped), create=False)
+        if gzipped:
+            retry = _gzip_suspects(con, out_table, paths, ids)
+    except duckdb.Error:
+        # One bad file fails a multi-file read (and inserts nothing): go file by file.
+        for fid in ids:
+            try:
+                _run(con, out_table, parse, _fast_source([paths[fid]], [fid], encoding, gzipped),
+                     create=False)
+                if gzipped:
+                    retry += _gzip_suspects(con, out_table, [paths[fid]], [fid])
+            except duckdb.Error as exc:
+                log.debug("DuckDB cannot read %s (%s); trying Python", paths[fid], exc)
+                retry.append(fid)
+    _delete(con, out_table, retry)
+    failures = {}
+    for fid in retry:
+        result = _python_lines(paths[fid], encoding, gzipped)
+        if isinstance(result, str):
+            failures[fid] = result
+            continue
+        con.register("_python_lines", result)
+        try:
+            _run(con, out_table, parse,
+                 f"SELECT {fid} AS file_id, row_number() OVER () AS rn, "
+                 f"nullif(rtrim(line, chr(13)), '') AS line, bad_encoding FROM _python_lines",
+                 create=False)
+        finally:
+            con.unregister("_python_lines")
+    return failures
+
+
+def numbered_view(con: duckdb.DuckDBPyConnection, out_table: str) -> str:
+    """A view of ``out_table`` with ``ln``, the 1-based physical line number in its file."""
+    view = f"{out_table}_numbered"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW {view} AS
+        SELECT t.*, t.rn - f.first_rn + 1 AS ln
+        FROM {out_table} t JOIN (SELECT file_id, min(rn) AS first_rn FROM {out_table}
+                                 GROUP BY file_id) f USING (file_id)
+    """)
+    return view

@@ -1,0 +1,133 @@
+"""The rules of a web event line (SOURCES.md section 2), as one vectorized DuckDB query.
+
+The validator reports what these rules call an error, and the web loader quarantines exactly
+those lines; warnings (events later than the contract allows) are reported and still loaded.
+A line becomes one raw row with the Segment fields as sent: scalars as text, ``context``,
+``properties`` and ``traits`` as JSON text, unknown top-level keys kept in ``_extra``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import duckdb
+
+from customer360.landing.layout import LandingFile
+from customer360.landing.lines import numbered_view, read_parsed
+
+LATE_DAYS = 3  # SOURCES.md: timestamp can be up to 3 days older than its file's date
+EVENT_TYPES = ("page", "track", "identify")
+SCALAR_FIELDS = ("messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt")
+JSON_FIELDS = ("context", "properties", "traits")
+RAW_COLUMNS = SCALAR_FIELDS + JSON_FIELDS
+
+_SCHEMA = "{" + ", ".join([f'"{f}": "VARCHAR"' for f in SCALAR_FIELDS]
+                          + [f'"{f}": "JSON"' for f in JSON_FIELDS]) + "}"
+# json_merge_patch with nulls deletes the known keys, leaving the unknown ones for _extra.
+_KNOWN_KEYS_NULL = "{" + ", ".join(f'"{f}": null' for f in RAW_COLUMNS) + "}"
+# ISO-8601 with seconds and an explicit offset: without one the instant is ambiguous.
+_ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})"
+
+
+def _ts(field: str) -> str:
+    return (f"CASE WHEN regexp_full_match(e.{field}, '{_ISO_UTC}') "
+            f"THEN try_cast(e.{field} AS TIMESTAMPTZ) END")
+
+
+def _shown(expr: str) -> str:
+    return f"coalesce('''' || left({expr}, 40) || '''', 'null')"
+
+
+def parse_sql(files_table: str):
+    """The parse step for :func:`read_parsed`; ``files_table`` maps file_id to folder_date."""
+    ts_checks = " ".join(
+        f"WHEN {_ts(f)} IS NULL THEN '{f} is not an ISO-8601 UTC time: ' || {_shown('e.' + f)}"
+        for f in ("timestamp", "receivedAt"))
+
+    def parse(source: str) -> str:
+        return f"""
+        WITH src AS ({source}),
+        obj AS (
+            SELECT file_id, rn, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
+                   line IS NULL OR NOT regexp_matches(line, '\S') AS blank,
+                   CASE WHEN NOT bad_encoding AND starts_with(ltrim(line), '{{')
+                        THEN try(from_json(line, '{_SCHEMA}')) END AS e
+            FROM src
+        ),
+        checked AS (
+            SELECT obj.*, f.folder_date, {_ts('timestamp')} AS ts,
+              CASE
+                WHEN blank THEN NULL
+                WHEN bad_encoding THEN 'line is not valid UTF-8'
+                WHEN e IS NULL THEN CASE WHEN json_valid(line) THEN 'line is not a JSON object'
+                                         ELSE 'line is not valid JSON' END
+                WHEN coalesce(e.messageId, '') = '' THEN 'missing messageId'
+                WHEN e.type IS NULL OR e.type NOT IN {EVENT_TYPES}
+                  THEN 'type must be page, track or identify, got ' || {_shown('e.type')}
+                WHEN coalesce(e.anonymousId, '') = '' THEN 'missing anonymousId'
+                {ts_checks}
+                WHEN e.type = 'track' AND coalesce(e.event, '') = ''
+                  THEN 'track call without event'
+                WHEN e.event = 'Order Completed'
+                     AND coalesce(json_extract_string(e.properties, '$.order_id'), '') = ''
+                  THEN 'Order Completed without properties.order_id'
+                WHEN e.event = 'Order Completed'
+                     AND try_cast(json_extract_string(e.properties, '$.revenue') AS DOUBLE) IS NULL
+                  THEN 'Order Completed without a numeric properties.revenue'
+                WHEN e.event = 'Order Completed'
+                     AND coalesce(json_type(e.properties, '$.products'), '') <> 'ARRAY'
+                  THEN 'Order Completed without a properties.products list'
+                WHEN {_ts('timestamp')} >= f.folder_date + INTERVAL 1 DAY
+                  THEN 'timestamp ' || e.timestamp || ' is after its folder''s day '
+                       || strftime(f.folder_date, '%Y-%m-%d')
+              END AS reason
+            FROM obj JOIN {files_table} f USING (file_id)
+        )
+        SELECT file_id, rn, _nbytes,
+               blank,
+               {", ".join(f'e.{c} AS "{c}"' for c in RAW_COLUMNS)},
+               CASE WHEN e IS NOT NULL AND reason IS NULL
+                    THEN nullif(json_merge_patch(line, '{_KNOWN_KEYS_NULL}')::VARCHAR, '{{}}')
+               END AS _extra,
+               folder_date AS _folder_date,
+               reason,
+               CASE WHEN reason IS NULL AND ts < folder_date - INTERVAL {LATE_DAYS} DAY
+                    THEN 'timestamp ' || e.timestamp || ' is more than {LATE_DAYS} days before '
+                         || 'its folder''s date (late beyond the contract); loaded anyway'
+               END AS warning,
+               CASE WHEN reason IS NOT NULL THEN line END AS raw_text,
+               CASE WHEN reason IS NOT NULL THEN try(json_extract_string(line, '$.messageId'))
+               END AS record_key
+        FROM checked
+        """
+    return parse
+
+
+@dataclass
+class ParsedWeb:
+    """Web files read into DuckDB: ``view`` has one row a line (see :func:`parse_sql`) plus
+    ``ln``; ``unreadable`` maps file_id to the reason the whole file could not be read."""
+
+    files: list[LandingFile]
+    view: str
+    unreadable: dict[int, str]
+
+
+def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile],
+                    name: str = "web_lines") -> ParsedWeb:
+    """Read and check web part files; the same code for the validator and the loader."""
+    files_table = f"{name}_files"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {files_table} (file_id INTEGER, folder_date DATE)")
+    con.executemany(f"INSERT INTO {files_table} VALUES (?, ?)",
+                    [(i, f.folder_date) for i, f in enumerate(files)])
+    paths: list[Path] = [f.path for f in files]
+    unreadable = read_parsed(con, name, paths, parse_sql(files_table), gzipped=True)
+    return ParsedWeb(list(files), numbered_view(con, name), unreadable)
+
+
+def folder_date_window(day: dt.date) -> tuple[dt.date, dt.date]:
+    """Folder dates whose files can hold the same events as ``day``'s (late arrivals)."""
+    return day - dt.timedelta(days=LATE_DAYS), day + dt.timedelta(days=LATE_DAYS)

@@ -1,0 +1,87 @@
+"""Masking of personal data in anything the gates write down (samples, observed values, events).
+
+Gate failures have to show offending values so that a data engineer can act, but the audit
+store, the Data Docs and the task log must hold nothing personal. Emails keep their first
+letters and top-level domain (``a***@m***.com``), phone numbers their country code and last
+four digits (``+86*******8000``), and values of columns known to be personal keep only their
+first character. Masking errs on the side of hiding: an id that looks like a phone number is
+masked too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# A run of 7-15 digits, optionally with a leading + and the separators people type at a till.
+PHONE_RE = re.compile(r"(?<![\w.])\+?\d(?:[ \-().]*\d){6,14}(?![\w])")
+# Dates and times also look like digit runs but are not personal: matched first, kept as they are.
+_DATE_OR_PHONE = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?|\d{2}:\d{2}:\d{2})"
+    r"|(?P<phone>" + PHONE_RE.pattern + ")")
+
+# The same patterns as DuckDB regular expressions (RE2), for scanning whole tables in SQL.
+SQL_EMAIL_PATTERN = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
+# E.164 numbers and Chinese mobile numbers as typed; bounded by non-alphanumerics so that hex
+# hashes (which contain digit runs) do not match.
+SQL_PHONE_PATTERN = (r"(^|[^0-9A-Za-z])(\+[1-9][0-9 \-]{7,17}[0-9]|1[3-9][0-9][ \-]?[0-9]{4}[ \-]?[0-9]{4})"
+                     r"($|[^0-9A-Za-z])")
+
+
+def mask_email(value: str) -> str:
+    local, _, domain = value.strip().partition("@")
+    host, _, tld = domain.rpartition(".")
+    return f"{local[:1]}***@{host[:1]}***.{tld}"
+
+
+def mask_phone(value: str) -> str:
+    digits = re.sub(r"\D", "", value)
+    plus = "+" if value.strip().startswith("+") else ""
+    keep_head = 2 if len(digits) > 8 else 1
+    hidden = max(len(digits) - keep_head - 4, 1)
+    return f"{plus}{digits[:keep_head]}{'*' * hidden}{digits[-4:]}"
+
+
+def _mask_phone_match(match: re.Match) -> str:
+    if match.group("date") is not None:
+        return match.group(0)
+    return mask_phone(match.group(0))
+
+
+def mask_text(text: str) -> str:
+    """Mask every email address and phone-number-like digit run inside ``text``."""
+    text = EMAIL_RE.sub(lambda m: mask_email(m.group(0)), text)
+    return _DATE_OR_PHONE.sub(_mask_phone_match, text)
+
+
+def mask_personal(value: Any) -> str | None:
+    """A value from a column known to be personal: show only its shape."""
+    if value is None:
+        return None
+    text = str(value)
+    if EMAIL_RE.fullmatch(text.strip()):
+        return mask_email(text)
+    if PHONE_RE.fullmatch(text.strip()):
+        return mask_phone(text)
+    return f"{text[:1]}***" if text else text
+
+
+def mask_value(value: Any, personal: bool = False) -> Any:
+    """Mask a sample value: strings are scanned for emails and phones; others pass through."""
+    if personal:
+        return mask_personal(value)
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def mask_payload(obj: Any) -> Any:
+    """Mask every string inside a JSON-like structure (dict keys are left alone)."""
+    if isinstance(obj, dict):
+        return {k: mask_payload(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [mask_payload(v) for v in obj]
+    if isinstance(obj, str):
+        return mask_text(obj)
+    return obj

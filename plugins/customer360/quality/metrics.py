@@ -1,0 +1,252 @@
+"""Checks Great Expectations has no expectation for, computed as small DataFrames that the
+suites then assert with ordinary expectations (so every check has one result format).
+
+A suite names one with ``target: {metric: <name>, ...params}``:
+
+- ``raw_volume``: rows landed today per source/entity against recent days (same weekday first).
+- ``reconciliation``: read = landed + quarantined for every batch recorded by the extractors.
+- ``trend``: a number computed in SQL against its own recent history (kept in the audit store).
+- ``dbt_results``: the data tests dbt ran for the stage's layers (run_results.json).
+- ``pii_scan``: emails and phone numbers in every string column of every published table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pandas as pd
+
+from customer360 import audit
+from customer360.quality.context import GateContext
+from customer360.quality.masking import (SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN, mask_email,
+                                         mask_phone, mask_text)
+from customer360.quality.targets import quote, type_family
+
+MetricFn = Callable[[GateContext, dict], pd.DataFrame]
+REGISTRY: dict[str, MetricFn] = {}
+
+
+def metric(name: str):
+    def register(fn: MetricFn) -> MetricFn:
+        REGISTRY[name] = fn
+        return fn
+    return register
+
+
+def compute(ctx: GateContext, target: dict) -> pd.DataFrame:
+    name = target["metric"]
+    if name not in REGISTRY:
+        raise KeyError(f"unknown metric {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    params = {k: v for k, v in target.items() if k != "metric"}
+    return REGISTRY[name](ctx, params)
+
+
+# ---------------------------------------------------------------- raw zone
+
+def raw_row_counts(settings, source: str, entity: str, since: dt.date, through: dt.date) -> dict[dt.date, int]:
+    """Rows per load_date of one raw entity, from Parquet footers (no data is read)."""
+    files = []
+    for folder in (settings.lake_raw / source / entity).glob("load_date=*"):
+        try:
+            day = dt.date.fromisoformat(folder.name.split("=", 1)[1])
+        except ValueError:
+            continue
+        if since <= day <= through:
+            files += [(day, str(p)) for p in folder.glob("*.parquet")]
+    if not files:
+        return {}
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT file_name, sum(num_rows) FROM (SELECT DISTINCT file_name, row_group_id, "
+            "row_group_num_rows AS num_rows FROM parquet_metadata(?)) GROUP BY 1",
+            [[f for _, f in files]]).fetchall()
+    finally:
+        con.close()
+    per_file = dict(rows)
+    counts: dict[dt.date, int] = {}
+    for day, f in files:
+        counts[day] = counts.get(day, 0) + int(per_file.get(f, 0))
+    return counts
+
+
+@metric("raw_volume")
+def raw_volume(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """One row: for each entity, today's rows, the baseline and their ratio.
+
+    The baseline is the median of the same weekday over the last ``history_days`` when at
+    least ``min_same_weekday`` such days exist (retail traffic has a weekly rhythm), else the
+    median of every earlier day when there are ``min_days`` of them, else none (the ratio is
+    then null, which the between-expectations do not count as a failure).
+    """
+    day = ctx.logical_date
+    history_days = int(params.get("history_days", 35))
+    row: dict[str, object] = {"logical_date": day.isoformat(), "weekday": day.strftime("%a")}
+    for item in params["entities"]:
+        source, entity = item.split("/")
+        counts = raw_row_counts(ctx.settings, source, entity, day - dt.timedelta(days=history_days), day)
+        today = counts.pop(day, 0)
+        same = [n for d, n in counts.items() if d.weekday() == day.weekday()]
+        if len(same) >= int(params.get("min_same_weekday", 2)):
+            baseline = statistics.median(same)
+        elif len(counts) >= int(params.get("min_days", 3)):
+            baseline = statistics.median(counts.values())
+        else:
+            baseline = None
+        key = f"{source}_{entity}"
+        row[f"{key}_rows"] = today
+        row[f"{key}_baseline"] = baseline
+        row[f"{key}_ratio"] = (today / baseline) if baseline else None
+    return pd.DataFrame([row])
+
+
+@metric("reconciliation")
+def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """Reconciliation rows of this logical date or loaded by this run, with their imbalance and
+    how the landed count compares with the rows actually in the batch's Parquet file."""
+    with audit.connect(ctx.settings, read_only=True) as con:
+        frame = con.execute(
+            "SELECT line_sha256, source, entity, batch_id, CAST(load_date AS VARCHAR) AS load_date, "
+            "source_file, \"read\", landed, quarantined FROM audit.reconciliation "
+            "WHERE load_date = ? OR list_contains(?, line_sha256) ORDER BY source, entity, batch_id",
+            [ctx.logical_date, sorted(ctx.new_reconciliation_lines)]).df()
+    frame["source_entity"] = frame["source"] + "/" + frame["entity"]
+    frame["imbalance"] = frame["read"] - frame["landed"] - frame["quarantined"]
+    landed_per_batch = frame.groupby("batch_id")["landed"].transform("sum")
+    batch_rows = {}
+    for (source, entity, batch_id) in frame[["source", "entity", "batch_id"]].drop_duplicates().itertuples(index=False):
+        if not batch_id:
+            continue
+        found = list((ctx.settings.lake_raw / source / entity).glob(f"load_date=*/{batch_id}.parquet"))
+        if found:
+            batch_rows[batch_id] = duckdb.execute("SELECT count(*) FROM read_parquet(?)",
+                                                  [[str(p) for p in found]]).fetchone()[0]
+    frame["batch_rows"] = frame["batch_id"].map(batch_rows)
+    frame["landed_minus_batch_rows"] = (landed_per_batch - frame["batch_rows"]).where(
+        frame["batch_rows"].notna())
+    return frame.drop(columns=["line_sha256"])
+
+
+# ---------------------------------------------------------------- warehouse
+
+@metric("trend")
+def trend(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """A number from SQL (``sql`` returns one row, column ``value``) next to the median of its
+    last ``history_runs`` values on earlier logical dates; today's value is recorded."""
+    name = params["name"]
+    value = ctx.warehouse.execute(params["sql"]).fetchone()[0]
+    value = None if value is None else float(value)
+    with audit.connect(ctx.settings, read_only=True) as con:
+        history = [r[0] for r in con.execute(
+            "SELECT value FROM audit.gate_metrics WHERE stage = ? AND metric = ? AND logical_date < ? "
+            "AND value IS NOT NULL ORDER BY logical_date DESC LIMIT ?",
+            [ctx.stage, name, ctx.logical_date, int(params.get("history_runs", 7))]).fetchall()]
+    baseline = statistics.median(history) if len(history) >= int(params.get("min_history", 3)) else None
+    audit.append(ctx.settings, "gate_metrics", [{
+        "logical_date": ctx.logical_date, "stage": ctx.stage, "metric": name, "value": value,
+        "run_id": ctx.run_id, "recorded_at": dt.datetime.now(dt.timezone.utc)}])
+    ratio = value / baseline if (value is not None and baseline) else None
+    return pd.DataFrame([{"metric": name, "value": value, "baseline": baseline,
+                          "ratio_to_baseline": ratio, "history_runs": len(history)}])
+
+
+def _dbt_result_files(ctx: GateContext, layers: list[str]) -> list[Path]:
+    patterns = list(ctx.dbt_results)
+    env = os.environ.get("C360_DBT_RESULTS", "").strip()
+    if env:
+        patterns += env.split(os.pathsep)
+    if not patterns:
+        dbt_dir = ctx.settings.artifacts / "dbt"
+        patterns = [str(dbt_dir / layer / "run_results.json") for layer in layers]
+        patterns += [str(dbt_dir / "target" / "run_results.json"),
+                     str(ctx.dbt_project_dir / "target" / "run_results.json")]
+    found: list[Path] = []
+    for pattern in patterns:
+        found += [Path(p) for p in sorted(glob.glob(pattern))]
+    return list(dict.fromkeys(found))
+
+
+@metric("dbt_results")
+def dbt_results(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """One row per dbt node result (tests first of all). dbt marks a failing test whose
+    severity is ``error`` as ``fail`` and one whose severity is ``warn`` as ``warn``. When no
+    run_results.json is found, one row with status ``missing`` says so."""
+    layers = list(params.get("layers", []))
+    rows, latest = [], {}
+    for path in _dbt_result_files(ctx, layers):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        generated = (data.get("metadata") or {}).get("generated_at", "")
+        for r in data.get("results", []):
+            uid = r["unique_id"]
+            if uid in latest and latest[uid] >= generated:
+                continue
+            latest[uid] = generated
+            rows.append({"unique_id": uid, "resource_type": uid.split(".")[0],
+                         "status": str(r.get("status")), "failures": r.get("failures"),
+                         "message": mask_text(str(r.get("message") or ""))[:300],
+                         "results_file": str(path), "generated_at": generated})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame([{"unique_id": "(no dbt run_results.json found)", "resource_type": "none",
+                              "status": "missing", "failures": None, "message": "",
+                              "results_file": "", "generated_at": ""}])
+    # several files can hold the same node: keep its newest result
+    frame = frame.sort_values("generated_at").drop_duplicates("unique_id", keep="last")
+    resource_types = params.get("resource_types")
+    if resource_types:
+        frame = frame[frame["resource_type"].isin(resource_types)]
+    return frame.reset_index(drop=True)
+
+
+def published_tables(con: duckdb.DuckDBPyConnection, schemas: list[str]) -> list[tuple[str, str]]:
+    """The tables publish would copy (customer360.publish.list_publishable_tables)."""
+    from customer360.publish import list_publishable_tables
+
+    catalog = con.execute("SELECT current_database()").fetchone()[0]
+    return [(s, t) for s, t in list_publishable_tables(con, catalog) if s in schemas]
+
+
+@metric("pii_scan")
+def pii_scan(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """One row per column of every published table: how many values hold an email address or
+    a phone number, with one masked example. Text, JSON, lists and structs are all scanned as
+    text; hashes (hex) do not match the phone pattern because it needs non-alphanumeric edges."""
+    con = ctx.warehouse
+    schemas = list(params.get("schemas", ["marts", "ml"]))
+    rows = []
+    for schema, table in published_tables(con, schemas):
+        cols = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position", [schema, table]).fetchall()
+        scanned = [(c, t) for c, t in cols if type_family(t) in ("string", "json", "list", "struct", "other")]
+        counts: dict[str, tuple] = {}
+        if scanned:
+            parts = []
+            for i, (c, _) in enumerate(scanned):
+                text = f"CAST({quote(c)} AS VARCHAR)"
+                parts += [f"count(*) FILTER (WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')) AS e{i}",
+                          f"count(*) FILTER (WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')) AS p{i}",
+                          f"any_value(regexp_extract({text}, '{SQL_EMAIL_PATTERN}')) FILTER "
+                          f"(WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')) AS xe{i}",
+                          f"any_value(regexp_extract({text}, '{SQL_PHONE_PATTERN}', 2)) FILTER "
+                          f"(WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')) AS xp{i}"]
+            values = con.execute(f"SELECT {', '.join(parts)} FROM {quote(schema)}.{quote(table)}").fetchone()
+            for i, (c, _) in enumerate(scanned):
+                counts[c] = values[4 * i: 4 * i + 4]
+        for c, t in cols:
+            emails, phones, ex_email, ex_phone = counts.get(c, (None, None, None, None))
+            example = mask_email(ex_email) if ex_email else mask_phone(ex_phone) if ex_phone else None
+            rows.append({"table_name": f"{schema}.{table}", "column_name": c, "data_type": t,
+                         "email_values": emails, "phone_values": phones,
+                         # masked here: nothing personal leaves this function
+                         "example": example})
+    return pd.DataFrame(rows, columns=["table_name", "column_name", "data_type", "email_values",
+                                       "phone_values", "example"])

@@ -1,0 +1,110 @@
+"""End to end through Airflow itself: the DAG on small simulated data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+import subprocess
+
+import duckdb
+import pytest
+
+from customer360.airflow_runner import RunLockedError, backfill, run_dag, run_lock
+from tests.e2e import file_digest, pipeline_env, published_checksums
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    home = tmp_path_factory.mktemp("c360")
+    with pipeline_env(home) as env:
+        yield env
+
+
+def test_run_then_rerun_same_date_changes_nothing(pipeline):
+    settings, server, last = pipeline
+    first = run_dag(settings, last)
+    assert first.success, first.log_path.read_text()[-5000:]
+    before = published_checksums(settings)
+    assert {"marts.customer_360", "marts.fct_orders", "ml.ml_churn_scores"} <= set(before)
+    con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] > 50
+    assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'web'").fetchone()[0] > 0
+    assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'store'").fetchone()[0] > 0
+    con.close()
+    second = run_dag(settings, last)
+    assert second.success, second.log_path.read_text()[-5000:]
+    assert published_checksums(settings) == before
+
+
+def test_second_concurrent_run_is_refused(pipeline):
+    settings, _, last = pipeline
+    with run_lock(settings):
+        with pytest.raises(RunLockedError, match="another pipeline run is in progress"):
+            run_dag(settings, last)
+
+
+def test_report_is_rendered_with_charts_in_headless_chromium(pipeline, tmp_path):
+    settings, _, _ = pipeline
+    reports = sorted((settings.artifacts / "reports").glob("*.html"))
+    assert reports, "the report task wrote no page"
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (.ci/run installs Debian's chromium)")
+    page = reports[-1].read_text()
+    # Measure every chart's drawn geometry inside the browser and write it into the DOM.
+    probe = """<script>window.addEventListener('load', () => {
+      const out = [...document.querySelectorAll('figure.chart')].map(f => {
+        const marks = [...f.querySelectorAll('path, rect, line, polyline')]
+          .map(e => e.getBBox()).filter(b => b.width > 0 || b.height > 0);
+        return {id: f.id, marks: marks.length, width: f.getBoundingClientRect().width};
+      });
+      const pre = document.createElement('pre'); pre.id = 'probe';
+      pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+    });</script>"""
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", probe + "</body>"))
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=5000", "--dump-dom",
+         probe_page.as_uri()], capture_output=True, text=True, timeout=120)
+    match = re.search(r'<pre id="probe">(.*?)</pre>', out.stdout, re.S)
+    assert match, out.stderr[-2000:]
+    charts = {c["id"]: c for c in json.loads(match.group(1).replace("&quot;", '"'))}
+    for chart in ("revenue-by-channel", "lifecycle", "segments", "churn-risk", "nps-csat", "gates"):
+        assert chart in charts, f"chart {chart} missing from the report"
+        assert charts[chart]["marks"] >= 3 and charts[chart]["width"] > 100, charts[chart]
+
+
+def test_backfill_three_dates(tmp_path):
+    with pipeline_env(tmp_path / "home", people=120, days=10) as (settings, server, last):
+        start = last - dt.timedelta(days=2)
+        results = backfill(settings, start, last)
+        assert [r.logical_date for r in results] == [start, start + dt.timedelta(days=1), last]
+        assert all(r.success for r in results), results[-1].log_path.read_text()[-3000:]
+        con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
+        assert str(con.execute("SELECT max(logical_date) FROM meta.publication").fetchone()[0]) == str(last)
+        con.close()
+
+
+def test_failed_gate_leaves_publication_unchanged(tmp_path):
+    with pipeline_env(tmp_path / "home", people=120, days=10) as (settings, server, last):
+        assert run_dag(settings, last - dt.timedelta(days=1)).success
+        published = settings.published_dir / "c360.duckdb"
+        before = file_digest(published)
+        parquet_before = {p.name: file_digest(p) for p in (settings.published_dir / "marts").glob("*.parquet")}
+        # A batch-level defect in the next day's delivery: a POS file whose header lost a column.
+        day_dir = settings.landing / "pos" / f"date={last.isoformat()}"
+        victim = sorted(day_dir.glob("store_*.csv"))[0]
+        lines = victim.read_bytes().splitlines(keepends=True)
+        victim.write_bytes(lines[0].replace(b"txn_type,", b"") + b"".join(lines[1:]))
+        result = run_dag(settings, last)
+        assert not result.success
+        assert file_digest(published) == before
+        assert {p.name: file_digest(p) for p in (settings.published_dir / "marts").glob("*.parquet")} == parquet_before
+        alerts = list((settings.artifacts / "alerts").glob("*.json"))
+        assert alerts and any("gate" in a.name for a in alerts)

@@ -22,3 +22,8 @@
         {{ current_timestamp() }}::timestamp
     {%- endif -%}
 {%- endmacro %}
+
+{#- The reporting currency: var('reporting_currency') or $C360_REPORTING_CURRENCY, default CNY. -#}
+{% macro reporting_currency() -%}
+    {{- (var('reporting_currency', none) or env_var('C360_REPORTING_CURRENCY', 'CNY')) | upper | trim -}}
+{%- endmacro %}

@@ -2,22 +2,40 @@
     that know the raw zone is Parquet read by DuckDB; another engine replaces them.
 
     raw_source(source_name, table_name) is what staging models select from instead of
-    source(): the source itself when at least one batch exists, else an empty relation with
-    the source's declared columns and types. A source with no batch yet (a first run before any
-    ticket was filed, say) then builds empty models instead of failing on "No files found". -#}
+    source(). It returns
+    - the source itself when its batches have every column the source yml declares;
+    - the declared columns, typed nulls for those the batches lack (logged), when some are
+      missing (batches written before a column existed);
+    - an empty relation with the declared columns and types when no batch exists yet (a
+      first run before any ticket was filed), instead of failing on "No files found".
+    Unit tests get the plain source() so their fixtures replace it. -#}
 
 {% macro raw_source(source_name, table_name) -%}
     {%- set relation = source(source_name, table_name) -%}
-    {%- if execute and model.resource_type != 'unit_test'
-          and not raw_batches_exist(source_name, table_name) -%}
-        {{- return(empty_source_relation(source_name, table_name)) -}}
+    {%- if not execute or model.resource_type == 'unit_test' -%}
+        {{- return(relation) -}}
+    {%- endif -%}
+    {%- if not raw_batches_exist(source_name, table_name) -%}
+        {{- return(typed_source_relation(source_name, table_name, none)) -}}
+    {%- endif -%}
+    {%- set described = run_query("describe select * from " ~ relation) -%}
+    {%- set present = described.columns[0].values() | map('lower') | list -%}
+    {%- set missing = [] -%}
+    {%- for col in source_columns(source_name, table_name) if col.name | lower not in present -%}
+        {%- do missing.append(col.name) -%}
+    {%- endfor -%}
+    {%- if missing -%}
+        {%- do log("raw " ~ source_name ~ "." ~ table_name ~ " batches lack declared column(s) "
+                   ~ missing | join(', ') ~ ": read as null", info=true) -%}
+        {{- return(typed_source_relation(source_name, table_name, relation, present)) -}}
     {%- endif -%}
     {{- return(relation) -}}
 {%- endmacro %}
 
 
+{#- The raw zone layout (CONTRACTS.md), also spelled in each source's external_location. -#}
 {% macro raw_batch_glob(source_name, table_name) -%}
-    {{- var('raw_root') ~ '/' ~ source_name ~ '/' ~ table_name ~ '/*/*.parquet' -}}
+    {{- env_var('C360_HOME') ~ '/lake/raw/' ~ source_name ~ '/' ~ table_name ~ '/*/*.parquet' -}}
 {%- endmacro %}
 
 
@@ -28,17 +46,28 @@
 {%- endmacro %}
 
 
-{% macro empty_source_relation(source_name, table_name) -%}
+{% macro source_columns(source_name, table_name) -%}
     {%- set node = graph.sources.values() | selectattr('source_name', 'equalto', source_name)
                    | selectattr('name', 'equalto', table_name) | first -%}
     {%- set columns = node.columns.values() | list -%}
     {%- if columns | length == 0 -%}
         {{ exceptions.raise_compiler_error("source " ~ source_name ~ "." ~ table_name
-            ~ " declares no columns, so an empty relation cannot be typed") }}
+            ~ " declares no columns, so its relation cannot be typed") }}
     {%- endif -%}
+    {{- return(columns) -}}
+{%- endmacro %}
+
+
+{#- The declared columns of a source: read from `relation` where its batches have them
+    (`present`: lower-cased names), typed nulls otherwise; with no relation, no rows. -#}
+{% macro typed_source_relation(source_name, table_name, relation, present=[]) -%}
     (select
-    {%- for col in columns %}
-        cast(null as {{ col.data_type or 'varchar' }}) as {{ adapter.quote(col.name) }}{{ "," if not loop.last }}
+    {%- for col in source_columns(source_name, table_name) %}
+        {% if relation is not none and col.name | lower in present -%}
+        {{ adapter.quote(col.name) }}
+        {%- else -%}
+        cast(null as {{ col.data_type or 'varchar' }}) as {{ adapter.quote(col.name) }}
+        {%- endif %}{{ "," if not loop.last }}
     {%- endfor %}
-    where false)
+    {% if relation is not none %}from {{ relation }} as batches{% else %}where false{% endif %})
 {%- endmacro %}

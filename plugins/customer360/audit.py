@@ -30,6 +30,7 @@ from customer360.quality.masking import mask_payload, mask_text
 from customer360.settings import Settings
 
 GENESIS_HASH = "0" * 64
+CATALOG = "audit_store"
 
 _DDL = """
 CREATE SCHEMA IF NOT EXISTS audit;
@@ -88,7 +89,17 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 @retry(retry=retry_if_exception(_is_lock_conflict), wait=wait_exponential(multiplier=0.05, max=2),
        stop=stop_after_delay(60), reraise=True)
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(path), read_only=read_only)
+    # Opened directly, a file named audit.duckdb is a catalog called "audit", and then
+    # "audit.events" is ambiguous (catalog or schema?). Attached under another name, the
+    # schema "audit" is unambiguous. Direct SQL on the file must say audit.audit.<table>.
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{path}' AS {CATALOG}" + (" (READ_ONLY)" if read_only else ""))
+        con.execute(f"USE {CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 @contextmanager

@@ -193,6 +193,19 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}")
 
 
+def build_warehouse(settings: Settings, full_refresh: bool = False,
+                    as_of: dt.date | None = None, tests: bool = True) -> RunResults:
+    """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
+    CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
+    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    args = ["build", "--selector", "warehouse", *_vars(as_of)]
+    if full_refresh:
+        args.append("--full-refresh")
+    if not tests:
+        args += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
+    return _invoke_checked(settings, args, what="dbt build of the warehouse")
+
+
 def generate_docs(settings: Settings) -> Path:
     """``dbt docs generate``; returns the folder holding index.html, manifest and catalog."""
     _invoke_checked(settings, ["docs", "generate"], what="dbt docs generate", results=False)

@@ -14,7 +14,7 @@ reporting as (
 
     select rate_date, cny_per_unit as reporting_cny_per_unit
     from rates
-    where currency = '{{ var("reporting_currency") }}'
+    where currency = '{{ reporting_currency() }}'
 
 )
 
@@ -23,6 +23,6 @@ select
     rates.rate_date as valid_from,
     lead(rates.rate_date) over (partition by rates.currency order by rates.rate_date) as valid_to,
     rates.cny_per_unit / reporting.reporting_cny_per_unit as rate_to_reporting,
-    '{{ var("reporting_currency") }}' as reporting_currency
+    '{{ reporting_currency() }}' as reporting_currency
 from rates
 inner join reporting on reporting.rate_date = rates.rate_date

@@ -189,10 +189,13 @@ spine as (
 
     union all
 
-    select cast(as_of_date - ({{ horizon }} + {{ step }} * k) as date), false
+    select cast(as_of_date - offset_days as date), false
     from bounds
-    cross join range(0, {{ labelled_snapshots }}) as steps(k)
-    where as_of_date - ({{ horizon }} + {{ step }} * k) >= data_start + {{ min_history }}
+    cross join (
+        select cast({{ horizon }} + {{ step }} * k as integer) as offset_days
+        from range(0, {{ labelled_snapshots }}) as steps(k)
+    ) as offsets
+    where as_of_date - offset_days >= data_start + {{ min_history }}
 
 ),
 
@@ -342,10 +345,10 @@ select
     date_diff('day', af.first_order_date, p.snapshot_date) as days_since_first_order,
     date_diff('day', af.last_order_date, p.snapshot_date) as recency_days,
 
-    coalesce(af.orders_30d, 0) as orders_30d,
-    coalesce(af.orders_90d, 0) as orders_90d,
-    coalesce(af.orders_365d, 0) as orders_365d,
-    coalesce(af.orders_lifetime, 0) as orders_lifetime,
+    cast(coalesce(af.orders_30d, 0) as bigint) as orders_30d,
+    cast(coalesce(af.orders_90d, 0) as bigint) as orders_90d,
+    cast(coalesce(af.orders_365d, 0) as bigint) as orders_365d,
+    cast(coalesce(af.orders_lifetime, 0) as bigint) as orders_lifetime,
     coalesce(af.net_revenue_30d, 0) as net_revenue_30d,
     coalesce(af.net_revenue_90d, 0) as net_revenue_90d,
     coalesce(af.net_revenue_365d, 0) as net_revenue_365d,
@@ -357,17 +360,17 @@ select
     date_diff('day', af.first_order_date, af.last_order_date)
         / nullif(af.orders_lifetime - 1, 0) as avg_days_between_orders,
 
-    coalesce(af.sessions_7d, 0) as sessions_7d,
-    coalesce(af.sessions_28d, 0) as sessions_28d,
-    coalesce(af.sessions_90d, 0) as sessions_90d,
-    coalesce(af.page_views_28d, 0) as page_views_28d,
-    coalesce(af.converted_sessions_90d, 0) as converted_sessions_90d,
+    cast(coalesce(af.sessions_7d, 0) as bigint) as sessions_7d,
+    cast(coalesce(af.sessions_28d, 0) as bigint) as sessions_28d,
+    cast(coalesce(af.sessions_90d, 0) as bigint) as sessions_90d,
+    cast(coalesce(af.page_views_28d, 0) as bigint) as page_views_28d,
+    cast(coalesce(af.converted_sessions_90d, 0) as bigint) as converted_sessions_90d,
     date_diff('day', af.last_session_date, p.snapshot_date) as days_since_last_session,
-    coalesce(af.product_views_7d, 0) as product_views_7d,
-    coalesce(af.product_views_28d, 0) as product_views_28d,
-    coalesce(af.product_views_90d, 0) as product_views_90d,
-    coalesce(af.product_adds_28d, 0) as product_adds_28d,
-    coalesce(af.product_adds_90d, 0) as product_adds_90d,
+    cast(coalesce(af.product_views_7d, 0) as bigint) as product_views_7d,
+    cast(coalesce(af.product_views_28d, 0) as bigint) as product_views_28d,
+    cast(coalesce(af.product_views_90d, 0) as bigint) as product_views_90d,
+    cast(coalesce(af.product_adds_28d, 0) as bigint) as product_adds_28d,
+    cast(coalesce(af.product_adds_90d, 0) as bigint) as product_adds_90d,
 
     coalesce(tf.tickets_90d, 0) as tickets_90d,
     coalesce(tf.tickets_365d, 0) as tickets_365d,

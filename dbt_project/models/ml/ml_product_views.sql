@@ -15,21 +15,21 @@
     (and a failing not_null test) instead of a parse error.
 -#}
 
-{%- macro first_present(columns, candidates) -%}
-    {%- for name in candidates if name in columns -%}
-        {%- if loop.first -%}{{ name }}{%- endif -%}
-    {%- else -%}
-        null
-    {%- endfor -%}
-{%- endmacro -%}
-
 {%- set event_columns = [] -%}
 {%- if execute -%}
     {%- set event_columns = adapter.get_columns_in_relation(ref('stg_web__events'))
                             | map(attribute='name') | map('lower') | list -%}
 {%- endif -%}
-{%- set event_name = first_present(event_columns, ['event_name', 'event']) -%}
-{%- set event_at = first_present(event_columns, ['event_at', 'event_timestamp', 'timestamp']) -%}
+{#- the first name present wins: candidates are listed last-preferred first -#}
+{%- set found = namespace(event_name='null', event_at='null') -%}
+{%- for name in ['event', 'event_name'] if name in event_columns -%}
+    {%- set found.event_name = '"' ~ name ~ '"' -%}
+{%- endfor -%}
+{%- for name in ['timestamp', 'event_timestamp', 'event_at'] if name in event_columns -%}
+    {%- set found.event_at = '"' ~ name ~ '"' -%}
+{%- endfor -%}
+{%- set event_name = found.event_name -%}
+{%- set event_at = found.event_at -%}
 
 with events as (
 

@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from customer360.demo import sim_duck
 from customer360.demo import sim_reference as ref
 from customer360.demo.sim_behaviour import Activity
 from customer360.demo.sim_config import SimulationConfig
@@ -85,7 +86,7 @@ def _web_orders(cfg: SimulationConfig, pop: Population, products: ref.Products,
     person = s_person[sess]
     m = len(sess)
     count = 1 + np.minimum(rng.poisson(0.6, size=m), 6)
-    start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    start = (np.cumsum(count) - count).astype(np.int64)
     line_person = np.repeat(person, count)
     n_lines = int(count.sum())
     sku = ref.pick_products(products, pop.taste[line_person], rng.random(n_lines), rng.random(n_lines))
@@ -292,7 +293,7 @@ def _deliver_times(cfg: SimulationConfig, ev: dict[str, np.ndarray], chunk: int,
 
 _SQL = r"""
 SELECT folder, part,
-  CASE WHEN malformed THEN left(line, length(line) // 2) ELSE line END || chr(10) AS line
+  CASE WHEN malformed THEN left(line::VARCHAR, length(line::VARCHAR) // 2) ELSE line::VARCHAR END || chr(10) AS line
 FROM (
   SELECT e.folder, e.part, e.line_no, e.malformed, to_json(struct_pack(
     messageId := fmt_uuid(md5($seed || ':msg:' || e.session::VARCHAR || ':' || e.pos::VARCHAR)),
@@ -301,7 +302,7 @@ FROM (
                          WHEN 3 THEN 'Order Completed' WHEN 4 THEN 'Signed Up' END,
     anonymousId := d.anonymous_id,
     userId := CASE WHEN e.user_id >= 0 THEN e.user_id::VARCHAR END,
-    timestamp := iso_ms(e.ts),
+    "timestamp" := iso_ms(e.ts),
     receivedAt := iso_ms(e.recv),
     context := struct_pack(
       page := struct_pack(path := pc.path, referrer := coalesce(pr.url, x.url), title := pc.title,
@@ -336,7 +337,7 @@ FROM (
              FROM lines l JOIN products lp ON lp.idx = l.sku_idx
              WHERE l.order_idx IN (SELECT "order" FROM ev WHERE kind = 3)
              GROUP BY l.order_idx) ol ON ol.order_idx = e."order"
-  LEFT JOIN traits t ON t.session = e.session AND e.kind = 5
+  LEFT JOIN traits t ON t.session = e.session   -- one row per logged-in session; used by identify
 )
 ORDER BY folder, part, line_no
 """
@@ -424,8 +425,7 @@ def write_web(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     result = WebResult(orders=orders, session_person=ses.person, session_signup_ms=ses.signup_ms,
                        anon_rows=[], user_ids=np.unique(ses.user_id[ses.user_id >= 0]), counts=counts)
 
-    con = duckdb.connect()
-    con.execute("SET threads = 2")
+    con = sim_duck.connect()
     _static_tables(con, cfg, pop, products, orders)
     con.register("traits_arrow", _traits(cfg, pop, ident, ses))
     con.execute("CREATE TABLE traits AS SELECT * FROM traits_arrow")
@@ -520,7 +520,7 @@ def _write_folders(cfg: SimulationConfig, con: duckdb.DuckDBPyConnection, ev: di
         result.defects.append({"file": _part_path(t0, int(ev["folder"][r]), int(part[r])),
                                "line": int(line_no[r]), "kind": "malformed_json"})
 
-    reader = con.execute(_SQL, {"seed": str(cfg.seed)}).fetch_record_batch(200_000)
+    reader = con.execute(_SQL, {"seed": str(cfg.seed)}).to_arrow_reader(200_000)
     pending: list[bytes] = []
     current: tuple[int, int] | None = None
     futures = []

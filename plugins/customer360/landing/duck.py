@@ -19,8 +19,8 @@ from customer360.settings import Settings
 log = logging.getLogger(__name__)
 
 # Encodings DuckDB's CSV reader knows by a different name than Python's canonical one.
-_DUCKDB_ENCODING_NAMES = {"utf-8": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16",
-                          "gb18030": "gb18030"}
+_DUCKDB_ENCODING_NAMES = {"utf-8": "utf-8", "iso8859-1": "latin-1", "utf-16": "utf-16"}
+_NATIVE_ENCODINGS = frozenset(_DUCKDB_ENCODING_NAMES)
 
 
 def _encodings_extension() -> Path | None:
@@ -36,18 +36,36 @@ def _encodings_extension() -> Path | None:
 def connect(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     if settings is not None:
         settings.duckdb_temp_dir.mkdir(parents=True, exist_ok=True)
         con.execute(f"SET threads = {int(settings.duckdb_threads)}")
         con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
         con.execute(f"SET temp_directory = '{settings.duckdb_temp_dir}'")
-    ext = _encodings_extension()
-    if ext is not None:
-        try:
-            con.execute(f"LOAD '{ext}'")
-        except duckdb.Error as exc:  # only costs speed: files in other encodings decode in Python
-            log.warning("DuckDB encodings extension not loaded (%s); decoding in Python", exc)
     return con
+
+
+def load_encodings(con: duckdb.DuckDBPyConnection) -> bool:
+    """Load the ``encodings`` extension (GB18030 and friends for ``read_csv``) if it is
+    installed; False when it is not. It is a 350 MB file that takes seconds to load, so
+    callers only ask for it when they have enough non-UTF-8 text to win that time back."""
+    loaded = con.execute("SELECT count(*) FROM duckdb_extensions() "
+                         "WHERE extension_name = 'encodings' AND loaded").fetchone()[0]
+    if loaded:
+        return True
+    ext = _encodings_extension()
+    if ext is None:
+        return False
+    try:
+        con.execute(f"LOAD '{ext}'")
+        return True
+    except duckdb.Error as exc:  # costs only speed: Python decodes those files instead
+        log.warning("DuckDB encodings extension not loaded (%s); decoding in Python", exc)
+        return False
+
+
+def duckdb_reads_natively(encoding: str) -> bool:
+    return python_encoding(encoding) in _NATIVE_ENCODINGS
 
 
 def python_encoding(name: str) -> str | None:

@@ -6,6 +6,9 @@ DuckDB's CSV reader with one VARCHAR column and a delimiter that cannot occur in
 (a raw control character): it decompresses and decodes in C++, several files in parallel.
 Whatever that path cannot vouch for goes through Python's own gzip and codecs, file by file:
 
+* Text in an encoding DuckDB does not read natively (GB18030...) needs DuckDB's encodings
+  extension, which takes seconds to load: it is loaded only for a lot of such text.
+
 * DuckDB stops silently at the end of a truncated gzip stream, so every gzip file's trailer
   (ISIZE, the uncompressed length) is compared with the bytes DuckDB read; on a mismatch
   Python decompresses the file, which checks the CRC and the end-of-stream marker.
@@ -24,18 +27,22 @@ import gzip
 import logging
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from customer360.landing.duck import duckdb_encoding, python_encoding, sql_str
+from customer360.landing.duck import (duckdb_encoding, duckdb_reads_natively, load_encodings,
+                                      python_encoding, sql_str)
 
 log = logging.getLogger(__name__)
 
 # A raw control character never occurs in valid JSON and hardly in a CSV export; a line that
 # holds one makes DuckDB see two columns and fail, which sends the file to the Python path.
 _NO_DELIMITER = "\x01"
+# Below this much text in an encoding DuckDB does not read natively, Python decodes it: the
+# DuckDB encodings extension takes seconds to load.
+EXTENSION_WORTH_BYTES = 64 * 2**20
 
 
 def _read_csv_sql(paths: Sequence[Path], encoding: str, gzipped: bool) -> str:
@@ -46,7 +53,7 @@ def _read_csv_sql(paths: Sequence[Path], encoding: str, gzipped: bool) -> str:
             f"encoding = {sql_str(duckdb_encoding(encoding))})")
 
 
-def _gzip_isize(path: Path) -> int | None:
+def gzip_isize(path: Path) -> int | None:
     """The uncompressed length (mod 2**32) a gzip file's trailer claims."""
     with open(path, "rb") as fh:
         fh.seek(0, 2)
@@ -82,12 +89,25 @@ def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> Non
     con.execute(f"{verb} SELECT * FROM ({parse(source)})")
 
 
+def _fast_insert(con, out_table: str, parse: ParseSql, paths: Sequence[Path],
+                 file_ids: Sequence[int], encoding: str, gzipped: bool) -> None:
+    # The lines are materialized first: numbering them needs a window over the scan, and
+    # DuckDB runs whatever follows such a window on one thread; the parse then runs on all.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _fast_lines AS "
+                f"{_fast_source(paths, file_ids, encoding, gzipped)}")
+    try:
+        _run(con, out_table, parse, "SELECT * FROM _fast_lines", create=False)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _fast_lines")
+
+
 def _gzip_suspects(con, out_table: str, paths: Sequence[Path],
                    file_ids: Sequence[int]) -> list[int]:
     stats = {fid: (n, b) for fid, n, b in con.execute(
-        f"SELECT file_id, count(*), sum(_nbytes) FROM {out_table} GROUP BY file_id").fetchall()}
+        f"SELECT file_id, count(*), sum(_nbytes) FROM {out_table} "
+        f"WHERE list_contains({[int(i) for i in file_ids]}, file_id) GROUP BY file_id").fetchall()}
     return [fid for path, fid in zip(paths, file_ids)
-            if _gzip_isize(path) not in _isize_candidates(*stats.get(fid, (0, 0)))]
+            if gzip_isize(path) not in _isize_candidates(*stats.get(fid, (0, 0)))]
 
 
 def _delete(con, out_table: str, file_ids: Sequence[int]) -> None:
@@ -135,42 +155,61 @@ def _python_lines(path: Path, encoding: str, gzipped: bool) -> pa.Table | str:
                                               pa.bool_())})
 
 
-def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[Path],
-                parse: ParseSql, *, encoding: str = "utf-8", gzipped: bool = False
-                ) -> dict[int, str]:
-    """Read ``paths`` (file ids 0..n-1) line by line into ``out_table`` = ``parse(source)``;
-    return the files that cannot be read at all as {file_id: reason}.
+def _duckdb_can_decode(con, encoding: str, paths: Sequence[Path]) -> bool:
+    if duckdb_reads_natively(encoding):
+        return True
+    # Loading the encodings extension costs seconds: only worth it for a lot of text.
+    return sum(p.stat().st_size for p in paths) >= EXTENSION_WORTH_BYTES and load_encodings(con)
 
-    ``source`` is a SQL query with one row a physical line: ``file_id``, ``rn`` (increasing
-    with the line's position in its file), ``line`` (NULL when blank) and ``bad_encoding``.
-    ``parse(source)`` must return ``file_id``, ``rn`` and ``_nbytes`` (``strlen`` of the line,
-    0 when NULL) first, then what it extracts, for every line (blank ones included) so that
-    :func:`numbered_view` can number them.
+
+def _fast_read(con, out_table: str, parse: ParseSql, paths: Sequence[Path], ids: list[int],
+               encoding: str, gzipped: bool) -> list[int]:
+    """DuckDB reads what it can; returns the file ids to read again with Python."""
+    try:
+        _fast_insert(con, out_table, parse, paths, ids, encoding, gzipped)
+        return _gzip_suspects(con, out_table, paths, ids) if gzipped else []
+    except duckdb.Error:
+        pass
+    # One bad file fails a multi-file read (and inserts nothing): go file by file.
+    retry = []
+    for fid, path in zip(ids, paths):
+        try:
+            _fast_insert(con, out_table, parse, [path], [fid], encoding, gzipped)
+            if gzipped:
+                retry += _gzip_suspects(con, out_table, [path], [fid])
+        except duckdb.Error as exc:
+            log.debug("DuckDB cannot read %s (%s); trying Python", path, exc)
+            retry.append(fid)
+    return retry
+
+
+def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[Path],
+                parse: ParseSql, *, encoding: str = "utf-8", gzipped: bool = False,
+                file_ids: Sequence[int] | None = None, append: bool = False) -> dict[int, str]:
+    """Read ``paths`` line by line into ``out_table`` = ``parse(source)``; return the files
+    that cannot be read at all as {file_id: reason}.
+
+    ``source`` is a SQL query with one row a physical line: ``file_id`` (from ``file_ids``,
+    default 0..n-1), ``rn`` (increasing with the line's position in its file), ``line`` (NULL
+    when blank) and ``bad_encoding``. ``parse(source)`` must return ``file_id``, ``rn`` and
+    ``_nbytes`` (``strlen`` of the line, 0 when NULL) first, then what it extracts, for every
+    line (blank ones included) so that :func:`numbered_view` can number them. ``append`` adds
+    to an existing ``out_table`` instead of replacing it.
     """
-    _run(con, out_table, parse, _EMPTY_SOURCE, create=True)
-    ids = list(range(len(paths)))
+    if not append:
+        _run(con, out_table, parse, _EMPTY_SOURCE, create=True)
+    ids = list(range(len(paths))) if file_ids is None else [int(i) for i in file_ids]
     if not paths:
         return {}
-    retry: list[int] = []
-    try:
-        _run(con, out_table, parse, _fast_source(paths, ids, encoding, gzipped), create=False)
-        if gzipped:
-            retry = _gzip_suspects(con, out_table, paths, ids)
-    except duckdb.Error:
-        # One bad file fails a multi-file read (and inserts nothing): go file by file.
-        for fid in ids:
-            try:
-                _run(con, out_table, parse, _fast_source([paths[fid]], [fid], encoding, gzipped),
-                     create=False)
-                if gzipped:
-                    retry += _gzip_suspects(con, out_table, [paths[fid]], [fid])
-            except duckdb.Error as exc:
-                log.debug("DuckDB cannot read %s (%s); trying Python", paths[fid], exc)
-                retry.append(fid)
-    _delete(con, out_table, retry)
+    by_id = dict(zip(ids, paths))
+    if _duckdb_can_decode(con, encoding, paths):
+        retry = _fast_read(con, out_table, parse, paths, ids, encoding, gzipped)
+        _delete(con, out_table, retry)
+    else:
+        retry = ids
     failures = {}
     for fid in retry:
-        result = _python_lines(paths[fid], encoding, gzipped)
+        result = _python_lines(by_id[fid], encoding, gzipped)
         if isinstance(result, str):
             failures[fid] = result
             continue
@@ -185,6 +224,12 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
     return failures
 
 
+def keep_lines(source: str) -> str:
+    """The parse step that keeps the lines as they are (parse them later, numbered)."""
+    return (f"SELECT file_id, rn, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding "
+            f"FROM ({source})")
+
+
 def numbered_view(con: duckdb.DuckDBPyConnection, out_table: str) -> str:
     """A view of ``out_table`` with ``ln``, the 1-based physical line number in its file."""
     view = f"{out_table}_numbered"
@@ -195,3 +240,30 @@ def numbered_view(con: duckdb.DuckDBPyConnection, out_table: str) -> str:
                                  GROUP BY file_id) f USING (file_id)
     """)
     return view
+
+
+T = TypeVar("T")
+
+
+def byte_batches(items: Sequence[T], size_of: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Consecutive groups of ``items`` of at most ``limit`` bytes (at least one item each)."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        size = size_of(item)
+        if group and total + size > limit:
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += size
+    if group:
+        yield group
+
+
+def uncompressed_size(path: Path) -> int:
+    """About how many bytes a landing file holds once decompressed (for batching)."""
+    size = path.stat().st_size
+    if path.name.endswith(".gz"):
+        # The gzip trailer says; a damaged file's trailer is garbage, hence the bound.
+        return max(size, min(gzip_isize(path) or 0, 100 * size))
+    return size

@@ -27,6 +27,7 @@ RAW_COLUMNS = SCALAR_FIELDS + JSON_FIELDS
 _SCHEMA = "{" + ", ".join([f'"{f}": "VARCHAR"' for f in SCALAR_FIELDS]
                           + [f'"{f}": "JSON"' for f in JSON_FIELDS]) + "}"
 # json_merge_patch with nulls deletes the known keys, leaving the unknown ones for _extra.
+_KNOWN = "[" + ", ".join(f"'{f}'" for f in RAW_COLUMNS) + "]"
 _KNOWN_KEYS_NULL = "{" + ", ".join(f'"{f}": null' for f in RAW_COLUMNS) + "}"
 # ISO-8601 with seconds and an explicit offset: without one the instant is ambiguous.
 _ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})"
@@ -42,7 +43,7 @@ def _shown(expr: str) -> str:
 
 
 def parse_sql(files_table: str):
-    """The parse step for :func:`read_parsed`; ``files_table`` maps file_id to folder_date."""
+    """The parse step for :func:`read_parsed`; ``files_table`` has file_id, folder_date, rel."""
     ts_checks = " ".join(
         f"WHEN {_ts(f)} IS NULL THEN '{f} is not an ISO-8601 UTC time: ' || {_shown('e.' + f)}"
         for f in ("timestamp", "receivedAt"))
@@ -52,13 +53,13 @@ def parse_sql(files_table: str):
         WITH src AS ({source}),
         obj AS (
             SELECT file_id, rn, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
-                   line IS NULL OR NOT regexp_matches(line, '\S') AS blank,
+                   line IS NULL OR NOT regexp_matches(line, '\\S') AS blank,
                    CASE WHEN NOT bad_encoding AND starts_with(ltrim(line), '{{')
                         THEN try(from_json(line, '{_SCHEMA}')) END AS e
             FROM src
         ),
         checked AS (
-            SELECT obj.*, f.folder_date, {_ts('timestamp')} AS ts,
+            SELECT obj.*, f.folder_date, f.rel, {_ts('timestamp')} AS ts,
               CASE
                 WHEN blank THEN NULL
                 WHEN bad_encoding THEN 'line is not valid UTF-8'
@@ -89,10 +90,12 @@ def parse_sql(files_table: str):
         SELECT file_id, rn, _nbytes,
                blank,
                {", ".join(f'e.{c} AS "{c}"' for c in RAW_COLUMNS)},
-               CASE WHEN e IS NOT NULL AND reason IS NULL
-                    THEN nullif(json_merge_patch(line, '{_KNOWN_KEYS_NULL}')::VARCHAR, '{{}}')
+               CASE WHEN reason IS NULL AND len(list_filter(json_keys(line),
+                                                          k -> NOT list_contains({_KNOWN}, k))) > 0
+                    THEN json_merge_patch(line, '{_KNOWN_KEYS_NULL}')::VARCHAR
                END AS _extra,
                folder_date AS _folder_date,
+               rel AS _source_file,
                reason,
                CASE WHEN reason IS NULL AND ts < folder_date - INTERVAL {LATE_DAYS} DAY
                     THEN 'timestamp ' || e.timestamp || ' is more than {LATE_DAYS} days before '
@@ -120,9 +123,10 @@ def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
                     name: str = "web_lines") -> ParsedWeb:
     """Read and check web part files; the same code for the validator and the loader."""
     files_table = f"{name}_files"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {files_table} (file_id INTEGER, folder_date DATE)")
-    con.executemany(f"INSERT INTO {files_table} VALUES (?, ?)",
-                    [(i, f.folder_date) for i, f in enumerate(files)])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {files_table} "
+                f"(file_id INTEGER, folder_date DATE, rel VARCHAR)")
+    con.executemany(f"INSERT INTO {files_table} VALUES (?, ?, ?)",
+                    [(i, f.folder_date, f.rel) for i, f in enumerate(files)])
     paths: list[Path] = [f.path for f in files]
     unreadable = read_parsed(con, name, paths, parse_sql(files_table), gzipped=True)
     return ParsedWeb(list(files), numbered_view(con, name), unreadable)

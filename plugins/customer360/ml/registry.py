@@ -133,22 +133,22 @@ def artifact_dir(artifacts_root: Path, model_name: str, version: str) -> Path:
     return artifacts_root / "models" / model_name / version
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return value
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(_jsonable(value), sort_keys=True)
+    return json.dumps(jsonable(value), sort_keys=True)
 
 
 def save_artifact(directory: Path, model: Any, metadata: dict, card: str) -> Path:

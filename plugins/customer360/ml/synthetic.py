@@ -180,8 +180,8 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     converted = np.r_[np.zeros(n_plain, dtype=bool), np.ones(len(web_orders), dtype=bool)]
     order_of_session = np.r_[np.full(n_plain, -1), web_orders.order_no.to_numpy()]
     n_sessions = sp.size
-    duration = pd.to_timedelta(rng2.integers(60, 40 * 60, n_sessions), unit="s")
-    duration = np.where(converted, pd.Timedelta(minutes=11), duration)
+    duration_s = np.where(converted, 11 * 60, rng2.integers(60, 40 * 60, n_sessions))
+    duration = pd.to_timedelta(duration_s, unit="s").to_numpy()
     logged_in = converted | (rng2.random(n_sessions) >= cfg.anonymous_session_share)
     device = rng2.integers(0, devices[sp])
     n_views = 1 + rng2.poisson(2.0, n_sessions)
@@ -361,3 +361,22 @@ def truncate_warehouse(path: Path, last_day: dt.date) -> None:
         con.execute(f"delete from marts.dim_customer where valid_from >= {cutoff}")
         con.execute(f"update marts.dim_customer set valid_to = null, is_current = true "
                     f"where valid_to >= {cutoff}")
+
+
+def build_home(home: Path, cfg: SyntheticConfig = SyntheticConfig(), last_day: dt.date | None = None,
+               ground_truth: bool = True, data: SyntheticData | None = None) -> SyntheticData:
+    """A C360_HOME as the ML stage finds it after `dbt build --select ml`: synthetic marts (cut
+    at `last_day` if given), the ml feature models built from the dbt SQL, and the simulator's
+    ground truth."""
+    from customer360.ml.dbt_render import build_ml_models
+
+    data = data or generate(cfg)
+    warehouse = home / "warehouse" / "c360.duckdb"
+    write_warehouse(data, warehouse)
+    if last_day is not None:
+        truncate_warehouse(warehouse, last_day)
+    if ground_truth:
+        write_ground_truth(data, home / "simulation")
+    with duckdb.connect(str(warehouse)) as con:
+        build_ml_models(con, {"as_of_date": str(last_day or cfg.as_of)})
+    return data

@@ -3,13 +3,21 @@ data read), then, if the contract holds, its expectations on the data."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Callable
+
+import duckdb
 
 from customer360.quality.gx_validation import (DataFrameSource, FrameSample, FrameSource, Outcome,
                                                validate_source)
-from customer360.quality.results import (FAIL, PASS, SKIPPED, WARN, ExpectationResult)
+from customer360.quality import metrics
+from customer360.quality.context import GateContext
+from customer360.quality.results import FAIL, PASS, SKIPPED, WARN, ExpectationResult, SuiteResult
 from customer360.quality.suites import ExpectationSpec, Suite
-from customer360.quality.targets import schema_frame
+from customer360.quality.targets import describe, schema_frame
+
+log = logging.getLogger(__name__)
 
 
 def evaluate(
@@ -81,3 +89,25 @@ def unreadable(suite: Suite, error: Exception | str) -> ExpectationResult:
         suite=suite.name, expectation="target_is_readable", label="target_is_readable()",
         column=None, kwargs={"target": suite.target}, severity="error", scope="batch",
         outcome=FAIL, success=False, observed_value=f"cannot read the target: {message}")
+
+
+def run_metric_suite(ctx: GateContext, suite: Suite) -> SuiteResult:
+    """A suite whose target is a computed metric frame (see :mod:`customer360.quality.metrics`)."""
+    started = time.monotonic()
+    result = SuiteResult(suite.name, f"metric {suite.target['metric']}")
+    try:
+        frame = metrics.compute(ctx, suite.target)
+    except Exception as exc:
+        log.exception("metric %s of suite %s failed", suite.target["metric"], suite.name)
+        result.results.append(unreadable(suite, exc))
+        return result
+    con = duckdb.connect()
+    try:
+        con.register("metric_frame", frame)
+        types = describe(con, "SELECT * FROM metric_frame") if len(frame.columns) else {}
+    finally:
+        con.close()
+    outcomes = evaluate(suite, DataFrameSource(frame), types)
+    result.results = [to_result(suite, o) for o in outcomes]
+    result.rows, result.seconds = len(frame), time.monotonic() - started
+    return result

@@ -32,6 +32,8 @@ TYPE_FAMILIES = {
     "boolean": {"boolean"},
     "date": {"date"},
     "timestamp": {"timestamp"},
+    "temporal": {"date", "timestamp"},
+    "id": {"string", "integer"},
     "list": {"list"},
     "json": {"json", "string"},
     "any": {"string", "integer", "float", "decimal", "boolean", "date", "timestamp", "list",

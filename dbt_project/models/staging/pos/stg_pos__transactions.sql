@@ -1,7 +1,14 @@
 -- POS line items of the newest version of each store-day file (a corrected file replaces
 -- the earlier one entirely), typed; txn_at is the store's wall clock converted to UTC with
--- the store's IANA zone; customer keys normalized with the store's country.
-with lines as (
+-- the store's IANA zone; customer keys normalized with the store's country. Zone and
+-- country come with each row (as the loader saw stores.csv), else from stg_pos__stores.
+with stores as (
+
+    select store_id, timezone, country from {{ ref('stg_pos__stores') }}
+
+),
+
+lines as (
 
     select
         raw.*,
@@ -17,13 +24,13 @@ with lines as (
 typed as (
 
     select
-        {{ clean_text('transaction_id') }} as transaction_id,
+        {{ clean_text('lines.transaction_id') }} as transaction_id,
         try_cast({{ clean_text('line_no') }} as integer) as line_no,
-        {{ clean_text('store_id') }} as store_id,
+        {{ clean_text('lines.store_id') }} as store_id,
         try_cast({{ clean_text('business_date') }} as date) as business_date,
         try_cast({{ clean_text('txn_ts') }} as timestamp) as txn_local_ts,
-        {{ clean_text('_store_timezone') }} as store_timezone,
-        upper({{ clean_text('_store_country') }}) as store_country,
+        coalesce({{ clean_text('lines._store_timezone') }}, stores.timezone) as store_timezone,
+        coalesce(upper({{ clean_text('lines._store_country') }}), stores.country) as store_country,
         upper({{ clean_text('txn_type') }}) as txn_type,
         loyalty_id as loyalty_id_raw,
         customer_phone as customer_phone_raw,
@@ -41,7 +48,8 @@ typed as (
         _batch_id,
         _loaded_at
     from lines
-    where file_version_rank = 1
+    left join stores on stores.store_id = {{ clean_text('lines.store_id') }}
+    where lines.file_version_rank = 1
 
 )
 

@@ -1,0 +1,139 @@
+"""Ground truth, written outside the landing folder (the pipeline never reads it).
+
+``sim_dir/ground_truth/``:
+- ``people.parquet``: one row a person (``person_id`` from 1): latent traits, what happened to
+  them, and ``true_churn_probability`` = P(no order in the 90 days after the last day)
+- ``keys.parquet``: (key_type, key_value, person_id, is_shared_device) for every source key:
+  crm_contact_id, web_user_id, anonymous_id (one row per person using it), email (lowercase),
+  phone (E.164), loyalty_id (upper-case, no separators), pos_transaction_id (null person for
+  walk-ins), web_order_id
+- ``defects.parquet``: the deliberately broken lines and files (file, line, kind) in the final
+  landing state, so a validator can be scored on finding exactly these
+- ``summary.json``: every count, including each messy case
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from customer360.demo import sim_reference as ref
+from customer360.demo.sim_behaviour import NEVER, Activity, true_churn_probability
+from customer360.demo.sim_config import SimulationConfig
+from customer360.demo.sim_crm import CrmResult
+from customer360.demo.sim_identity import Identity
+from customer360.demo.sim_population import CHANNEL_NAMES, Population
+from customer360.demo.sim_pos import PosResult
+from customer360.demo.sim_web import WebResult
+
+KEY_TYPES = ["crm_contact_id", "web_user_id", "anonymous_id", "email", "phone", "loyalty_id",
+             "pos_transaction_id", "web_order_id"]
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
+
+
+def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, ident: Identity,
+                       stores: ref.Stores, web: WebResult, pos: PosResult, crm: CrmResult,
+                       out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    n = pop.n
+    erased = ident.archive_day < NEVER
+    churned = act.churn_day < NEVER
+    active = ~churned & ~erased
+    p_churn = true_churn_probability(pop, act, active)
+    web_orders = np.bincount(web.orders.person, minlength=n)
+    store_orders = np.bincount(act.o_person[~act.o_web], minlength=n)
+    consent_end = np.where(ident.consent_day < NEVER, ~pop.consent, pop.consent)
+    people = pa.table({
+        "person_id": np.arange(1, n + 1),
+        "country": pop.country.astype(str),
+        "home_store_id": stores.store_id[pop.home_store],
+        "channel_preference": CHANNEL_NAMES[pop.channel_pref],
+        "purchase_rate_per_day": pop.purchase_rate,
+        "visit_rate_per_day": pop.visit_rate,
+        "favourite_category": np.array(ref.CATEGORIES)[np.argmax(pop.taste, axis=1)],
+        "category_taste": pa.array(list(pop.taste.round(4))),
+        "satisfaction": pop.satisfaction,
+        "base_churn_hazard_per_day": pop.base_hazard,
+        "churn_hazard_per_day_end": act.hazard_end,
+        "open_tickets_end": act.open_tickets_end,
+        "bad_experience_end": act.bad_end,
+        "engagement_end": act.engagement_end,
+        "has_crm_contact": ident.primary_id >= 0,
+        "has_duplicate_contact": ident.dup_id >= 0,
+        "has_marketing_consent": consent_end & (ident.primary_id >= 0),
+        "erased": erased,
+        "churned_during_sim": churned,
+        "churn_day_index": pa.array(np.where(churned, act.churn_day, 0), mask=~churned),
+        "web_orders": web_orders,
+        "store_orders": store_orders,
+        "true_churn_probability": p_churn,
+        # The horizon starts after this day (the oracle in customer360.ml reads it).
+        "truth_date": pa.array([cfg.end] * n, pa.date32()),
+    })
+    _write(people, out / "people.parquet")
+
+    rows_type, rows_value, rows_person, rows_shared = [], [], [], []
+
+    def add(kind: str, pairs, shared=None):
+        for i, (value, person) in enumerate(pairs):
+            rows_type.append(kind)
+            rows_value.append(str(value))
+            rows_person.append(None if person is None or person < 0 else int(person) + 1)
+            rows_shared.append(bool(shared[i]) if shared is not None else False)
+
+    add("crm_contact_id", sorted(crm.contact_person.items()))
+    add("web_user_id", [(int(u), crm.contact_person[int(u)]) for u in web.user_ids])
+    anon = sorted(set(web.anon_rows))
+    owners: dict[str, set] = {}
+    for a, p in anon:
+        owners.setdefault(a, set()).add(p)
+    add("anonymous_id", anon, [len(owners[a]) > 1 for a, _ in anon])
+    by_kind = {"email": set(crm.emails), "phone": set(crm.phones), "loyalty_id": set(crm.loyalty)}
+    for kind, value, person in pos.key_rows:
+        by_kind[kind].add((value, person))
+    # Web identify traits carry the contact's own email and phone (covered by the CRM ones)
+    # except the second address of a duplicate contact, already in crm.emails.
+    for kind in ("email", "phone", "loyalty_id"):
+        add(kind, sorted(by_kind[kind]))
+    add("pos_transaction_id", list(zip(pos.txn_id, pos.txn_person)))
+    add("web_order_id", list(zip(web.orders.order_id, web.orders.person)))
+    keys = pa.table({"key_type": pa.array(rows_type, pa.string()),
+                     "key_value": pa.array(rows_value, pa.string()),
+                     "person_id": pa.array(rows_person, pa.int64()),
+                     "is_shared_device": pa.array(rows_shared, pa.bool_())})
+    _write(keys, out / "keys.parquet")
+
+    defects = sorted(web.defects + pos.defects, key=lambda d: (d["file"], d["line"] or 0))
+    _write(pa.table({"file": pa.array([d["file"] for d in defects], pa.string()),
+                     "line": pa.array([d["line"] for d in defects], pa.int64()),
+                     "kind": pa.array([d["kind"] for d in defects], pa.string())}),
+           out / "defects.parquet")
+
+    shared_ids = sum(1 for a in owners if len(owners[a]) > 1)
+    summary = {
+        "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                   for k, v in cfg.__dict__.items()},
+        "people": n,
+        "people_with_contact": int((ident.primary_id >= 0).sum()),
+        "churned_during_sim": int(churned.sum()),
+        "erased_people": int(erased.sum()),
+        "mean_true_churn_probability": float(np.mean(p_churn)),
+        "stores": len(stores),
+        "store_timezones": len(set(stores.timezone)),
+        "gb18030_stores": int(stores.gb18030.sum()),
+        "products": cfg.products,
+        "duplicate_contacts": int((ident.dup_id >= 0).sum()),
+        "shared_devices": shared_ids,
+        "defects": len(defects),
+        **web.counts, **pos.counts, **crm.counts,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
+                                      encoding="utf-8")
+    return summary

@@ -1,0 +1,392 @@
+"""The ML stage of the daily run: train what is due, decide promotion, score everyone, record.
+
+    summary = run_ml(settings, logical_date)
+
+Reads the point-in-time features that dbt built in the ml schema (ml_customer_features,
+ml_product_views) and the marts; writes ml.ml_churn_scores, ml.ml_customer_segments,
+ml.ml_product_recommendations (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
+replaced) in one transaction. Artifacts and model cards go to
+$C360_HOME/artifacts/models/<name>/<version>/. Returns a JSON-able summary.
+
+Rerunning a logical date gives the same tables: versions derive from the date and the spec,
+decisions look only at runs before the date, and every random choice takes the spec's seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from customer360.ml import churn, drift, model_card, oracle, recommend, registry, segments
+from customer360.ml import spec as specs_module
+from customer360.ml.spec import ModelSpec, SpecError, load_specs
+from customer360.ml.warehouse_io import (connect, find_table, read_features, replace_tables,
+                                         require_features_table, snapshot_summary)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: object
+    con: duckdb.DuckDBPyConnection
+    logical_date: dt.date
+    scoring_date: dt.date
+    features_table: str
+    snapshots: pd.DataFrame
+    population: pd.DataFrame
+    now: dt.datetime
+
+    def artifact_dir(self, name: str, version: str) -> Path:
+        return registry.artifact_dir(Path(self.settings.artifacts), name, version)
+
+
+@dataclass
+class StageResult:
+    table: str
+    frame: pd.DataFrame
+    summary: dict
+    run_rows: list[dict] = field(default_factory=list)
+    drift: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
+
+
+def _run_row(ctx: Context, spec: ModelSpec, version: str, *, promoted: bool, decision: str,
+             metrics: dict, window: tuple, evaluation: str | None, compared_with: str | None,
+             artifact: Path | None, train_rows: int | None, eval_rows: int | None,
+             seconds: float, features: list[str] | None = None) -> dict:
+    return {
+        "model_name": spec.name, "model_version": version, "kind": spec.kind,
+        "logical_date": ctx.logical_date, "trained_at": ctx.now,
+        "training_window_start": window[0], "training_window_end": window[1],
+        "evaluation_window": evaluation,
+        "features": registry.to_json(features if features is not None else spec.features),
+        "hyperparameters": registry.to_json(spec.section("algorithm")),
+        "metrics": registry.to_json(metrics), "promoted": promoted, "decision": decision,
+        "compared_with": compared_with, "spec_hash": spec.hash,
+        "artifact_path": str(artifact) if artifact else None,
+        "train_rows": train_rows, "eval_rows": eval_rows, "seconds": round(seconds, 3),
+    }
+
+
+def _register(ctx: Context, spec: ModelSpec, version: str, model, metadata: dict) -> Path:
+    directory = ctx.artifact_dir(spec.name, version)
+    metadata = {"model_name": spec.name, "model_version": version, "kind": spec.kind,
+                "logical_date": ctx.logical_date, "trained_at": ctx.now, "spec_hash": spec.hash,
+                "hyperparameters": spec.section("algorithm"), **metadata}
+    registry.save_artifact(directory, model, metadata, model_card.render(spec, metadata))
+    return directory
+
+
+# --- churn -------------------------------------------------------------------------------------
+
+def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
+    horizon = int(spec.section("target")["horizon_days"])
+    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
+    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
+    current_model = registry.load_model(current.artifact) if current else None
+    summary: dict = {"training_due": due, "training_reason": why}
+    rows: list[dict] = []
+    scorer, version, top = None, None, None
+
+    if due:
+        split = churn.choose_split(ctx.snapshots, spec)
+        summary["train_snapshots"] = [str(d) for d in split.train_snapshots]
+        summary["eval_snapshot"] = str(split.eval_snapshot) if split.eval_snapshot else None
+        if split.ok:
+            started = time.monotonic()
+            cols = spec.features + [churn.LABEL, "recency_days", "orders_lifetime"]
+            train = read_features(ctx.con, ctx.features_table, split.train_snapshots, cols, labelled_only=True)
+            evaluation = read_features(ctx.con, ctx.features_table, [split.eval_snapshot], cols, labelled_only=True)
+            model = churn.fit(spec, train)
+            fit_seconds = time.monotonic() - started
+            metrics = churn.evaluate(model, spec, evaluation)
+            metrics["top_features"] = churn.top_features(model, spec, evaluation)
+            metrics["fit_seconds"] = round(fit_seconds, 3)
+            ceiling = oracle.ceiling_metrics(
+                ctx.con, Path(ctx.settings.simulation_dir), evaluation.customer_id.to_numpy(),
+                evaluation[churn.LABEL].astype(int).to_numpy(), churn.predict(model, evaluation))
+            if ceiling:
+                metrics.update(ceiling)
+            current_metrics = None
+            if current_model is not None:
+                try:  # the fair comparison: the current model on the same evaluation snapshot
+                    current_metrics = churn.evaluate(current_model, spec, evaluation)
+                except Exception as exc:  # e.g. its features no longer exist
+                    log.warning("churn: cannot re-evaluate %s (%s); using its recorded metrics",
+                                current.model_version, exc)
+                    current_metrics = current.metrics
+                metrics["current_model_roc_auc_same_eval"] = current_metrics.get("roc_auc")
+            promoted, decision = registry.decide_promotion(
+                spec, metrics, current_metrics, current.model_version if current else None)
+            candidate = registry.model_version(spec, ctx.logical_date)
+            window = (min(split.train_snapshots), max(split.train_snapshots))
+            evaluation_window = (f"snapshot {split.eval_snapshot}, labels to "
+                                 f"{split.eval_snapshot + dt.timedelta(days=horizon)}")
+            artifact = _register(ctx, spec, candidate, model, {
+                "features": spec.features, "metrics": metrics, "promoted": promoted, "decision": decision,
+                "training_window_start": window[0], "training_window_end": window[1],
+                "evaluation_window": evaluation_window, "train_rows": len(train), "eval_rows": len(evaluation),
+                "sources": [ctx.features_table], "top_features": [f["feature"] for f in metrics["top_features"]]})
+            rows.append(_run_row(ctx, spec, candidate, promoted=promoted, decision=decision, metrics=metrics,
+                                 window=window, evaluation=evaluation_window,
+                                 compared_with=current.model_version if current else None, artifact=artifact,
+                                 train_rows=len(train), eval_rows=len(evaluation),
+                                 seconds=time.monotonic() - started))
+            summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
+                            "metrics": {k: v for k, v in _scalars(metrics).items()}})
+            log.info("churn %s: AUC %.3f (recency baseline %s), promoted=%s: %s", candidate,
+                     metrics.get("roc_auc") or float("nan"), metrics.get("recency_baseline_roc_auc"),
+                     promoted, decision)
+            if promoted:
+                scorer, version = model, candidate
+                top = [f["feature"] for f in metrics["top_features"]]
+        else:
+            summary["decision"] = f"not trained: {split.reason}"
+
+    if scorer is None and current_model is not None:
+        scorer, version = current_model, current.model_version
+        top = registry.load_metadata(current.artifact).get("top_features")
+
+    scoring = ctx.population
+    if scorer is not None:
+        probability = churn.predict(scorer, scoring)
+    else:
+        heuristic = spec.raw.get("scoring_heuristic", {}).get("version", "heuristic-v1")
+        version, top = heuristic, ["recency_days", "orders_lifetime", "days_since_first_order"]
+        probability = churn.heuristic_probability(scoring, horizon)
+        reason = summary.get("decision") or why
+        rows.append(_run_row(ctx, spec, heuristic, promoted=False,
+                             decision=f"scored with the documented heuristic: {reason}",
+                             metrics={}, window=(None, None), evaluation=None, compared_with=None,
+                             artifact=None, train_rows=0, eval_rows=0, seconds=0.0,
+                             features=["recency_days", "orders_lifetime", "days_since_first_order"]))
+    frame = churn.scores_frame(scoring, probability, spec, version, ctx.now)
+    summary["scoring_version"] = version
+
+    buyers = scoring[frame.churn_probability.notna().to_numpy()]
+    numeric = {"churn_probability": frame.churn_probability.dropna().to_numpy()}
+    for name in (top or [])[: int(spec.drift.get("top_features", 5))]:
+        if name in buyers.columns:
+            numeric[name] = pd.to_numeric(buyers[name], errors="coerce").to_numpy(dtype=float)
+    drift_rows, warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version, numeric, {},
+                                         float(spec.drift.get("psi_warn", 0.2)), int(spec.drift.get("bins", 10)))
+    summary["risk_bands"] = frame.risk_band.value_counts().to_dict()
+    return StageResult("ml_churn_scores", frame, summary, rows, drift_rows, warnings)
+
+
+# --- segments ----------------------------------------------------------------------------------
+
+def _previous_assignments(ctx: Context) -> pd.DataFrame | None:
+    table = find_table(ctx.con, "ml_customer_segments")
+    if table is None:
+        return None
+    return ctx.con.execute(f"select customer_id, segment_id from {table}").df()
+
+
+def _rfm(ctx: Context) -> pd.DataFrame | None:
+    """The warehouse's RFM segment (customer_360 is rebuilt after ML: the last build's value)."""
+    table = find_table(ctx.con, "customer_360", ("marts",))
+    if table is None:
+        return None
+    try:
+        return ctx.con.execute(f"select cast(customer_id as varchar) as customer_id, rfm_segment "
+                               f"from {table}").df()
+    except duckdb.Error:
+        return None
+
+
+def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
+    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
+    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
+    current_model = registry.load_model(current.artifact) if current else None
+    if current_model is None and not due:
+        due, why = True, "no current model to score with"
+    summary: dict = {"training_due": due, "training_reason": why}
+    rows, warnings = [], []
+    scorer, version = current_model, current.model_version if current else None
+
+    if due:
+        started = time.monotonic()
+        model, metrics = segments.fit(ctx.population, spec, previous=current_model)
+        previous = _previous_assignments(ctx)
+        if previous is not None and len(previous):
+            ids, _ = model.assign(segments.transform(ctx.population, spec))
+            now = pd.DataFrame({"customer_id": ctx.population.customer_id.astype(str), "new": ids})
+            both = now.merge(previous.astype({"customer_id": str}), on="customer_id")
+            metrics["agreement_with_previous"] = float((both.new == both.segment_id).mean()) if len(both) else None
+        current_metrics = None
+        if current_model is not None:
+            current_metrics = {"silhouette": segments.silhouette_of(current_model, ctx.population, spec)}
+            metrics["current_model_silhouette_same_data"] = current_metrics["silhouette"]
+        promoted, decision = registry.decide_promotion(
+            spec, metrics, current_metrics, current.model_version if current else None)
+        candidate = registry.model_version(spec, ctx.logical_date)
+        window = (ctx.scoring_date - dt.timedelta(days=364), ctx.scoring_date)
+        artifact = _register(ctx, spec, candidate, model, {
+            "features": model.features, "metrics": metrics, "promoted": promoted, "decision": decision,
+            "training_window_start": window[0], "training_window_end": window[1],
+            "evaluation_window": "silhouette on a sample of the same population",
+            "train_rows": len(ctx.population), "eval_rows": metrics["rows"],
+            "sources": [ctx.features_table], "segments": model.describe()})
+        rows.append(_run_row(ctx, spec, candidate, promoted=promoted, decision=decision, metrics=metrics,
+                             window=window, evaluation="silhouette on a sample of the same population",
+                             compared_with=current.model_version if current else None, artifact=artifact,
+                             train_rows=len(ctx.population), eval_rows=metrics["rows"],
+                             seconds=time.monotonic() - started, features=model.features))
+        summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
+                        "metrics": _scalars(metrics)})
+        if promoted or current_model is None:
+            if not promoted:
+                warnings.append(f"segments: no promoted model exists; scoring with the unpromoted "
+                                f"candidate {candidate} ({decision})")
+            scorer, version = model, candidate
+
+    rfm = _rfm(ctx)
+    frame = segments.segments_frame(ctx.population, scorer, spec, version, ctx.now, rfm)
+    summary["scoring_version"] = version
+    summary["segments"] = frame.segment_name.value_counts().to_dict()
+    drift_rows, drift_warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version, {},
+                                               {"segment_id": frame.segment_id.astype(str).to_numpy()},
+                                               float(spec.drift.get("psi_warn", 0.2)))
+    return StageResult("ml_customer_segments", frame, summary, rows, drift_rows, warnings + drift_warnings)
+
+
+# --- recommendations ---------------------------------------------------------------------------
+
+def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
+    windows = spec.section("windows")
+    end = ctx.scoring_date + dt.timedelta(days=1)
+    start = end - dt.timedelta(days=int(windows["lookback_days"]) + int(windows["holdout_days"]))
+    purchases = recommend.load_purchases(ctx.con, start, end)
+    views = recommend.load_views(ctx.con, start, end)
+
+    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
+    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
+    current_model = registry.load_model(current.artifact) if current else None
+    if current_model is None and not due:
+        due, why = True, "no current model to score with"
+    summary: dict = {"training_due": due, "training_reason": why}
+    rows, warnings = [], []
+    scorer, version = current_model, current.model_version if current else None
+
+    if due:
+        started = time.monotonic()
+        metrics = recommend.evaluate(purchases, views, spec, ctx.scoring_date)
+        model = recommend.fit(purchases, views, spec, end)
+        promoted, decision = registry.decide_promotion(
+            spec, metrics, current.metrics if current else None, current.model_version if current else None)
+        candidate = registry.model_version(spec, ctx.logical_date)
+        window = (end - dt.timedelta(days=int(windows["lookback_days"])), ctx.scoring_date)
+        evaluation = f"hit rate@{metrics['k']} on {metrics['holdout_start']} to {metrics['holdout_end']} held out"
+        features = ["co_purchase", "co_view", "popularity"]
+        artifact = _register(ctx, spec, candidate, model, {
+            "features": features, "metrics": metrics, "promoted": promoted, "decision": decision,
+            "training_window_start": window[0], "training_window_end": window[1],
+            "evaluation_window": evaluation, "train_rows": len(purchases) + len(views),
+            "eval_rows": metrics["eval_customers"], "sources": ["fct_orders", "fct_order_lines", "ml_product_views"]})
+        rows.append(_run_row(ctx, spec, candidate, promoted=promoted, decision=decision, metrics=metrics,
+                             window=window, evaluation=evaluation,
+                             compared_with=current.model_version if current else None, artifact=artifact,
+                             train_rows=len(purchases) + len(views), eval_rows=metrics["eval_customers"],
+                             seconds=time.monotonic() - started, features=features))
+        summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
+                        "metrics": _scalars(metrics)})
+        if promoted or current_model is None:
+            if not promoted:
+                warnings.append(f"recommendations: no promoted model exists; scoring with the "
+                                f"unpromoted candidate {candidate} ({decision})")
+            scorer, version = model, candidate
+
+    frame = recommend.recommend(scorer, purchases, views, ctx.population.customer_id, spec, end)
+    frame["model_version"] = version
+    frame["as_of_date"] = ctx.scoring_date
+    summary["scoring_version"] = version
+    summary["sources"] = frame.source.value_counts().to_dict()
+    top1 = frame[frame["rank"] == 1].sku.to_numpy()
+    drift_rows, drift_warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version, {},
+                                               {"top_recommended_sku": top1},
+                                               float(spec.drift.get("psi_warn", 0.2)))
+    return StageResult("ml_product_recommendations", frame, summary, rows, drift_rows,
+                       warnings + drift_warnings)
+
+
+# --- the stage ---------------------------------------------------------------------------------
+
+def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
+    """Train (if due) and score churn, segments and recommendations for one logical date."""
+    started = time.monotonic()
+    logical_date = _as_date(logical_date)
+    specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
+    con = connect(settings)
+    warnings: list[str] = []
+    try:
+        registry.ensure_tables(con)
+        table = require_features_table(con)
+        snapshots = snapshot_summary(con, table)
+        scoring_rows = snapshots[snapshots.is_scoring_snapshot]
+        if scoring_rows.empty:
+            raise SpecError(f"{table} has no scoring snapshot")
+        scoring_date = pd.Timestamp(scoring_rows.snapshot_date.max()).date()
+        if scoring_date != logical_date:
+            warnings.append(f"features are as of {scoring_date}, not the logical date {logical_date} "
+                            f"(was dbt run with --vars as_of_date?)")
+        horizon = int(specs["churn_classifier"].section("target")["horizon_days"])
+        built = int(scoring_rows.label_horizon_days.iloc[0])
+        if built != horizon:
+            raise SpecError(f"{table} was built with a {built}-day churn horizon but models/churn.yml "
+                            f"says {horizon}: set the dbt var ml_churn_horizon_days or the spec")
+        population = read_features(con, table, [scoring_date])
+        ctx = Context(settings, con, logical_date, scoring_date, table, snapshots, population,
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
+        stages = []
+        for name, stage in (("churn_classifier", _churn_stage), ("behavioural_segments", _segments_stage),
+                            ("item_item_recommender", _recommend_stage)):
+            t = time.monotonic()
+            result = stage(ctx, specs[name])
+            result.summary["seconds"] = round(time.monotonic() - t, 2)
+            stages.append(result)
+        runs = pd.DataFrame([r for s in stages for r in s.run_rows])
+        drifts = pd.concat([s.drift for s in stages if s.drift is not None and len(s.drift)], ignore_index=True)
+        date_filter = f"logical_date = date '{logical_date.isoformat()}'"
+        counts = replace_tables(con, {s.table: s.frame for s in stages},
+                                {"ml_model_runs": (date_filter, runs), "ml_drift": (date_filter, drifts)})
+    finally:
+        con.close()
+
+    warnings += [w for s in stages for w in s.warnings]
+    for w in warnings:
+        log.warning("ml: %s", w)
+    summary = {
+        "logical_date": logical_date.isoformat(),
+        "as_of_date": scoring_date.isoformat(),
+        "customers": int(len(population)),
+        "models": {specs[name].name: stage.summary for name, stage in
+                   zip(("churn_classifier", "behavioural_segments", "item_item_recommender"), stages)},
+        "row_counts": counts,
+        "drift": [{"model": r.model_name, "variable": r.variable,
+                   "psi": None if pd.isna(r.psi) else round(float(r.psi), 4), "status": r.status}
+                  for r in drifts.itertuples()],
+        "warnings": warnings,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    return registry.jsonable(summary)

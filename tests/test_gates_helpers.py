@@ -1,0 +1,342 @@
+"""Hand-made fixtures for the gate tests (no tests here): raw batches written with
+customer360.lake, a small warehouse DuckDB file with the MARTS.md columns, dbt results.
+
+Everything is small (hundreds of rows) and deterministic; each builder takes the knobs the
+tests use to plant one defect at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from customer360 import lake
+from customer360.settings import get_settings
+
+WEB_COLUMNS = ["messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt",
+               "context", "properties", "traits"]
+POS_COLUMNS = ["transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
+               "loyalty_id", "customer_phone", "customer_email", "sku", "quantity", "unit_price",
+               "discount_amount", "line_amount", "currency", "payment_method"]
+CRM_COLUMNS = ["id", "createdAt", "updatedAt", "archived", "properties"]
+# CONTRACTS.md: extra load columns of these entities besides the common ones.
+EXTRA_META = {("web", "events"): {"_folder_date": "DATE"},
+              ("pos", "transactions"): {"_store_timezone": "VARCHAR", "_store_country": "VARCHAR",
+                                        "_file_encoding": "VARCHAR", "_folder_date": "DATE"}}
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("C360_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("C360_PII_KEY", "test-key-0123456789abcdef")
+    monkeypatch.delenv("C360_EXPECTATIONS_DIR", raising=False)
+    monkeypatch.delenv("C360_DBT_RESULTS", raising=False)
+    return get_settings()
+
+
+def _table(rows: list[dict], columns: list[str]) -> pa.Table:
+    """All source columns as text (raw zone rule), whatever the rows hold."""
+    fields = [pa.field(c, pa.bool_() if c == "archived" else pa.string()) for c in columns]
+    fields += [pa.field("_source_file", pa.string()), pa.field("_source_line", pa.int64())]
+    for extra in sorted({k for r in rows for k in r if k.startswith("_")} - {"_source_file", "_source_line"}):
+        fields.append(pa.field(extra, pa.date32() if extra == "_folder_date" else pa.string()))
+    schema = pa.schema(fields)
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+def land(settings, rows: list[dict], *, source: str, entity: str, load_date: dt.date,
+         columns: list[str], drop: tuple[str, ...] = ()) -> str:
+    """Write one raw batch with customer360.lake.write_raw_batch; returns its batch id.
+
+    write_raw_batch keeps only the source columns plus _source_file/_source_line; the extra
+    load columns CONTRACTS.md promises for web events and POS lines (_folder_date, ...) are
+    added to the written file here when the writer left them out.
+    """
+    batch_id = lake.new_batch_id(source, entity)
+    cols = [c for c in columns if c not in drop]
+    path = lake.write_raw_batch(settings, _table(rows, cols), source=source, entity=entity,
+                                load_date=load_date, batch_id=batch_id)
+    extras = EXTRA_META.get((source, entity), {})
+    con = duckdb.connect()
+    try:
+        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)").fetchall()}
+        missing = {c: t for c, t in extras.items() if c not in present and c not in drop}
+        if missing:
+            values = {r["_source_line"]: r for r in rows}
+            con.execute("CREATE TABLE extra (_source_line BIGINT, "
+                        + ", ".join(f"{c} {t}" for c, t in missing.items()) + ")")
+            con.executemany(f"INSERT INTO extra VALUES ({', '.join('?' for _ in range(len(missing) + 1))})",
+                            [[line] + [values[line].get(c) for c in missing] for line in values])
+            tmp = path.with_name(path.name + ".fixture")
+            con.execute(f"COPY (SELECT b.*, {', '.join('extra.' + c for c in missing)} "
+                        f"FROM read_parquet('{path}', hive_partitioning = false) b "
+                        f"JOIN extra USING (_source_line) ORDER BY b._source_line) TO '{tmp}' (FORMAT parquet)")
+            tmp.replace(path)
+    finally:
+        con.close()
+    return batch_id
+
+
+def web_events(day: dt.date, n: int, *, prefix: str = "", bad_type: int = 0, late: int = 0) -> list[dict]:
+    rows = []
+    for i in range(n):
+        ts = dt.datetime.combine(day, dt.time(8)) + dt.timedelta(seconds=37 * i)
+        if i < late:
+            ts -= dt.timedelta(days=5)
+        is_order = i % 10 == 3
+        rows.append({
+            "messageId": f"{prefix}m-{day}-{i}",
+            "type": "PAGE!" if i < bad_type else ("track" if is_order else "page"),
+            "event": "Order Completed" if is_order else None,
+            "anonymousId": f"anon-{i % 40}",
+            "userId": str(1000 + i % 30) if i % 2 else None,
+            "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "receivedAt": (ts + dt.timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "context": json.dumps({"page": {"path": "/p"}, "ip": "10.0.0.1"}),
+            "properties": json.dumps({"order_id": f"W{day:%m%d}{i}", "revenue": 99.5, "currency": "CNY",
+                                      "products": [{"sku": "SKU10001", "quantity": 1, "price": 99.5}]}
+                                     if is_order else {}),
+            "traits": None,
+            "_folder_date": day,
+            "_source_file": f"web/events/date={day}/part-0000.jsonl.gz",
+            "_source_line": i + 1,
+        })
+    return rows
+
+
+def pos_lines(day: dt.date, n: int, *, store: str = "S01", bad_type: int = 0) -> list[dict]:
+    rows = []
+    for i in range(n):
+        rows.append({
+            "transaction_id": f"T{store}-{day:%Y%m%d}-{i // 2}", "line_no": str(i % 2 + 1),
+            "store_id": store, "business_date": day.isoformat(),
+            "txn_ts": f"{day} {10 + i % 8:02d}:{i % 60:02d}:00",
+            "txn_type": "SALEX" if i < bad_type else "SALE",
+            "loyalty_id": f"LY{i:05d}" if i % 3 == 0 else None,
+            "customer_phone": "+86 138-0013-8000" if i % 3 == 1 else None,
+            "customer_email": " Ann@Mail.com " if i % 3 == 2 else None,
+            "sku": "SKU10001", "quantity": "1", "unit_price": "20.00", "discount_amount": "",
+            "line_amount": "20.00", "currency": "CNY", "payment_method": "card",
+            "_store_timezone": "Asia/Shanghai", "_store_country": "CN", "_file_encoding": "utf-8",
+            "_folder_date": day,
+            "_source_file": f"pos/date={day}/store_{store}.csv", "_source_line": i + 2,
+        })
+    return rows
+
+
+def crm_contacts(day: dt.date, n: int, *, bad_stage: int = 0) -> list[dict]:
+    rows = []
+    for i in range(n):
+        stamp = f"{day}T09:{i % 60:02d}:00.000Z"
+        props = {"email": f"person{i}@example.com", "phone": "13800138000", "firstname": "Ann",
+                 "lastname": "Li", "city": "Shanghai", "country": "CN", "loyalty_id": f"LY{i:05d}",
+                 "lifecyclestage": "unknown-stage" if i < bad_stage else "customer",
+                 "marketing_consent": "true", "signup_channel": "web", "date_of_birth": "1990-01-01"}
+        rows.append({"id": str(5000 + i), "createdAt": stamp, "updatedAt": stamp, "archived": False,
+                     "properties": json.dumps(props), "_source_file": "crm:contacts?after=0",
+                     "_source_line": i})
+    return rows
+
+
+def land_web(settings, day, n, **kw) -> str:
+    drop = kw.pop("drop", ())
+    return land(settings, web_events(day, n, **kw), source="web", entity="events", load_date=day,
+                columns=WEB_COLUMNS, drop=drop)
+
+
+def land_pos(settings, day, n, **kw) -> str:
+    return land(settings, pos_lines(day, n, **kw), source="pos", entity="transactions",
+                load_date=day, columns=POS_COLUMNS)
+
+
+def land_crm(settings, day, n, **kw) -> str:
+    return land(settings, crm_contacts(day, n, **kw), source="crm", entity="contacts",
+                load_date=day, columns=CRM_COLUMNS)
+
+
+def record(settings, source, entity, batch_id, day, read, landed, quarantined=0) -> None:
+    rec = lake.Reconciliation(source=source, entity=entity, batch_id=batch_id,
+                              load_date=day.isoformat(), source_file=None, read=read,
+                              landed=landed, quarantined=quarantined)
+    lake.record_reconciliation(settings, rec)
+
+
+def land_history(settings, day: dt.date, days: int = 8, web: int = 120, pos: int = 60,
+                 crm: int = 30) -> None:
+    """Clean batches for the ``days`` days before ``day`` (the volume baseline)."""
+    for k in range(days, 0, -1):
+        d = day - dt.timedelta(days=k)
+        for source, entity, n, fn in (("web", "events", web, land_web), ("pos", "transactions", pos, land_pos),
+                                      ("crm", "contacts", crm, land_crm)):
+            batch = fn(settings, d, n)
+            record(settings, source, entity, batch, d, n, n)
+
+
+# ---------------------------------------------------------------- warehouse
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | None = None,
+                    email_in_city: bool = False, duplicate_message: bool = False,
+                    cluster_keys: int = 3, linked_share: float = 0.8,
+                    missing_column: str | None = None, segment_gap: int = 0,
+                    null_segment_share: float = 0.0, revenue_skew: float = 0.0) -> Path:
+    """A warehouse with staging, intermediate, marts and ml tables as the suites expect.
+
+    Each keyword plants one defect: ``churn_override`` (a probability for one customer),
+    ``email_in_city`` (a raw email in a published column), ``duplicate_message`` (a web
+    messageId twice in staging after dedup), ``cluster_keys`` (identity keys of the first
+    customer), ``linked_share`` (orders linked to a customer), ``missing_column`` (dropped
+    from marts.customer_360), ``segment_gap`` (customers without a segment in ml),
+    ``null_segment_share`` (customer_360 rows without segment_name), ``revenue_skew``
+    (marts store revenue off staging by this share).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.unlink()
+    con = duckdb.connect(str(path))
+    n = customers
+    orders = n * 2
+    linked = int(orders * linked_share)
+    con.execute(f"""
+    CREATE SCHEMA staging; CREATE SCHEMA intermediate; CREATE SCHEMA marts; CREATE SCHEMA ml;
+    CREATE TABLE staging.stg_crm__contacts AS
+        SELECT CAST(1000 + i AS VARCHAR) AS contact_id, 'customer' AS lifecycle_stage FROM range({n}) t(i);
+    CREATE TABLE staging.stg_crm__tickets AS
+        SELECT 'K' || i AS ticket_id, CAST(1000 + i AS VARCHAR) AS contact_id FROM range({n // 2}) t(i);
+    CREATE TABLE staging.stg_crm__feedback_submissions AS
+        SELECT 'F' || i AS feedback_id FROM range({n // 2}) t(i);
+    CREATE TABLE staging.stg_web__events AS
+        SELECT 'm' || i AS message_id,
+               CASE WHEN i < {n} THEN 'Order Completed' ELSE 'Page Viewed' END AS event_name,
+               CASE WHEN i < {n} THEN 'W' || i END AS order_id,
+               CAST(100 AS DECIMAL(18, 2)) AS order_revenue, 'CNY' AS order_currency,
+               TIMESTAMPTZ '2026-03-01 10:00:00+00' + i * INTERVAL 1 MINUTE AS event_at
+        FROM range({n * 3}) t(i);
+    CREATE TABLE staging.stg_pos__transactions AS
+        SELECT 'T' || i AS transaction_id, 1 AS line_no, 'SALE' AS txn_type,
+               CAST(50 AS DECIMAL(18, 2)) AS line_amount, 'CNY' AS currency,
+               TIMESTAMPTZ '2026-03-01 10:00:00+00' AS txn_at,
+               CASE WHEN i % 2 = 0 THEN 'LY' || i END AS loyalty_id,
+               CASE WHEN i % 2 = 1 THEN '+86138' || i END AS customer_phone,
+               CAST(NULL AS VARCHAR) AS customer_email
+        FROM range({n}) t(i);
+    CREATE TABLE staging.stg_pos__stores AS SELECT 'S01' AS store_id;
+    CREATE TABLE staging.stg_pos__products AS SELECT 'SKU' || i AS sku FROM range(5) t(i);
+    CREATE TABLE intermediate.int_identity__clusters AS
+        SELECT 'contact:' || (1000 + i) AS identity_key, 'contact' AS key_type, 'c_' || i AS customer_id,
+               2 AS cluster_size
+        FROM range({n}) t(i)
+        UNION ALL
+        SELECT 'email:p' || i || '@example.com', 'email', 'c_' || i, 2 FROM range({n}) t(i)
+        UNION ALL
+        SELECT 'phone:+86138' || k, 'phone', 'c_0', {cluster_keys} FROM range({max(cluster_keys - 2, 0)}) t(k);
+    CREATE TABLE intermediate.int_identity__record_customers AS
+        SELECT * FROM (
+            SELECT 'pos_transaction' AS record_type, 'T' || i AS record_id, 'c_' || (i % {n}) AS customer_id,
+                   1 AS customers, row_number() OVER () AS k FROM range({n}) t(i)
+            UNION ALL
+            SELECT 'web_order', 'W' || i, 'c_' || (i % {n}), 1, {n} + row_number() OVER () FROM range({n}) t(i)
+        ) WHERE k <= {linked};
+    CREATE TABLE intermediate.int_fx__rates AS
+        SELECT 'CNY' AS currency, DATE '2020-01-01' AS valid_from, CAST(NULL AS DATE) AS valid_to,
+               1.0 AS rate_to_reporting;
+    CREATE TABLE marts.customer_360 AS
+        SELECT 'c_' || i AS customer_id, ['100' || i] AS crm_contact_ids,
+               sha256('p' || i || '@example.com') AS email_hash, sha256('+86138' || i) AS phone_hash,
+               CASE WHEN {str(email_in_city).lower()} AND i = 7 THEN 'Shanghai ann.li@mail.com' ELSE 'Shanghai' END AS city,
+               'CN' AS country, 'web' AS signup_channel, true AS marketing_consent,
+               TIMESTAMPTZ '2026-01-05 10:00:00+00' AS first_order_at,
+               TIMESTAMPTZ '2026-02-25 10:00:00+00' AS last_order_at,
+               CAST(2 AS BIGINT) AS orders_count, CAST(1 AS BIGINT) AS web_orders_count,
+               CAST(1 AS BIGINT) AS store_orders_count,
+               CAST(150 AS DECIMAL(18, 2)) AS gross_revenue, CAST(0 AS DECIMAL(18, 2)) AS returned_amount,
+               CAST(150 AS DECIMAL(18, 2)) AS net_revenue, CAST(75 AS DECIMAL(18, 2)) AS avg_order_value,
+               CAST(4 AS BIGINT) AS recency_days, 1 + i % 5 AS rfm_r, 1 + i % 5 AS rfm_f, 1 + i % 5 AS rfm_m,
+               'loyal' AS rfm_segment, 'gold' AS value_tier, 'active' AS lifecycle_stage,
+               CAST(3 AS BIGINT) AS web_sessions_30d, TIMESTAMPTZ '2026-02-28 10:00:00+00' AS last_seen_at,
+               CAST(0 AS BIGINT) AS tickets_count, CAST(0 AS BIGINT) AS open_tickets_count,
+               CAST(NULL AS DOUBLE) AS avg_resolution_hours, 9 AS nps_latest, 4.5 AS csat_avg,
+               CASE WHEN i < {int(n * null_segment_share)} THEN NULL ELSE 'seg ' || (i % 3) END AS segment_name,
+               CASE WHEN i = 3 AND {churn_override is not None} THEN {churn_override or 0}
+                    ELSE (i % 10) / 10.0 END AS churn_probability,
+               DATE '2026-03-01' AS as_of_date
+        FROM range({n}) t(i);
+    CREATE TABLE marts.dim_customer AS
+        SELECT customer_id, TIMESTAMP '2026-01-01' AS valid_from, CAST(NULL AS TIMESTAMP) AS valid_to,
+               true AS is_current, city FROM marts.customer_360;
+    CREATE TABLE marts.fct_order_lines AS
+        SELECT 'T' || i AS order_id, 1 AS line_no, 'SKU1' AS sku, CAST(1 AS INTEGER) AS quantity,
+               CAST(50 AS DECIMAL(18, 2)) AS unit_price, CAST(50 AS DECIMAL(18, 2)) AS line_amount,
+               'SALE' AS txn_type FROM range({n}) t(i);
+    CREATE TABLE marts.fct_orders AS
+        SELECT 'T' || i AS order_id, 'c_' || i AS customer_id, 'store' AS channel, 'S01' AS store_id,
+               TIMESTAMPTZ '2026-03-01 10:00:00+00' AS ordered_at, DATE '2026-03-01' AS order_date,
+               CAST(1 AS INTEGER) AS item_count,
+               CAST(50 * (1 + {revenue_skew}) AS DECIMAL(18, 2)) AS gross_amount,
+               CAST(0 AS DECIMAL(18, 2)) AS discount_amount, CAST(0 AS DECIMAL(18, 2)) AS returned_amount,
+               CAST(50 * (1 + {revenue_skew}) AS DECIMAL(18, 2)) AS net_amount
+        FROM range({n}) t(i)
+        UNION ALL
+        SELECT 'W' || i, 'c_' || i, 'web', NULL, TIMESTAMPTZ '2026-03-01 10:00:00+00', DATE '2026-03-01', 1,
+               100, 0, 0, 100 FROM range({n}) t(i);
+    CREATE TABLE marts.fct_web_sessions AS
+        SELECT 's' || i AS session_id, 'c_' || i AS customer_id, 'anon-' || i AS anonymous_id,
+               TIMESTAMPTZ '2026-03-01 10:00:00+00' AS started_at,
+               TIMESTAMPTZ '2026-03-01 10:20:00+00' AS ended_at, CAST(3 AS BIGINT) AS page_views,
+               CAST(5 AS BIGINT) AS events, i % 2 = 0 AS converted FROM range({n}) t(i);
+    CREATE TABLE marts.fct_tickets AS
+        SELECT 'K' || i AS ticket_id, 'c_' || i AS customer_id, 'billing' AS category, 'low' AS priority,
+               'closed' AS status, TIMESTAMPTZ '2026-02-01 10:00:00+00' AS created_at,
+               TIMESTAMPTZ '2026-02-01 12:00:00+00' AS closed_at, 2.0 AS resolution_hours
+        FROM range({n // 2}) t(i);
+    CREATE TABLE marts.fct_feedback AS
+        SELECT 'F' || i AS feedback_id, 'c_' || i AS customer_id, 'NPS' AS survey_type, 9 AS score,
+               'promoter' AS nps_category, TIMESTAMPTZ '2026-02-01 10:00:00+00' AS submitted_at
+        FROM range({n // 2}) t(i);
+    CREATE TABLE marts.kpi_daily AS
+        SELECT DATE '2026-02-01' + CAST(i AS INTEGER) AS date, CAST(40 AS BIGINT) AS active_customers,
+               CAST(2 AS BIGINT) AS new_customers, CAST(10 AS BIGINT) AS orders,
+               CAST(500 AS DECIMAL(18, 2)) AS net_revenue, CAST(300 AS DECIMAL(18, 2)) AS web_net_revenue,
+               CAST(200 AS DECIMAL(18, 2)) AS store_net_revenue, 35.0 AS nps, 4.2 AS csat
+        FROM range(28) t(i);
+    CREATE TABLE ml.ml_customer_segments AS
+        SELECT customer_id, i % 3 AS segment_id, 'seg ' || (i % 3) AS segment_name, 'v1' AS model_version,
+               TIMESTAMPTZ '2026-03-01 12:00:00+00' AS scored_at
+        FROM (SELECT customer_id, row_number() OVER (ORDER BY customer_id) - 1 AS i FROM marts.customer_360)
+        WHERE i >= {segment_gap};
+    CREATE TABLE ml.ml_churn_scores AS
+        SELECT customer_id, churn_probability, CASE WHEN churn_probability > 0.5 THEN 'high' ELSE 'low' END AS risk_band,
+               'v1' AS model_version, TIMESTAMPTZ '2026-03-01 12:00:00+00' AS scored_at FROM marts.customer_360;
+    CREATE TABLE ml.ml_product_recommendations AS
+        SELECT customer_id, r AS rank, 'SKU' || r AS sku, 1.0 / r AS score, 'v1' AS model_version
+        FROM marts.customer_360, range(1, 4) t(r);
+    CREATE TABLE ml.ml_model_runs AS
+        SELECT 'churn' AS model_name, 'v1' AS model_version, TIMESTAMPTZ '2026-03-01 11:00:00+00' AS trained_at,
+               '{{"auc": 0.81}}' AS metrics, true AS promoted;
+    """)
+    if duplicate_message:
+        con.execute("INSERT INTO staging.stg_web__events SELECT * FROM staging.stg_web__events LIMIT 1")
+    if missing_column:
+        con.execute(f"ALTER TABLE marts.customer_360 DROP COLUMN {missing_column}")
+    con.close()
+    return path
+
+
+def write_dbt_results(path: Path, statuses: dict[str, str]) -> Path:
+    """A dbt run_results.json with one result per unique_id -> status."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "metadata": {"generated_at": "2026-03-01T12:00:00Z"},
+        "results": [{"unique_id": uid, "status": status, "failures": 3 if status in ("fail", "warn") else 0,
+                     "message": None, "execution_time": 0.1} for uid, status in statuses.items()],
+    }))
+    return path

@@ -113,8 +113,9 @@ def write_reference(landing: Path, stores: list[dict] | None = None,
                                       encoding="utf-8")
 
 
-def pos_row(store_id: str, day: dt.date, txn: str, line_no: int = 1, **fields) -> dict:
-    row = {"transaction_id": txn, "line_no": str(line_no), "store_id": store_id,
+def pos_row(store: str, day: dt.date, txn: str, line_no: int = 1, **fields) -> dict:
+    """A valid line item of ``store``'s file for ``day``; keyword fields override any column."""
+    row = {"transaction_id": txn, "line_no": str(line_no), "store_id": store,
            "business_date": day.isoformat(), "txn_ts": f"{day.isoformat()} 10:15:00",
            "txn_type": "SALE", "loyalty_id": "", "customer_phone": "", "customer_email": "",
            "sku": "SKU-1", "quantity": "2", "unit_price": "25.00", "discount_amount": "0.00",

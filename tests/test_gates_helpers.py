@@ -167,13 +167,12 @@ def record(settings, source, entity, batch_id, day, read, landed, quarantined=0)
     lake.record_reconciliation(settings, rec)
 
 
-def land_history(settings, day: dt.date, days: int = 8, web: int = 120, pos: int = 60,
-                 crm: int = 30) -> None:
-    """Clean batches for the ``days`` days before ``day`` (the volume baseline)."""
+def land_history(settings, day: dt.date, days: int = 4, web: int = 120, pos: int = 60) -> None:
+    """Clean web and POS batches for the ``days`` days before ``day``: the volume baseline
+    (the raw_volume metric needs three earlier days when there are not two same weekdays)."""
     for k in range(days, 0, -1):
         d = day - dt.timedelta(days=k)
-        for source, entity, n, fn in (("web", "events", web, land_web), ("pos", "transactions", pos, land_pos),
-                                      ("crm", "contacts", crm, land_crm)):
+        for source, entity, n, fn in (("web", "events", web, land_web), ("pos", "transactions", pos, land_pos)):
             batch = fn(settings, d, n)
             record(settings, source, entity, batch, d, n, n)
 

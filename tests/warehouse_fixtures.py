@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from customer360.lake import write_raw_batch
-from customer360.settings import Settings
+from customer360.settings import Settings, get_settings
 
 UTC = dt.timezone.utc
 LOAD_1 = dt.date(2026, 3, 8)
@@ -97,6 +100,51 @@ PEOPLE = {
     "walkin2": {"pos_transaction_id": ["T-1003"]},
     "ghost": {"anonymous_id": ["anon-ghost"], "web_order_id": ["W-5003"]},
 }
+
+
+PII_KEY = "test-pii-key-0123456789abcdef"
+
+
+# ---------------------------------------------------------------- environment and queries
+
+def use_home(mp: pytest.MonkeyPatch, home: Path) -> Settings:
+    """Point the pipeline at ``home`` (small DuckDB limits, a test PII key)."""
+    mp.setenv("C360_HOME", str(home))
+    mp.setenv("C360_PII_KEY", PII_KEY)
+    mp.setenv("C360_DUCKDB_MEMORY_LIMIT", "1GB")
+    mp.setenv("C360_DUCKDB_THREADS", "1")
+    for name in ("C360_LANDING", "C360_REPORTING_CURRENCY", "C360_DBT_THREADS"):
+        mp.delenv(name, raising=False)
+    return get_settings()
+
+
+def query(db: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def scalar(db: Path, sql: str, params: list | None = None):
+    rows = query(db, sql, params)
+    assert len(rows) == 1, f"expected one row from {sql!r}, got {rows}"
+    return rows[0][0]
+
+
+def copy_warehouse(settings: Settings, dest: Path) -> Path:
+    """A copy of the warehouse file as it is now (dbt has closed it)."""
+    shutil.copyfile(settings.warehouse_path, dest)
+    wal = settings.warehouse_path.with_name(settings.warehouse_path.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, dest.with_name(dest.name + ".wal"))
+    return dest
+
+
+def fx_rate(currency: str, day: dt.date) -> float:
+    """The seed's CNY rate for ``currency`` in force on ``day`` (latest dated rate before)."""
+    seed = Path(__file__).resolve().parents[1] / "dbt_project" / "seeds" / "fx_rates.csv"
+    rows = [line.split(",") for line in seed.read_text().splitlines()[1:]]
+    dated = sorted((dt.date.fromisoformat(d), float(r)) for d, c, r in rows
+                   if c == currency and dt.date.fromisoformat(d) <= day)
+    return dated[-1][1]
 
 
 # ---------------------------------------------------------------- record builders
@@ -318,6 +366,8 @@ def land_first_load(settings: Settings) -> None:
         web_event("m-fam-1", "2026-03-06T09:00:00Z", "anon-family", user="1001"),
         web_event("m-fam-2", "2026-03-06T09:10:00Z", "anon-family"),
         web_event("m-fam-3", "2026-03-06T20:00:00Z", "anon-family", user="1003", locale="en-US"),
+        # nobody logged in: a session on a shared device that belongs to no one
+        web_event("m-fam-4", "2026-03-06T14:00:00Z", "anon-family"),
     ])
     lander.pos_file("S01", d(1), S01_DAY1_V1)
     lander.pos_file("S01", d(5), [

@@ -3,7 +3,8 @@ hash-chained event log, in their own DuckDB file ``$C360_HOME/audit/audit.duckdb
 
 It lives apart from the warehouse so that rebuilding the warehouse (a full refresh, an
 erasure) never loses the audit trail. Nothing personal is stored: every string written
-through this module is passed through :func:`customer360.quality.masking.mask_text`.
+through this module in a free-text column (observed values, samples, notes, event payloads)
+is passed through :func:`customer360.quality.masking.mask_text`.
 
 The event log (``audit.events``) is append-only and tamper-evident: each entry stores the
 SHA-256 of the previous entry's hash followed by its own canonical JSON, so editing or
@@ -60,6 +61,10 @@ CREATE TABLE IF NOT EXISTS audit.events (
 """
 
 TABLES = ("gate_results", "gate_runs", "gated_batches", "reconciliation", "gate_metrics", "events")
+# Columns that hold free text (values, samples, notes) and are masked on the way in; the
+# others are identifiers and counts, which masking would only corrupt.
+FREE_TEXT = {"gate_results": ("observed_value", "sample", "kwargs"), "gate_runs": ("summary",),
+             "reconciliation": ("note", "source_file")}
 # Tables whose primary key makes a re-append of the same row a no-op or an update.
 _CONFLICT = {"gated_batches": "OR REPLACE", "reconciliation": "OR IGNORE", "gate_metrics": "OR REPLACE"}
 
@@ -124,10 +129,10 @@ def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.Duck
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _masked_frame(rows: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
+def _masked_frame(table: str, rows: pd.DataFrame | Iterable[dict]) -> pd.DataFrame:
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    for col in frame.columns:
-        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+    for col in FREE_TEXT.get(table, ()):
+        if col in frame.columns:
             frame[col] = frame[col].map(lambda v: mask_text(v) if isinstance(v, str) else v)
     return frame
 
@@ -140,7 +145,7 @@ def append(settings: Settings, table: str, rows: pd.DataFrame | Iterable[dict]) 
     """
     if table not in TABLES or table == "events":
         raise AuditError(f"unknown audit table {table!r} (events are written by log_event)")
-    frame = _masked_frame(rows)
+    frame = _masked_frame(table, rows)
     if frame.empty:
         return 0
     with connect(settings) as con:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from functools import lru_cache
 from typing import Callable
 
@@ -24,6 +25,20 @@ from customer360.settings import SettingsError, get_settings
 
 _CACHE_SIZE = 500_000
 _FULL_NUMBER = ValidationResult.IS_POSSIBLE
+_NON_DIGITS = re.compile(r"\D")
+
+
+def _full_number(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    # "possible" (a full-length number of its country) rather than "valid" (an allocated
+    # range): test ranges such as 555-01xx are real keys for linking, while local-only
+    # fragments ("12345", an 8-digit Beijing number with no area code) are not.
+    if phonenumbers.is_possible_number_with_reason(number) != _FULL_NUMBER:
+        return None
+    return number
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -40,14 +55,14 @@ def normalize_phone(raw: str | None, country: str | None) -> str | None:
     if not text:
         return None
     region = (country or "").strip().upper() or None
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-    # "possible" (a full-length number of its country) rather than "valid" (an allocated
-    # range): test ranges such as 555-01xx are real keys for linking, while local-only
-    # fragments ("12345", an 8-digit Beijing number with no area code) are not.
-    if phonenumbers.is_possible_number_with_reason(number) != _FULL_NUMBER:
+    # "00" is the international prefix almost everywhere, so people type it even where the
+    # local one differs (Hong Kong dials 001): "0085269230759" is +852 6923 0759. No national
+    # number starts with 00, so that reading goes first.
+    digits = _NON_DIGITS.sub("", text)
+    number = _full_number("+" + digits[2:], None) if digits.startswith("00") else None
+    if number is None:
+        number = _full_number(text, region)
+    if number is None:
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 

@@ -145,7 +145,27 @@ def run_dbt(settings: Settings, args: list[str]):
                  "--target-path", str(target),
                  "--log-path", str(artifacts_dir(settings) / "logs")]
     with _environment(build_env(settings)):
-        return dbtRunner().invoke(full_args)
+        try:
+            return dbtRunner().invoke(full_args)
+        finally:
+            _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB connection dbt-duckdb keeps in this process after a command.
+
+    dbt-duckdb holds one DuckDB instance per process and may keep it open after dbt returns;
+    DuckDB then refuses any other connection to the file with another configuration
+    (read_only for the gates, the publisher, the tests). dbt-duckdb has no public way to close
+    it, so this uses its connection manager's environment directly.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager.close_all_connections()
+        if env is not None:
+            env.close()
 
 
 def read_run_results(settings: Settings) -> RunResults:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from customer360.demo.sim_config import SimulationConfig
-from customer360.demo.sim_population import BOTH, STORE, WEB, Population
+from customer360.demo.sim_population import STORE, WEB, Population
 
 NEVER = np.iinfo(np.int32).max
 HORIZON_DAYS = 90

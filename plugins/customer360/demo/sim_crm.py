@@ -129,7 +129,7 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
     email_t = np.where(no_email, None, email_t)
     phone_t = np.where(no_phone, None, phone_t)
     gender = np.where(rng.random(n) < 0.1, None, pop.gender).astype(object)
-    loyalty0 = np.where(ident_enrolled_at(act, ident, created_day=act.contact_day), pop.loyalty, None)
+    loyalty0 = np.where(_enrolled_by(act, act.contact_day), pop.loyalty, None)
     base = pd.DataFrame({
         "id": ident.primary_id[people], "person": people, "t": created[people],
         "createdAt": created[people], "email": email_t[people], "firstname": pop.firstname[people],
@@ -212,7 +212,7 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
         result.contact_person[int(pid)] = int(person)
     for did, person in zip(ident.dup_id[dups], dups):
         result.contact_person[int(did)] = int(person)
-    emails = pd.concat([versions[["email", "person"]]]).dropna()
+    emails = versions[["email", "person"]].dropna()
     result.emails = sorted({(e.strip().lower(), int(p)) for e, p in emails.itertuples(index=False)})
     result.loyalty = sorted({(v, int(p)) for v, p in versions[["loyalty_id", "person"]].dropna().itertuples(index=False)})
     phones = versions[["person"]][versions["phone"].notna()]
@@ -220,9 +220,9 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
     return versions, len(people) + len(dups)
 
 
-def ident_enrolled_at(act: Activity, ident: Identity, created_day: np.ndarray) -> np.ndarray:
-    """Has the loyalty id when the contact is created (enrolled before or at that day)."""
-    return (act.enroll_day < NEVER) & (act.enroll_day <= np.maximum(created_day, -1))
+def _enrolled_by(act: Activity, day: np.ndarray) -> np.ndarray:
+    """Has a loyalty id on ``day`` (contacts created then carry it from their first version)."""
+    return (act.enroll_day < NEVER) & (act.enroll_day <= np.maximum(day, -1))
 
 
 def _feedback_ms(cfg: SimulationConfig, act: Activity) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from customer360.demo import sim_keys
-from customer360.demo.sim_behaviour import NEVER, SIGNUP_STORE, SIGNUP_WEB, Activity
+from customer360.demo.sim_behaviour import NEVER, Activity
 from customer360.demo.sim_config import SimulationConfig
 from customer360.demo.sim_population import Population, start_of
 
@@ -159,5 +159,3 @@ def typed(cfg: SimulationConfig, stream: str, canonical_email: np.ndarray, nsn: 
                                                pick_p[messy_p])
     return email, phone
 
-
-__all__ = ["Identity", "build_identity", "typed", "SIGNUP_STORE", "SIGNUP_WEB"]

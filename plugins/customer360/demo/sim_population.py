@@ -135,7 +135,7 @@ def build_population(cfg: SimulationConfig, stores: ref.Stores) -> Population:
 
 
 def _latin_city(row: dict) -> str:
-    for sites in ref._STORE_SITES.values():
+    for sites in ref.STORE_SITES.values():
         for site in sites:
             if site[1] == row["city"]:
                 return site[0]

@@ -14,14 +14,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from customer360.demo import sim_keys
 from customer360.demo import sim_duck
 from customer360.demo import sim_reference as ref
-from customer360.demo.sim_behaviour import NEVER, Activity
+from customer360.demo.sim_behaviour import Activity
 from customer360.demo.sim_config import SimulationConfig
 from customer360.demo.sim_delivery import Outbox
 from customer360.demo.sim_identity import Identity

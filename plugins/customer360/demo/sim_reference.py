@@ -32,7 +32,7 @@ COUNTRY_EMAIL_DOMAINS = {
 }
 
 # (english city, chinese city, english region, chinese region, country, english name, chinese name)
-_STORE_SITES = {
+STORE_SITES = {
     "Asia/Shanghai": [
         ("Shanghai", "上海", "Shanghai", "上海", "CN", "Shanghai Nanjing Road", "上海南京路店"),
         ("Beijing", "北京", "Beijing", "北京", "CN", "Beijing Wangfujing", "北京王府井店"),
@@ -139,7 +139,7 @@ def build_stores(cfg: SimulationConfig) -> Stores:
         i += 1
     sites = []
     for zone, n in zip(zones, counts):
-        pool = _STORE_SITES[zone]
+        pool = STORE_SITES[zone]
         for k in range(n):
             site = pool[k % len(pool)]
             suffix = "" if k < len(pool) else f" {k // len(pool) + 1}"

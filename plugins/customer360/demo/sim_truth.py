@@ -79,36 +79,39 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
     })
     _write(people, out / "people.parquet")
 
-    rows_type, rows_value, rows_person, rows_shared = [], [], [], []
+    parts: list[pa.Table] = []
 
-    def add(kind: str, pairs, shared=None):
-        for i, (value, person) in enumerate(pairs):
-            rows_type.append(kind)
-            rows_value.append(str(value))
-            rows_person.append(None if person is None or person < 0 else int(person) + 1)
-            rows_shared.append(bool(shared[i]) if shared is not None else False)
+    def add(kind: str, values, persons, shared=None) -> None:
+        """persons are 0-based indexes, -1 for none (walk-ins)."""
+        persons = np.asarray(persons, dtype=np.int64)
+        parts.append(pa.table({
+            "key_type": pa.array(np.full(len(persons), kind), pa.string()),
+            "key_value": pa.array(np.asarray(values, dtype=object).astype(str), pa.string()),
+            "person_id": pa.array(persons + 1, pa.int64(), mask=persons < 0),
+            "is_shared_device": pa.array(np.zeros(len(persons), bool) if shared is None
+                                         else np.asarray(shared, bool)),
+        }))
 
-    add("crm_contact_id", sorted(crm.contact_person.items()))
-    add("web_user_id", [(int(u), crm.contact_person[int(u)]) for u in web.user_ids])
+    contact_ids = np.array(sorted(crm.contact_person), dtype=np.int64)
+    add("crm_contact_id", contact_ids, [crm.contact_person[c] for c in contact_ids])
+    add("web_user_id", web.user_ids, [crm.contact_person[int(u)] for u in web.user_ids])
     anon = sorted(set(web.anon_rows))
     owners: dict[str, set] = {}
     for a, p in anon:
         owners.setdefault(a, set()).add(p)
-    add("anonymous_id", anon, [len(owners[a]) > 1 for a, _ in anon])
+    add("anonymous_id", [a for a, _ in anon], [p for _, p in anon],
+        [len(owners[a]) > 1 for a, _ in anon])
     by_kind = {"email": set(crm.emails), "phone": set(crm.phones), "loyalty_id": set(crm.loyalty)}
     for kind, value, person in pos.key_rows:
         by_kind[kind].add((value, person))
-    # Web identify traits carry the contact's own email and phone (covered by the CRM ones)
-    # except the second address of a duplicate contact, already in crm.emails.
+    # Web identify traits carry the contact's own email and phone, so the CRM ones cover them
+    # (including the second address of a duplicate contact).
     for kind in ("email", "phone", "loyalty_id"):
-        add(kind, sorted(by_kind[kind]))
-    add("pos_transaction_id", list(zip(pos.txn_id, pos.txn_person)))
-    add("web_order_id", list(zip(web.orders.order_id, web.orders.person)))
-    keys = pa.table({"key_type": pa.array(rows_type, pa.string()),
-                     "key_value": pa.array(rows_value, pa.string()),
-                     "person_id": pa.array(rows_person, pa.int64()),
-                     "is_shared_device": pa.array(rows_shared, pa.bool_())})
-    _write(keys, out / "keys.parquet")
+        pairs = sorted(by_kind[kind])
+        add(kind, [v for v, _ in pairs], [p for _, p in pairs])
+    add("pos_transaction_id", pos.txn_id, pos.txn_person)
+    add("web_order_id", web.orders.order_id, web.orders.person)
+    _write(pa.concat_tables(parts), out / "keys.parquet")
 
     defects = sorted(web.defects + pos.defects, key=lambda d: (d["file"], d["line"] or 0))
     _write(pa.table({"file": pa.array([d["file"] for d in defects], pa.string()),

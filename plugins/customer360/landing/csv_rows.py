@@ -16,6 +16,8 @@ from typing import Sequence
 
 import duckdb
 
+from customer360.landing.duck import insert_rows
+
 # One field, preceded by its comma (the line is given a leading comma so that every field,
 # empty ones included, has one): a quoted field or a run of anything but commas.
 _FIELD = r',("(?:[^"]|"")*"|[^,]*)'
@@ -99,8 +101,8 @@ def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
     con.execute(f"CREATE OR REPLACE TEMP TABLE {hdr} (file_id INTEGER, n_fields INTEGER, "
                 f"{pos_cols}, extra_names VARCHAR[], extra_pos INTEGER[], header_error VARCHAR, "
                 f"encoding VARCHAR)")
-    con.executemany(
-        f"INSERT INTO {hdr} VALUES ({', '.join(['?'] * (len(columns) + 6))})",
+    insert_rows(
+        con, hdr,
         [(fid, len(h.names), *[h.positions.get(c) for c in columns],
           [n for n, _ in h.extra], [p for _, p in h.extra], h.error, encodings[fid])
          for fid, h in headers.items()])

@@ -85,3 +85,9 @@ def duckdb_encoding(name: str) -> str:
 def sql_str(value: str) -> str:
     """A SQL string literal (for file paths and names that DuckDB table functions need inline)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
+    """INSERT ``rows`` (tuples in column order) into ``table``; nothing when there are none."""
+    if rows:
+        con.executemany(f"INSERT INTO {table} VALUES ({', '.join(['?'] * len(rows[0]))})", rows)

@@ -171,7 +171,8 @@ class Manifest:
     def recover(self) -> list[str]:
         """Undo batches a crashed run began but never committed; return their ids."""
         undone = []
-        for batch_id, outputs in self.db.execute("SELECT batch_id, outputs FROM pending").fetchall():
+        pending = self.db.execute("SELECT batch_id, outputs FROM pending").fetchall()
+        for batch_id, outputs in pending:
             for p in json.loads(outputs).values():
                 if os.path.exists(p):
                     os.unlink(p)

@@ -15,7 +15,7 @@ from typing import Sequence
 import duckdb
 
 from customer360.landing.csv_rows import CsvHeader, parse_csv_rows
-from customer360.landing.duck import sql_str
+from customer360.landing.duck import insert_rows, sql_str
 from customer360.landing.layout import LandingFile
 from customer360.landing.lines import keep_lines, numbered_view, read_parsed
 
@@ -190,7 +190,7 @@ def parse_pos_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
     con.execute(f"CREATE OR REPLACE TEMP TABLE {meta} (file_id INTEGER, rel VARCHAR, "
                 f"folder_date DATE, file_store VARCHAR, tz VARCHAR, country VARCHAR, "
                 f"encoding VARCHAR)")
-    con.executemany(f"INSERT INTO {meta} VALUES (?, ?, ?, ?, ?, ?, ?)", [
+    insert_rows(con, meta, [
         (fid, f.rel, f.folder_date, f.store_id, stores[f.store_id].timezone,
          stores[f.store_id].country, stores[f.store_id].file_encoding)
         for fid, f in enumerate(files) if fid not in skip])

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import duckdb
 
+from customer360.landing.duck import insert_rows
 from customer360.landing.layout import LandingFile
 from customer360.landing.lines import numbered_view, read_parsed
 
@@ -42,7 +43,7 @@ def _shown(expr: str) -> str:
     return f"coalesce('''' || left({expr}, 40) || '''', 'null')"
 
 
-def parse_sql(files_table: str):
+def parse_sql(files_table: str) -> Callable[[str], str]:
     """The parse step for :func:`read_parsed`; ``files_table`` has file_id, folder_date, rel."""
     ts_checks = " ".join(
         f"WHEN {_ts(f)} IS NULL THEN '{f} is not an ISO-8601 UTC time: ' || {_shown('e.' + f)}"
@@ -125,8 +126,7 @@ def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
     files_table = f"{name}_files"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {files_table} "
                 f"(file_id INTEGER, folder_date DATE, rel VARCHAR)")
-    con.executemany(f"INSERT INTO {files_table} VALUES (?, ?, ?)",
-                    [(i, f.folder_date, f.rel) for i, f in enumerate(files)])
+    insert_rows(con, files_table, [(i, f.folder_date, f.rel) for i, f in enumerate(files)])
     paths: list[Path] = [f.path for f in files]
     unreadable = read_parsed(con, name, paths, parse_sql(files_table), gzipped=True)
     return ParsedWeb(list(files), numbered_view(con, name), unreadable)

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-
 import duckdb
 import numpy as np
 import pandas as pd
 
 from customer360.ml.metrics import categorical_profile, numeric_profile, psi_against
 from customer360.ml.registry import to_json
-
-log = logging.getLogger(__name__)
-
 
 def _reference(con: duckdb.DuckDBPyConnection, model_name: str, variable: str,
                before: dt.date) -> tuple[dt.date, dict] | None:
@@ -45,8 +40,6 @@ def measure(con: duckdb.DuckDBPyConnection, logical_date: dt.date, model_name: s
                      "model_version": model_version, "variable": name, "psi": psi,
                      "status": status, "reference_date": ref[0] if ref else None,
                      "profile": to_json(profile)})
-    for w in warnings:
-        log.warning("drift: %s", w)
     frame = pd.DataFrame(rows, columns=["logical_date", "model_name", "model_version", "variable",
                                         "psi", "status", "reference_date", "profile"])
     return frame, warnings

@@ -24,6 +24,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from threadpoolctl import threadpool_limits
+
 from customer360.ml import churn, drift, model_card, oracle, recommend, registry, segments
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
@@ -185,7 +187,8 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 
     buyers = scoring[frame.churn_probability.notna().to_numpy()]
     numeric = {"churn_probability": frame.churn_probability.dropna().to_numpy()}
-    for name in (top or [])[: int(spec.drift.get("top_features", 5))]:
+    watched = (top or [])[: int(spec.drift.get("top_features", 5))] + list(spec.drift.get("always", []))
+    for name in dict.fromkeys(watched):
         if name in buyers.columns:
             numeric[name] = pd.to_numeric(buyers[name], errors="coerce").to_numpy(dtype=float)
     drift_rows, warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version, numeric, {},
@@ -195,13 +198,6 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 
 
 # --- segments ----------------------------------------------------------------------------------
-
-def _previous_assignments(ctx: Context) -> pd.DataFrame | None:
-    table = find_table(ctx.con, "ml_customer_segments")
-    if table is None:
-        return None
-    return ctx.con.execute(f"select customer_id, segment_id from {table}").df()
-
 
 def _rfm(ctx: Context) -> pd.DataFrame | None:
     """The warehouse's RFM segment (customer_360 is rebuilt after ML: the last build's value)."""
@@ -228,14 +224,12 @@ def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     if due:
         started = time.monotonic()
         model, metrics = segments.fit(ctx.population, spec, previous=current_model)
-        previous = _previous_assignments(ctx)
-        if previous is not None and len(previous):
-            ids, _ = model.assign(segments.transform(ctx.population, spec))
-            now = pd.DataFrame({"customer_id": ctx.population.customer_id.astype(str), "new": ids})
-            both = now.merge(previous.astype({"customer_id": str}), on="customer_id")
-            metrics["agreement_with_previous"] = float((both.new == both.segment_id).mean()) if len(both) else None
         current_metrics = None
         if current_model is not None:
+            # share of today's customers who keep their segment id if the candidate replaces
+            # the current model (both assign the same population, so a rerun measures the same)
+            X = segments.transform(ctx.population, spec)
+            metrics["agreement_with_previous"] = float(np.mean(model.assign(X)[0] == current_model.assign(X)[0]))
             current_metrics = {"silhouette": segments.silhouette_of(current_model, ctx.population, spec)}
             metrics["current_model_silhouette_same_data"] = current_metrics["silhouette"]
         promoted, decision = registry.decide_promotion(
@@ -322,9 +316,11 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     frame["as_of_date"] = ctx.scoring_date
     summary["scoring_version"] = version
     summary["sources"] = frame.source.value_counts().to_dict()
-    top1 = frame[frame["rank"] == 1].sku.to_numpy()
-    drift_rows, drift_warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version, {},
-                                               {"top_recommended_sku": top1},
+    # the best score a customer gets: stable enough to compare (a top-1 sku share is too noisy)
+    top_score = frame[frame["rank"] == 1].score.to_numpy(dtype=float)
+    drift_rows, drift_warnings = drift.measure(ctx.con, ctx.logical_date, spec.name, version,
+                                               {"top_recommendation_score": top_score},
+                                               {"recommendation_source": frame.source.to_numpy()},
                                                float(spec.drift.get("psi_warn", 0.2)))
     return StageResult("ml_product_recommendations", frame, summary, rows, drift_rows,
                        warnings + drift_warnings)
@@ -359,12 +355,15 @@ def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
         ctx = Context(settings, con, logical_date, scoring_date, table, snapshots, population,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
         stages = []
-        for name, stage in (("churn_classifier", _churn_stage), ("behavioural_segments", _segments_stage),
-                            ("item_item_recommender", _recommend_stage)):
-            t = time.monotonic()
-            result = stage(ctx, specs[name])
-            result.summary["seconds"] = round(time.monotonic() - t, 2)
-            stages.append(result)
+        # OpenMP (the booster, KMeans) spin-waits: on a busy machine more threads than it can
+        # have makes training many times slower, so it gets the same thread budget as DuckDB.
+        with threadpool_limits(limits=int(settings.duckdb_threads)):
+            for name, stage in (("churn_classifier", _churn_stage), ("behavioural_segments", _segments_stage),
+                                ("item_item_recommender", _recommend_stage)):
+                t = time.monotonic()
+                result = stage(ctx, specs[name])
+                result.summary["seconds"] = round(time.monotonic() - t, 2)
+                stages.append(result)
         runs = pd.DataFrame([r for s in stages for r in s.run_rows])
         drifts = pd.concat([s.drift for s in stages if s.drift is not None and len(s.drift)], ignore_index=True)
         date_filter = f"logical_date = date '{logical_date.isoformat()}'"

@@ -201,11 +201,14 @@ def recommend(model: ItemItemModel, purchases: pd.DataFrame, views: pd.DataFrame
             affinity = affinity.toarray() if sparse.issparse(affinity) else np.asarray(affinity)
             scores = affinity + self_affinity[lo:hi].toarray() + prior
         scores[excluded[lo:hi].toarray() > 0] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        out_items.append(np.take_along_axis(top, order, axis=1))
-        out_scores.append(np.take_along_axis(top_scores, order, axis=1))
+        if model.n_items <= MAX_DENSE_ITEMS:  # a stable sort: ties go to the first sku
+            top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        else:  # a full sort per row is too slow for a big catalogue; ties are then arbitrary
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1),
+                                                     axis=1, kind="stable"), axis=1)
+        out_items.append(top)
+        out_scores.append(np.take_along_axis(scores, top, axis=1))
         out_rows.append(np.arange(lo, hi))
     rows = np.repeat(np.concatenate(out_rows), k)
     items = np.concatenate(out_items).ravel()

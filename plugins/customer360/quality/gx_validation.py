@@ -121,7 +121,8 @@ def _exception_message(info: dict) -> str | None:
     if not info:
         return None
     if "raised_exception" in info:
-        return info.get("exception_message") if info.get("raised_exception") else None
+        message = info.get("exception_message") if info.get("raised_exception") else None
+        return str(message).splitlines()[0] if message else None
     for value in info.values():
         if isinstance(value, dict) and value.get("exception_message"):
             return str(value["exception_message"]).splitlines()[0]
@@ -298,7 +299,13 @@ def validate_source(
                 details = result.get("details") or {}
                 rest = {k: v for k, v in result.items()
                         if k not in ("observed_value", "details") and v not in (None, [], {})}
-                out.observed = ({"observed": result.get("observed_value"), **details, **rest}
-                                if details or rest else result.get("observed_value"))
+                if "mismatched" in details:   # column sets: what is missing says it all
+                    mismatched = details["mismatched"]
+                    out.observed = ({"missing": mismatched.get("missing", [])}
+                                    if not specs[i].kwargs.get("exact_match", True) else mismatched)
+                elif details or rest:
+                    out.observed = {"observed": result.get("observed_value"), **details, **rest}
+                else:
+                    out.observed = result.get("observed_value")
             out.success = res["success"]
     return outcomes

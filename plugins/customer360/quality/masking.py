@@ -14,8 +14,11 @@ import re
 from typing import Any
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-# A run of 7-15 digits, optionally with a leading + and the separators people type at a till.
-PHONE_RE = re.compile(r"(?<![\w.])\+?\d(?:[ \-().]*\d){6,14}(?![\w])")
+# Phone numbers as people type them: with a country code (+86 138-0013-8000), a Chinese
+# mobile number (13800138000), or digit groups with separators (021-6123-4567). A bare run of
+# digits is not masked: ids and amounts look like that too.
+PHONE_RE = re.compile(
+    r"(?<![\w.+])(?:\+\d(?:[ \-()]*\d){6,14}|1[3-9]\d{9}|\(?\d{2,4}\)?(?:[ \-]\d{2,4}){2,4})(?![\w])")
 # Dates and times also look like digit runs but are not personal: matched first, kept as they are.
 _DATE_OR_PHONE = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?|\d{2}:\d{2}:\d{2})"
@@ -44,9 +47,10 @@ def mask_phone(value: str) -> str:
 
 
 def _mask_phone_match(match: re.Match) -> str:
-    if match.group("date") is not None:
-        return match.group(0)
-    return mask_phone(match.group(0))
+    text = match.group(0)
+    if match.group("date") is not None or len(re.sub(r"\D", "", text)) < 7:
+        return text
+    return mask_phone(text)
 
 
 def mask_text(text: str) -> str:

@@ -248,5 +248,7 @@ def pii_scan(ctx: GateContext, params: dict) -> pd.DataFrame:
                          "email_values": emails, "phone_values": phones,
                          # masked here: nothing personal leaves this function
                          "example": example})
-    return pd.DataFrame(rows, columns=["table_name", "column_name", "data_type", "email_values",
-                                       "phone_values", "example"])
+    frame = pd.DataFrame(rows, columns=["table_name", "column_name", "data_type", "email_values",
+                                        "phone_values", "example"])
+    # counts stay integers with gaps (columns that are not text are not counted)
+    return frame.astype({"email_values": "Int64", "phone_values": "Int64"})

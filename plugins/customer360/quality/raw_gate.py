@@ -277,6 +277,10 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
                           if outcomes[i].success is False for b in group}
         out = _merge(outs)
         verdict, note, quarantined = classify(out), "", 0
+        unchecked = [b.batch_id for group, outcomes in per_group if outcomes[i].success is None
+                     for b in group]
+        if unchecked and out.success is not None:
+            note = f"not evaluated on {len(unchecked)} batch(es) whose contract failed"
         if verdict == FAIL and spec.scope == "row" and out.failing_rows and not out.exception:
             failing = pd.concat(out.failing_rows, ignore_index=True)
             per_batch = failing["_batch_id"].value_counts()

@@ -14,8 +14,8 @@ from customer360.quality.gx_validation import (DataFrameSource, FrameSample, Fra
 from customer360.quality import metrics
 from customer360.quality.context import GateContext
 from customer360.quality.results import FAIL, PASS, SKIPPED, WARN, ExpectationResult, SuiteResult
-from customer360.quality.suites import ExpectationSpec, Suite
-from customer360.quality.targets import describe, schema_frame
+from customer360.quality.suites import TYPE_FAMILIES, ExpectationSpec, Suite
+from customer360.quality.targets import describe, schema_frame, schema_table, type_family
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,7 @@ def evaluate(
     how = how or FrameSample(key_columns=suite.key_columns, pii_columns=suite.pii_columns)
     contract = [s for s in suite.expectations if s.generated]
     data = [s for s in suite.expectations if not s.generated]
-    outcomes: list[Outcome] = []
-    if contract:
-        outcomes = validate_source(contract, DataFrameSource(schema_frame(types)),
-                                   f"{suite.name}.contract")
-        for out in outcomes:
-            if out.success is False:
-                col = out.spec.column
-                out.sample = ([f"{col} is missing; the target has: {', '.join(types)}"]
-                              if col not in types else [f"{col} is {types[col]}"])
+    outcomes = check_contract(suite, contract, types) if contract else []
     if any(o.success is False for o in outcomes):
         outcomes += [Outcome(s, success=None, exception="not evaluated: the column contract failed")
                      for s in data]
@@ -57,6 +49,29 @@ def evaluate(
             return outcomes + [Outcome(s, success=False, exception=reason) for s in data]
         outcomes += validate_source(data, frames, suite.name, how, collect_rows)
     return outcomes
+
+
+def check_contract(suite: Suite, specs: list[ExpectationSpec], types: dict[str, str]) -> list[Outcome]:
+    """The contract's presence check runs on a one-row frame with the target's columns, its
+    type check on a frame of one row per column; samples name what is missing or mistyped."""
+    presence = [s for s in specs if s.type == "expect_table_columns_to_match_set"]
+    typing = [s for s in specs if s not in presence]
+    outcomes = {}
+    if presence:
+        for spec, out in zip(presence, validate_source(presence, DataFrameSource(schema_frame(types)),
+                                                       f"{suite.name}.contract")):
+            missing = [c for c in suite.columns if c not in types]
+            if missing:
+                out.sample = [f"missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"]
+            outcomes[id(spec)] = out
+    if typing:
+        frame = schema_table(types, suite.columns)
+        for spec, out in zip(typing, validate_source(typing, DataFrameSource(frame), f"{suite.name}.types")):
+            wrong = [c for c, family in suite.columns.items()
+                     if c in types and family != "any" and type_family(types[c]) not in TYPE_FAMILIES[family]]
+            out.sample = [f"{c} is {types[c]}, the contract says {suite.columns[c]}" for c in wrong][:5]
+            outcomes[id(spec)] = out
+    return [outcomes[id(s)] for s in specs]
 
 
 def classify(out: Outcome) -> str:

@@ -128,17 +128,22 @@ def _spec(path: Path, index: int, raw: Any, default_scope: str) -> ExpectationSp
 
 
 def _contract_specs(columns: dict[str, str], severity: str) -> list[ExpectationSpec]:
-    """The column contract as expectations on the schema frame (one row, a type family a column)."""
-    specs = []
-    for name, family in columns.items():
-        specs.append(ExpectationSpec("expect_column_to_exist", {"column": name}, severity,
-                                     "batch", f"contract: column {name} is present", True))
-        if family != "any":
-            specs.append(ExpectationSpec(
-                "expect_column_values_to_be_in_set",
-                {"column": name, "value_set": sorted(TYPE_FAMILIES[family])}, severity, "batch",
-                f"contract: column {name} is {family}", True))
-    return specs
+    """The column contract as two expectations on the target's schema (no data is read):
+    the required columns are present, and each has a type of its family. The second runs on
+    a frame of one row per typed contract column (column_name, type_family)."""
+    if not columns:
+        return []
+    pairs = [[name, actual] for name, family in columns.items() if family != "any"
+             for actual in sorted(TYPE_FAMILIES[family])]
+    return [
+        ExpectationSpec("expect_table_columns_to_match_set",
+                        {"column_set": list(columns), "exact_match": False}, severity, "batch",
+                        "contract: the required columns are present", True),
+        ExpectationSpec("expect_column_pair_values_to_be_in_set",
+                        {"column_A": "column_name", "column_B": "type_family",
+                         "value_pairs_set": pairs}, severity, "batch",
+                        "contract: each column has a type of its family", True),
+    ]
 
 
 def load_suite(path: Path) -> Suite:

@@ -57,6 +57,15 @@ def schema_frame(types: dict[str, str]) -> pd.DataFrame:
                         columns=list(types))
 
 
+def schema_table(types: dict[str, str], contract: dict[str, str]) -> pd.DataFrame:
+    """One row per column the contract types (not "any") and the target has: its name and
+    type family. (Filtering rows here rather than with a row_condition: GX 1.24 miscounts
+    column-pair expectations under a row_condition.)"""
+    typed = [c for c, family in contract.items() if family != "any" and c in types]
+    return pd.DataFrame({"column_name": typed, "type_family": [type_family(types[c]) for c in typed]},
+                        dtype=object)
+
+
 def _to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
     return batch.to_pandas()
 

@@ -1,0 +1,194 @@
+"""The POS loader on small hand-made store files: real CSV bytes in their stores' encodings,
+real DuckDB, real Parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from customer360.extract import ExtractError
+from customer360.lake import read_reconciliation
+from customer360.settings import get_settings
+from customer360.sources.pos import load_pos
+from tests.landing_fixtures import (POS_COLUMNS, STORES, batch_files, pos_path, pos_row,
+                                    read_quarantine, read_raw, write_pos_file, write_reference)
+
+D1 = dt.date(2026, 3, 10)
+D2 = D1 + dt.timedelta(days=1)
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("C360_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("C360_LANDING", raising=False)
+    s = get_settings()
+    write_reference(s.landing)
+    return s
+
+
+def _txns(settings) -> list[dict]:
+    return read_raw(settings, "pos", "transactions")
+
+
+def test_a_gb18030_file_decodes_chinese_text_exactly(settings):
+    path = write_pos_file(settings.landing, D1, "SH01", [
+        pos_row("SH01", D1, "T1", customer_email=" 张伟@例子.中国 ", payment_method="支付宝"),
+        pos_row("SH01", D1, "T1", line_no=2, sku="SKU-2", payment_method="微信支付")],
+        encoding="gb18030")
+    with pytest.raises(UnicodeDecodeError):  # the bytes really are GB18030, not UTF-8
+        path.read_bytes().decode("utf-8")
+
+    load_pos(settings, D1)
+
+    rows = sorted(_txns(settings), key=lambda r: r["line_no"])
+    assert [r["payment_method"] for r in rows] == ["支付宝", "微信支付"]
+    assert rows[0]["customer_email"] == " 张伟@例子.中国 "  # kept as typed at the till
+    assert rows[0]["_file_encoding"] == "GB18030"
+    stores = {r["store_id"]: r for r in read_raw(settings, "pos", "stores")}
+    assert stores["SH01"]["name"] == "上海南京路店" and stores["SH01"]["city"] == "上海"
+    products = {r["sku"]: r for r in read_raw(settings, "pos", "products")}
+    assert products["SKU-1"]["name"] == "绿茶 Green tea"
+
+
+def test_txn_ts_is_kept_as_given_with_the_store_time_zone(settings):
+    write_pos_file(settings.landing, D1, "SH01",
+                   [pos_row("SH01", D1, "T1", txn_ts="2026-03-10 23:30:00")], encoding="gb18030")
+    write_pos_file(settings.landing, D1, "LN01", [pos_row("LN01", D1, "L1")])
+
+    load_pos(settings, D1)
+
+    rows = {r["transaction_id"]: r for r in _txns(settings)}
+    assert rows["T1"]["txn_ts"] == "2026-03-10 23:30:00"
+    assert (rows["T1"]["_store_timezone"], rows["T1"]["_store_country"]) == ("Asia/Shanghai",
+                                                                             "CN")
+    assert rows["L1"]["_store_timezone"] == "Europe/London"
+    assert rows["L1"]["_folder_date"] == D1
+    assert rows["L1"]["_source_file"] == "pos/date=2026-03-10/store_LN01.csv"
+    assert rows["L1"]["_source_line"] == 2
+
+
+def test_a_corrected_file_supersedes_the_earlier_one_and_both_stay_in_raw(settings):
+    write_pos_file(settings.landing, D1, "LN01", [pos_row("LN01", D1, "L1")])
+    (*_, first) = load_pos(settings, D1)
+    write_pos_file(settings.landing, D2, "LN01", [pos_row("LN01", D2, "L9")])
+    write_pos_file(settings.landing, D1, "LN01",
+                   [pos_row("LN01", D1, "L1"), pos_row("LN01", D1, "L2")], mtime_offset=5)
+
+    (second,) = load_pos(settings, D2)
+
+    assert (second.read, second.landed) == (3, 3)  # the corrected D1 file and D2's file
+    rows = _txns(settings)
+    d1 = [r for r in rows if r["_source_file"] == "pos/date=2026-03-10/store_LN01.csv"]
+    assert sorted((r["_batch_id"], r["transaction_id"]) for r in d1) == sorted(
+        [(first.batch_id, "L1"), (second.batch_id, "L1"), (second.batch_id, "L2")])
+    versions = {r["_batch_id"]: r for r in read_raw(settings, "pos", "files")
+                if r["source_file"] == "pos/date=2026-03-10/store_LN01.csv"}
+    assert versions[first.batch_id]["supersedes_batch_id"] is None
+    assert versions[second.batch_id]["supersedes_batch_id"] == first.batch_id
+    assert versions[second.batch_id]["_loaded_at"] > versions[first.batch_id]["_loaded_at"]
+    assert (versions[second.batch_id]["store_id"],
+            versions[second.batch_id]["business_date"]) == ("LN01", D1)
+
+
+def test_malformed_rows_are_quarantined_and_the_other_rows_land(settings):
+    good = pos_row("SH01", D1, "T1")
+    write_pos_file(settings.landing, D1, "SH01", [
+        good,
+        "T2,1,SH01,2026-03-10,2026-03-10 10:20:00,SALE",
+        pos_row("SH01", D1, "T3", quantity="两个", txn_type="SOLD"),
+        pos_row("SH01", D1, "T4", txn_ts="2026-03-10T10:15:00+08:00"),
+        pos_row("SH01", D1, "T5", business_date="2026-03-09", store_id="SH02"),
+        pos_row("SH01", D1, "T6", line_no=2),
+    ], encoding="gb18030")
+
+    (*_, rec) = load_pos(settings, D1)
+
+    assert (rec.read, rec.landed, rec.quarantined) == (6, 2, 4)
+    assert sorted(r["transaction_id"] for r in _txns(settings)) == ["T1", "T6"]
+    q = {r["source_line"]: r for r in read_quarantine(settings, "pos", "transactions")}
+    assert set(q) == {3, 4, 5, 6}
+    assert all(r["source_file"] == "pos/date=2026-03-10/store_SH01.csv" for r in q.values())
+    assert q[3]["reason"] == "expected 16 fields as in the header, found 6"
+    assert q[3]["raw_text"] == "T2,1,SH01,2026-03-10,2026-03-10 10:20:00,SALE"
+    assert q[3]["record_key"] is None
+    assert q[4]["reason"] == ("txn_type must be SALE, RETURN or VOID, got 'SOLD'; "
+                              "quantity is not a number: '两个'")
+    assert "两个" in q[4]["raw_text"] and q[4]["record_key"] == "T3:1"
+    assert q[5]["reason"].startswith("txn_ts is not a local time")
+    assert "store_id 'SH02' does not match the file name store_SH01.csv" in q[6]["reason"]
+    assert "business_date '2026-03-09' does not match its folder date=2026-03-10" in q[6]["reason"]
+
+
+def test_an_unknown_extra_column_does_not_break_the_load(settings):
+    write_pos_file(settings.landing, D1, "LN01",
+                   [dict(pos_row("LN01", D1, "L1"), till_no="7", cashier="Ann, B.")],
+                   columns=["till_no", *POS_COLUMNS[::-1], "cashier"])  # other order, too
+
+    (*_, rec) = load_pos(settings, D1)
+
+    assert (rec.landed, rec.quarantined) == (1, 0)
+    (row,) = _txns(settings)
+    assert row["transaction_id"] == "L1" and row["quantity"] == "2"
+    assert json.loads(row["_extra"]) == {"till_no": "7", "cashier": "Ann, B."}
+
+
+def test_empty_and_header_only_files_load_nothing_and_say_so(settings):
+    empty = pos_path(settings.landing, D1, "LN01")
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    write_pos_file(settings.landing, D1, "SH01", [], encoding="gb18030")
+
+    (*_, rec) = load_pos(settings, D1)
+
+    assert (rec.read, rec.landed, rec.quarantined) == (0, 0, 0)
+    files = {r["source_file"]: r for r in read_raw(settings, "pos", "files")}
+    assert {f["status"] for f in files.values()} == {"loaded"}
+    assert {f["rows_read"] for f in files.values()} == {0}
+    assert load_pos(settings, D1) == []
+
+
+def test_a_file_of_an_unknown_store_waits_for_the_store_to_be_known(settings):
+    write_pos_file(settings.landing, D1, "HK01", [pos_row("HK01", D1, "H1")])
+    (*_, rec) = load_pos(settings, D1)
+    assert (rec.read, rec.quarantined) == (1, 1)
+    (q,) = read_quarantine(settings, "pos", "transactions")
+    assert q["source_file"] == "pos/date=2026-03-10/store_HK01.csv" and "HK01" in q["reason"]
+
+    write_reference(settings.landing, stores=STORES + [
+        {"store_id": "HK01", "name": "Causeway Bay", "city": "Hong Kong", "region": "HK",
+         "country": "HK", "timezone": "Asia/Hong_Kong", "file_encoding": "UTF-8",
+         "opened_on": "2022-01-01"}])
+    recs = load_pos(settings, D2)
+
+    # products.csv was rewritten with the same bytes: touched, not changed, not loaded again
+    assert [r.entity for r in recs] == ["stores", "transactions"]
+    (row,) = _txns(settings)
+    assert (row["transaction_id"], row["_store_timezone"]) == ("H1", "Asia/Hong_Kong")
+
+
+def test_missing_stores_reference_stops_the_run(settings):
+    (settings.landing / "pos" / "reference" / "stores.csv").unlink()
+    write_pos_file(settings.landing, D1, "LN01", [pos_row("LN01", D1, "L1")])
+    with pytest.raises(ExtractError, match="stores.csv"):
+        load_pos(settings, D1)
+    assert _txns(settings) == []
+
+
+def test_reruns_land_nothing_and_counts_reconcile(settings):
+    write_pos_file(settings.landing, D1, "SH01", [pos_row("SH01", D1, "T1"), "broken,row"],
+                   encoding="gb18030")
+    write_pos_file(settings.landing, D1, "LN01", [pos_row("LN01", D1, "L1")])
+    write_pos_file(settings.landing, D2, "LN01", [pos_row("LN01", D2, "L2", quantity="x")])
+    load_pos(settings, D1)
+    load_pos(settings, D2)
+    batches = batch_files(settings, "pos", "transactions")
+
+    assert load_pos(settings, D2) == []
+    assert batch_files(settings, "pos", "transactions") == batches
+    audit = [r for r in read_reconciliation(settings) if r["entity"] == "transactions"]
+    assert all(r["read"] == r["landed"] + r["quarantined"] for r in audit)
+    assert sum(r["landed"] for r in audit) == len(_txns(settings)) == 2
+    assert sum(r["quarantined"] for r in audit) == len(
+        read_quarantine(settings, "pos", "transactions")) == 2

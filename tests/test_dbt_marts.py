@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests import warehouse_fixtures as wf
@@ -216,11 +217,15 @@ def test_published_marts_hold_no_raw_pii(built):
     raw_values = ["ann@mail.com", "bob@example.com", "carol@example.com", "frank@example.com",
                   "+8613800138000", "13800138000", "+12125550101", "LY00012345", "Smith",
                   "Carol", "Frank", "1990-04-02", "203.0.113.7"]
-    columns = wf.query(built.db2, "select table_name, column_name from information_schema.columns "
-                                  "where table_schema = 'marts' and data_type in ('VARCHAR', 'VARCHAR[]')")
-    assert columns
-    for table, column in columns:
-        for value in raw_values:
-            hits = wf.scalar(built.db2, f'select count(*) from marts."{table}" '
-                                        f'where strpos(cast("{column}" as varchar), ?) > 0', [value])
-            assert hits == 0, f"marts.{table}.{column} contains {value!r}"
+    tables = [r[0] for r in wf.query(built.db2, "select table_name from information_schema.tables "
+                                                "where table_schema = 'marts'")]
+    assert len(tables) == 8
+    with duckdb.connect(str(built.db2), read_only=True) as con:
+        for table in tables:
+            cursor = con.execute(f'select * from marts."{table}"')
+            names = [d[0] for d in cursor.description]
+            for row in cursor.fetchall():
+                for name, value in zip(names, row):
+                    text = str(value)
+                    leaked = [v for v in raw_values if v in text]
+                    assert not leaked, f"marts.{table}.{name} holds {leaked}"

@@ -628,12 +628,17 @@ def _problems(landing: Path) -> set[tuple[str, int | None]]:
     return out
 
 
-def test_validator_finds_exactly_the_planted_defects(messy):
-    problems = _problems(messy.landing)
-    planted = pq.read_table(messy.sim_dir / "ground_truth/defects.parquet").to_pylist()
-    assert planted
+def test_validator_finds_exactly_the_planted_defects(tmp_path):
+    run = run_sim(tmp_path, people=500, days=8, **(MESSY | {"malformed_row_rate": 0.05,
+                                                             "corrupt_files": 2}))
+    problems = _problems(run.landing)
+    planted = pq.read_table(run.sim_dir / "ground_truth/defects.parquet").to_pylist()
+    assert {d["kind"] for d in planted} == {"corrupt_gzip", "malformed_json", "field_count_short",
+                                            "field_count_long", "non_numeric_quantity",
+                                            "bad_timestamp"}
     corrupt = {d["file"] for d in planted if d["kind"] == "corrupt_gzip"}
     lines = {(d["file"], d["line"]) for d in planted if d["kind"] != "corrupt_gzip"}
+    assert len(corrupt) == 2
     assert {f for f, _ in problems if f in corrupt} == corrupt
     assert {p for p in problems if p[0] not in corrupt} == lines
 

@@ -61,6 +61,9 @@ sessions as (
 
 ),
 
+-- The session an event belongs to is the device's last session started at or before it
+-- (an as-of join: sorted merge instead of comparing every event with every session of the
+-- device), provided the event is not after that session's end.
 located as (
 
     select
@@ -69,16 +72,13 @@ located as (
         events.event_name,
         events.sku,
         events.anonymous_id,
-        sessions.session_id,
-        sessions.customer_id
+        case when events.event_at <= sessions.ended_at then sessions.session_id end as session_id,
+        case when events.event_at <= sessions.ended_at then sessions.customer_id end as customer_id
     from events
-    left join sessions
+    asof left join sessions
         on sessions.anonymous_id = events.anonymous_id
-       and events.event_at between sessions.started_at and sessions.ended_at
+       and events.event_at >= sessions.started_at
     where events.sku is not null and events.event_at is not null
-    -- one session an event even if the sessionizer ever emits overlapping sessions
-    qualify row_number() over (partition by events.message_id
-                               order by sessions.started_at desc nulls last) = 1
 
 )
 

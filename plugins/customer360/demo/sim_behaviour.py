@@ -144,8 +144,8 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
         if len(tp):
             offset = rng.integers(0, 86_400_000, size=len(tp))
             stuck = rng.random(len(tp)) < 0.07
-            resolve = np.where(stuck, -1,
-                               (rng.lognormal(np.log(20.0), 1.0, size=len(tp)) * 3_600_000).astype(np.int64))
+            hours = np.maximum(rng.lognormal(np.log(20.0), 1.0, size=len(tp)), 0.1)
+            resolve = np.where(stuck, -1, (hours * 3_600_000).astype(np.int64))
             close_day = d + (offset + resolve) // 86_400_000
             for cd in np.unique(close_day[(resolve >= 0) & (close_day < days)]):
                 closes[cd].append(tp[(resolve >= 0) & (close_day == cd)])

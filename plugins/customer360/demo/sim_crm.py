@@ -75,21 +75,28 @@ def write_crm(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     result.counts.update({
         "contacts": contact_rows,
         "contact_versions": len(contacts),
-        "tickets": int(tickets["id"].nunique()) if len(tickets) else 0,
-        "ticket_versions": len(tickets),
-        "open_tickets_at_end": int((tickets.drop_duplicates("id", keep="last")["status"] != "closed").sum())
-        if len(tickets) else 0,
-        "feedback_submissions": len(feedback),
         "archived_contacts": int(contacts["archived"].sum()),
-        "chinese_comments": int(feedback["comment"].str.contains(f"[{_CJK}]", regex=True, na=False).sum()),
-        "english_comments": int((feedback["comment"].notna()
-                                 & ~feedback["comment"].str.contains(f"[{_CJK}]", regex=True, na=False)).sum()),
-        "chinese_tickets": int(tickets.drop_duplicates("id")["content"].str.contains(f"[{_CJK}]", regex=True).sum())
-        if len(tickets) else 0,
-        "tickets_with_pii": int(tickets.drop_duplicates("id")["content"].str.contains("@|\\+?\\d[\\d -]{7,}\\d", regex=True).sum())
-        if len(tickets) else 0,
+        "feedback_submissions": len(feedback),
+        **_text_counts(tickets, feedback),
     })
     return result
+
+
+def _text_counts(tickets: pd.DataFrame, feedback: pd.DataFrame) -> dict:
+    cjk = f"[{_CJK}]"
+    first = tickets.drop_duplicates("id")
+    last = tickets.drop_duplicates("id", keep="last")
+    comment = feedback["comment"]
+    chinese = comment.str.contains(cjk, regex=True, na=False)
+    return {
+        "tickets": len(first),
+        "ticket_versions": len(tickets),
+        "open_tickets_at_end": int((last["status"] != "closed").sum()),
+        "chinese_tickets": int(first["content"].str.contains(cjk, regex=True).sum()),
+        "tickets_with_pii": int(first["content"].str.contains(r"@|\+?\d[\d -]{7,}\d", regex=True).sum()),
+        "chinese_comments": int(chinese.sum()),
+        "english_comments": int((comment.notna() & ~chinese).sum()),
+    }
 
 
 def _first_orders(pop, act, web, pos) -> np.ndarray:
@@ -150,8 +157,8 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
     case = kind == DUP_CASE
     if case.any():   # the same address typed differently: that difference is the duplicate
         dup_email[case] = sim_keys.messy_emails(dup_email[case], rng_d.random(int(case.sum())))
-    dup_phone = np.array(sim_keys.messy_phones(pop.phone_nsn[dups], pop.country[dups], np.ones(len(dups), bool),
-                                               rng_d.random(len(dups))) if len(dups) else [], dtype=object)
+    dup_phone = sim_keys.messy_phones(pop.phone_nsn[dups], pop.country[dups],
+                                      np.ones(len(dups), bool), rng_d.random(len(dups)))
     dup_phone = np.where((kind == DUP_PHONE_ONLY) | (rng_d.random(len(dups)) < 0.5), dup_phone, None)
     dup_df = pd.DataFrame({
         "id": ident.dup_id[dups], "person": dups, "t": ident.dup_created_ms[dups],
@@ -169,7 +176,8 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
     became = ever & (first_order < end_ms) & np.isin(stage0, ["lead", "subscriber", "other"]) \
         & (first_order >= created)
     p = np.flatnonzero(became)
-    changes.append(pd.DataFrame({"person": p, "t": first_order[p] + 5 * MINUTE_MS, "lifecyclestage": "customer"}))
+    changes.append(pd.DataFrame({"person": p, "t": first_order[p] + 5 * MINUTE_MS,
+                                 "lifecyclestage": "customer"}))
     # Evangelists: a promoter score from a customer.
     prom = act.f_nps & (act.f_score >= 9)
     if prom.any():
@@ -186,9 +194,10 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
                                  "t": pos.order_utc_ms[on_enroll] + 3 * MINUTE_MS,
                                  "loyalty_id": pop.loyalty[act.o_person[on_enroll]]}))
     flip = np.flatnonzero(ident.consent_day < NEVER)
-    tflip = t0 + ident.consent_day[flip].astype(np.int64) * DAY_MS + cfg.rng("crm-consent").integers(0, DAY_MS, size=len(flip))
-    changes.append(pd.DataFrame({"person": flip, "t": tflip,
-                                 "marketing_consent": np.where(pop.consent[flip], "false", "true").astype(object)}))
+    tflip = (t0 + ident.consent_day[flip].astype(np.int64) * DAY_MS
+             + cfg.rng("crm-consent").integers(0, DAY_MS, size=len(flip)))
+    changes.append(pd.DataFrame({"person": flip, "t": tflip, "marketing_consent": np.where(
+        pop.consent[flip], "false", "true").astype(object)}))
     erased = np.flatnonzero(ident.archive_ms >= 0)
     changes.append(pd.DataFrame({"person": erased, "t": ident.archive_ms[erased], "archived": True}))
     ch = pd.concat(changes, ignore_index=True).astype({"person": np.int64, "t": np.int64})
@@ -214,7 +223,8 @@ def _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result) -> tu
         result.contact_person[int(did)] = int(person)
     emails = versions[["email", "person"]].dropna()
     result.emails = sorted({(e.strip().lower(), int(p)) for e, p in emails.itertuples(index=False)})
-    result.loyalty = sorted({(v, int(p)) for v, p in versions[["loyalty_id", "person"]].dropna().itertuples(index=False)})
+    loyalty = versions[["loyalty_id", "person"]].dropna()
+    result.loyalty = sorted({(v, int(p)) for v, p in loyalty.itertuples(index=False)})
     phones = versions[["person"]][versions["phone"].notna()]
     result.phones = sorted({(pop.phone[p], int(p)) for p in phones["person"]})
     return versions, len(people) + len(dups)
@@ -268,7 +278,7 @@ def _tickets(cfg, pop, act, ident, end_ms) -> pd.DataFrame:
     base = dict(id=ids, createdAt=created, contact_id=contact_id, subject=subject, content=content,
                 category=category, priority=priority)
     frames = [pd.DataFrame({**base, "t": created, "status": "open", "closed_at": None})]
-    sel = goes_pending & (pending < end_ms) & (pending < closed)
+    sel = goes_pending & (pending < end_ms) & (pending < closed) & (pending > created)
     frames.append(pd.DataFrame({k: v[sel] for k, v in base.items()} | {"t": pending[sel], "status": "pending",
                                                                         "closed_at": None}))
     sel = closed < end_ms

@@ -76,7 +76,8 @@ def build_identity(cfg: SimulationConfig, pop: Population, act: Activity) -> Ide
         day = lo + (rng.random(len(chosen)) * (days - lo)).astype(np.int32)
         dup_day[chosen] = np.where(before, -1, day)
         created_in = t0 + day.astype(np.int64) * DAY_MS + rng.integers(0, DAY_MS, size=len(chosen))
-        created_before = pre_created[chosen] + ((t0 - pre_created[chosen]) * rng.random(len(chosen))).astype(np.int64)
+        age = t0 - pre_created[chosen]
+        created_before = pre_created[chosen] + (age * rng.random(len(chosen))).astype(np.int64)
         dup_created[chosen] = np.where(before, created_before, created_in)
         dup_kind[chosen] = rng.choice(3, size=len(chosen), p=[0.45, 0.3, 0.25])
         other = np.array([_other_domain(e) for e in pop.email[chosen]], dtype=object)

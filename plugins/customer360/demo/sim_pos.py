@@ -151,26 +151,22 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     disc_pct = np.where(rng.random(n_lines) < 0.2, rng.choice([0.1, 0.2], size=n_lines), 0.0)
     disc = _round(unit * qty * disc_pct, dec[line_txn])
     amount = unit * qty - disc
-    l_txn, l_sku, l_qty, l_unit, l_disc, l_amt, l_type = [line_txn], [sku], [qty], [unit], [disc], [amount], [np.full(n_lines, SALE)]
-    l_rank = [np.arange(n_lines) * 2.0]
+    pieces = [dict(txn=line_txn, sku=sku, qty=qty, unit=unit, disc=disc, amt=amount,
+                   type=np.full(n_lines, SALE), rank=np.arange(n_lines) * 2.0)]
     # VOID: an item scanned and cancelled right after a sale line.
     rng_v = cfg.rng("pos-voids")
-    void = rng_v.random(n_lines) < cfg.void_rate
-    v = np.flatnonzero(void)
-    vsku = ref.pick_products(products, pop.taste[person[line_txn[v]]], rng_v.random(len(v)), rng_v.random(len(v)))
+    v = np.flatnonzero(rng_v.random(n_lines) < cfg.void_rate)
+    vsku = ref.pick_products(products, pop.taste[person[line_txn[v]]], rng_v.random(len(v)),
+                             rng_v.random(len(v)))
     vunit = _round(products.list_price[vsku] * fx[line_txn[v]], dec[line_txn[v]])
-    l_txn.append(line_txn[v]); l_sku.append(vsku); l_qty.append(np.ones(len(v), dtype=np.int64))
-    l_unit.append(vunit); l_disc.append(np.zeros(len(v))); l_amt.append(vunit)
-    l_type.append(np.full(len(v), VOID)); l_rank.append(v * 2.0 + 1)
+    pieces.append(dict(txn=line_txn[v], sku=vsku, qty=np.ones(len(v), dtype=np.int64), unit=vunit,
+                       disc=np.zeros(len(v)), amt=vunit, type=np.full(len(v), VOID), rank=v * 2.0 + 1))
     # RETURN lines, in the return transaction (index m + position of its source sale).
     rl = np.flatnonzero(returned)
-    ret_txn = m + np.searchsorted(ret_txn_src, line_txn[rl])
-    l_txn.append(ret_txn); l_sku.append(sku[rl]); l_qty.append(-qty[rl]); l_unit.append(unit[rl])
-    l_disc.append(-disc[rl]); l_amt.append(-amount[rl]); l_type.append(np.full(len(rl), RETURN))
-    l_rank.append(rl * 2.0)
-    L = {k: np.concatenate(v) for k, v in (("txn", l_txn), ("sku", l_sku), ("qty", l_qty),
-                                           ("unit", l_unit), ("disc", l_disc), ("amt", l_amt),
-                                           ("type", l_type), ("rank", l_rank))}
+    pieces.append(dict(txn=m + np.searchsorted(ret_txn_src, line_txn[rl]), sku=sku[rl], qty=-qty[rl],
+                       unit=unit[rl], disc=-disc[rl], amt=-amount[rl], type=np.full(len(rl), RETURN),
+                       rank=rl * 2.0))
+    L = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
     counts["void_lines"] = len(v)
     counts["return_lines"] = len(rl)
     counts["store_transactions"] = T
@@ -192,7 +188,10 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
 
     rng_m = cfg.rng("pos-malformed")
     malformed = rng_m.random(n_all) < cfg.malformed_row_rate
-    mal_kind = rng_m.integers(0, len(MALFORMED_KINDS), size=n_all)
+    # Kinds take turns, so a handful of bad rows already shows every kind.
+    mal_kind = np.zeros(n_all, dtype=np.int64)
+    mal_kind[malformed] = (np.arange(int(malformed.sum())) + rng_m.integers(len(MALFORMED_KINDS))) \
+        % len(MALFORMED_KINDS)
     counts["malformed_pos_rows"] = int(malformed.sum())
     counts["pos_lines"] = n_all
 

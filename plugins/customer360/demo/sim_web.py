@@ -188,10 +188,12 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
     land_cat = _pick_category(rng, pop.taste[person])
     add(local, 0.0, K_PAGE, np.where(rng.random(ns) < 0.6, page_home, 1 + land_cat))
     extra = np.repeat(local, np.minimum(rng.poisson(0.8, size=ns), 8))
-    add(extra, rng.uniform(0.01, 1.0, size=len(extra)), K_PAGE, 1 + _pick_category(rng, pop.taste[person[extra]]))
+    add(extra, rng.uniform(0.01, 1.0, size=len(extra)), K_PAGE,
+        1 + _pick_category(rng, pop.taste[person[extra]]))
     browse = np.repeat(local, np.minimum(rng.poisson(1.3, size=ns), 12))
     r = rng.uniform(0.01, 1.0, size=len(browse))
-    sku = ref.pick_products(products, pop.taste[person[browse]], rng.random(len(browse)), rng.random(len(browse)))
+    sku = ref.pick_products(products, pop.taste[person[browse]], rng.random(len(browse)),
+                            rng.random(len(browse)))
     add(browse, r, K_PAGE, 7 + sku)
     add(browse, r + 1e-7, K_VIEWED, 7 + sku, sku)
     added = rng.random(len(browse)) < 0.15
@@ -403,7 +405,8 @@ def _static_tables(con: duckdb.DuckDBPyConnection, cfg: SimulationConfig, pop: P
                             "revenue": pa.array(orders.revenue).cast(pa.decimal128(14, 2)),
                             "currency": pa.array(orders.currency.astype(str), pa.string())}),
         "lines": pa.table({"order_idx": line_order,
-                           "line_no": np.arange(len(line_order)) - np.repeat(orders.line_start, orders.line_count),
+                           "line_no": np.arange(len(line_order))
+                           - np.repeat(orders.line_start, orders.line_count),
                            "sku_idx": orders.line_sku, "qty": orders.line_qty,
                            "price": pa.array(orders.line_price).cast(pa.decimal128(12, 2))}),
         "campaigns": pa.table({"idx": np.arange(len(ref.CAMPAIGNS)),

@@ -124,9 +124,14 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
             metrics = churn.evaluate(model, spec, evaluation)
             metrics["top_features"] = churn.top_features(model, spec, evaluation)
             metrics["fit_seconds"] = round(fit_seconds, 3)
+            buyers = ctx.population[pd.to_numeric(ctx.population.orders_lifetime, errors="coerce") > 0]
             ceiling = oracle.ceiling_metrics(
-                ctx.con, Path(ctx.settings.simulation_dir), evaluation.customer_id.to_numpy(),
-                evaluation[churn.LABEL].astype(int).to_numpy(), churn.predict(model, evaluation))
+                ctx.con, Path(ctx.settings.simulation_dir), eval_snapshot=split.eval_snapshot,
+                eval_rows=pd.DataFrame({"customer_id": evaluation.customer_id, "recency_days": evaluation.recency_days,
+                                        "y": evaluation[churn.LABEL].astype(int), "p": churn.predict(model, evaluation)}),
+                scoring_date=ctx.scoring_date,
+                scoring_rows=pd.DataFrame({"customer_id": buyers.customer_id, "recency_days": buyers.recency_days,
+                                           "p": churn.predict(model, buyers)}))
             if ceiling:
                 metrics.update(ceiling)
             current_metrics = None
@@ -355,9 +360,10 @@ def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
         ctx = Context(settings, con, logical_date, scoring_date, table, snapshots, population,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
         stages = []
-        # OpenMP (the booster, KMeans) spin-waits: on a busy machine more threads than it can
-        # have makes training many times slower, so it gets the same thread budget as DuckDB.
-        with threadpool_limits(limits=int(settings.duckdb_threads)):
+        # OpenMP (the booster, KMeans) spin-waits: on a machine busier than its thread count
+        # training got 5x slower with 2 threads than with 1 (benchmarks/bench_ml.py), so one
+        # thread unless the settings grant more (Settings.ml_threads, if the lead adds it).
+        with threadpool_limits(limits=int(getattr(settings, "ml_threads", 1))):
             for name, stage in (("churn_classifier", _churn_stage), ("behavioural_segments", _segments_stage),
                                 ("item_item_recommender", _recommend_stage)):
                 t = time.monotonic()

@@ -15,7 +15,8 @@ popularity list cannot); category 0 holds consumables that people rebuy.
 Every day: the alive may die, then the alive may order. So for someone alive at the end of
 day T the probability of no order in the next H days is exactly
     sum_{k<H} a^k h + a^H,  a = (1 - h)(1 - lam),
-and 1 for someone already dead: people.parquet's true_churn_probability at truth_date.
+and 1 for someone already dead: people.parquet's true_churn_probability at truth_date (the
+last day by default, as the demo simulator dates its truth).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class SyntheticConfig:
     anonymous_session_share: float = 0.25  # sessions never linked to a customer
     session_rate_scale: float = 1.0
     horizon_days: int = 90
+    # "end": the truth is about the horizon after the last day, as the demo simulator writes
+    # it; "eval": about the horizon after the latest fully labelled snapshot (observed labels)
+    truth_at: str = "end"
 
     @property
     def as_of(self) -> dt.date:
@@ -50,7 +54,8 @@ class SyntheticConfig:
 
     @property
     def truth_date(self) -> dt.date:
-        """The latest fully labelled snapshot, which run_ml evaluates on."""
+        if self.truth_at == "end":
+            return self.as_of
         return self.as_of - dt.timedelta(days=self.horizon_days)
 
 
@@ -105,7 +110,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
     devices = 1 + (rng.random(n) < 0.3)
 
     alive = np.ones(n, dtype=bool)
-    truth_day = days - 1 - cfg.horizon_days
+    truth_day = (cfg.truth_date - cfg.start).days
     alive_at_truth = np.zeros(n, dtype=bool)
     order_person, order_day, session_person, session_day, session_count = [], [], [], [], []
     ticket_person, ticket_day = [], []

@@ -1,0 +1,116 @@
+"""The dbt project as a whole: it builds on an empty raw zone, its docs generate with every
+model and column described, the profile applies the DuckDB limits from configuration, and a
+failing test stops a layer with an error naming it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import yaml
+
+from tests import warehouse_fixtures as wf
+from customer360.warehouse import (LAYERS, WarehouseBuildError, build_env, build_warehouse,
+                                   generate_docs, project_dir, run_dbt, run_layer)
+
+
+@pytest.fixture(scope="module")
+def empty_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("c360_project")
+    with pytest.MonkeyPatch.context() as mp:
+        settings = wf.use_home(mp, home)
+        results = build_warehouse(settings)
+        yield settings, results
+
+
+def test_an_empty_raw_zone_builds_empty_tables(empty_home):
+    settings, results = empty_home
+    assert results.success
+    assert {"model", "test", "unit_test", "seed", "snapshot"} <= {n.resource_type for n in results.nodes}
+    assert wf.scalar(settings.warehouse_path, "select count(*) from marts.customer_360") == 0
+    assert wf.scalar(settings.warehouse_path, "select count(*) from staging.stg_web__events") == 0
+    assert wf.scalar(settings.warehouse_path, "select count(*) from staging.fx_rates") > 0
+
+
+def test_docs_generate_and_describe_every_model_and_column(empty_home):
+    settings, _ = empty_home
+    docs = generate_docs(settings)
+    assert (docs / "index.html").exists()
+    manifest = json.loads((docs / "manifest.json").read_text())
+    catalog = json.loads((docs / "catalog.json").read_text())
+    mine = {uid: node for uid, node in manifest["nodes"].items()
+            if node["resource_type"] in ("model", "seed", "snapshot")
+            and node["schema"] in ("staging", "intermediate", "marts", "snapshots")}
+    assert len(mine) >= 28
+    for uid, node in mine.items():
+        assert node["description"].strip(), f"{uid} has no description"
+        built = catalog["nodes"].get(uid)
+        assert built is not None, f"{uid} missing from the catalog"
+        if node["resource_type"] == "snapshot":
+            continue  # dbt_* columns are dbt's own; the model it snapshots is documented
+        undocumented = {c.lower() for c in built["columns"]} - {c.lower() for c in node["columns"]}
+        assert not undocumented, f"{uid}: columns without a description: {undocumented}"
+        assert all(c["description"].strip() for c in node["columns"].values()), uid
+    published = [n for n in mine.values() if n["schema"] == "marts"]
+    assert len(published) == 8
+    assert all(n["config"]["contract"]["enforced"] for n in published)
+
+
+def test_profile_takes_duckdb_limits_from_configuration(empty_home, monkeypatch):
+    settings, _ = empty_home
+    monkeypatch.setenv("C360_DUCKDB_MEMORY_LIMIT", "512MB")
+    monkeypatch.setenv("C360_DUCKDB_THREADS", "1")
+    from customer360.settings import get_settings
+    settings = get_settings()
+    env = build_env(settings)
+    assert env["C360_DUCKDB_MEMORY_LIMIT"] == "512MB" and env["C360_DUCKDB_THREADS"] == "1"
+    assert env["C360_DUCKDB_TEMP_DIR"] == str(settings.home / "tmp" / "duckdb")
+    assert wf.PII_KEY not in json.dumps(env)
+    outcome = run_dbt(settings, ["show", "--inline",
+                                 "select current_setting('memory_limit') as m, "
+                                 "current_setting('threads') as t, "
+                                 "current_setting('temp_directory') as d, "
+                                 "current_setting('TimeZone') as z"])
+    assert outcome.success
+    memory, threads, temp_dir, zone = outcome.result.results[0].agate_table.rows[0]
+    assert memory.startswith("488.2") and threads == 1  # 512 MB shown in MiB
+    assert temp_dir == env["C360_DUCKDB_TEMP_DIR"] and zone == "UTC"
+
+
+def test_profile_and_project_read_only_the_environment():
+    profile = yaml.safe_load((project_dir() / "profiles.yml").read_text())
+    output = profile["customer360"]["outputs"]["local"]
+    assert "env_var('C360_HOME')" in output["path"]
+    for key in ("memory_limit", "threads", "temp_directory"):
+        assert "env_var(" in output["settings"][key]
+    assert output["plugins"] == [{"module": "customer360.dbt_plugin"}]
+
+
+def test_a_failing_test_stops_the_layer_and_names_itself(empty_home):
+    settings, _ = empty_home
+    # a till sends a transaction type the contract does not know
+    lander = wf.Lander(settings, dt.date(2026, 3, 1),
+                       dt.datetime(2026, 3, 2, tzinfo=dt.timezone.utc))
+    lander.reference()
+    lander.pos_file("S01", dt.date(2026, 3, 1), [
+        wf.pos_line("T-9", 1, "2026-03-01 10:00:00", "REFUND", "A", 1, "10.00")])
+    with pytest.raises(WarehouseBuildError) as failure:
+        run_layer(settings, "staging")
+    message = str(failure.value)
+    assert "accepted_values_stg_pos__transactions_txn_type" in message
+    assert "1 failing node" in message and wf.PII_KEY not in message
+    assert [n.name for n in failure.value.results.failed] == [
+        "accepted_values_stg_pos__transactions_txn_type__SALE__RETURN__VOID"]
+
+
+def test_run_layer_knows_only_the_three_layers(empty_home):
+    settings, _ = empty_home
+    assert LAYERS == ("staging", "intermediate", "marts")
+    with pytest.raises(ValueError, match="unknown layer"):
+        run_layer(settings, "ml")
+
+
+def test_selectors_cover_exactly_the_warehouse_folders():
+    selectors = yaml.safe_load((project_dir() / "selectors.yml").read_text())["selectors"]
+    assert [s["name"] for s in selectors] == ["staging", "intermediate", "marts", "warehouse"]

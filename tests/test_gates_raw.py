@@ -125,7 +125,7 @@ def test_a_missing_column_stops_the_gate(settings):
         run_gate(settings, "raw", DAY, run_id="schema")
 
     message = str(failed.value)
-    assert "suite raw.web_events, expectation expect_table_columns_to_match_set" in message
+    assert "suite raw.web_events, expectation expect_column_distinct_values_to_contain_set(column=column_name" in message
     assert "missing column: event" in message and bad in message
     # the data expectations ran on the history batches only, and say so
     data = [r for r in failed.value.result.results

@@ -185,7 +185,7 @@ def test_a_missing_mart_column_stops_the_marts_gate(settings):
         run_gate(settings, "marts", DAY, run_id="column")
 
     message = str(failed.value)
-    assert "suite marts.customer_360, expectation expect_table_columns_to_match_set" in message
+    assert "suite marts.customer_360, expectation expect_column_distinct_values_to_contain_set(column=column_name" in message
     assert '{"missing": ["churn_probability"]}' in message
     assert "missing column: churn_probability" in message
 

@@ -4,7 +4,6 @@ re-recommends a just-bought product unless people rebuy it, and falls back to po
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import duckdb
 import pandas as pd

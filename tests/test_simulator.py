@@ -543,6 +543,29 @@ def test_true_churn_probability_carries_the_latent_signal(messy):
     assert (people.truth_date == messy.cfg.end).all()
 
 
+def test_true_churn_probability_is_calibrated_against_the_simulated_future():
+    """Simulate 60 days and, with the same seed, 150: the first 60 days are identical, so the
+    truth written after day 60 can be scored on what really happens in days 61-150."""
+    from sklearn.metrics import roc_auc_score
+
+    from customer360.demo import sim_reference as ref
+    from customer360.demo.sim_behaviour import NEVER, simulate_behaviour, true_churn_probability
+    from customer360.demo.sim_population import build_population
+
+    short, long = (SimulationConfig(people=6000, days=d, start=START, seed=21) for d in (60, 150))
+    pop = build_population(short, ref.build_stores(short))
+    now = simulate_behaviour(short, pop)
+    later = simulate_behaviour(long, build_population(long, ref.build_stores(long)))
+    assert np.array_equal(now.o_person, later.o_person[later.o_day < 60])
+    p = true_churn_probability(pop, now, now.churn_day == NEVER)
+    ordered = np.zeros(pop.n, dtype=bool)
+    ordered[later.o_person[later.o_day >= 60]] = True
+    customers = np.zeros(pop.n, dtype=bool)
+    customers[now.o_person] = True
+    assert abs(p.mean() - (~ordered).mean()) < 0.03
+    assert roc_auc_score(~ordered[customers], p[customers]) > 0.75
+
+
 def test_hazard_rises_with_bad_experience_and_falls_with_engagement():
     base, ref = np.array([0.002]), np.array([2.0])
     h = lambda open_t=0, bad=0.0, eng=2.0: hazard(base, np.array([open_t]), np.array([bad]),
@@ -646,3 +669,24 @@ def test_validator_finds_exactly_the_planted_defects(tmp_path):
 def test_validator_finds_nothing_when_defects_are_off(tmp_path):
     run = run_sim(tmp_path, people=300, days=6, malformed_row_rate=0.0, corrupt_files=0)
     assert _problems(run.landing) == set()
+
+
+def test_cli_simulate_and_knobs(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from customer360.cli import app
+
+    monkeypatch.setenv("C360_HOME", str(tmp_path))
+    monkeypatch.delenv("C360_LANDING", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "--people", "60", "--days", "4", "--start", "2026-03-02",
+                                 "--seed", "5", "--knob", "return_rate=0", "--knob", "walkin_rate=1"])
+    assert result.exit_code == 0, result.output
+    assert "web events" in result.output and "walkin transactions" in result.output
+    summary = json.loads((tmp_path / "simulation/ground_truth/summary.json").read_text())
+    assert summary["return_lines"] == 0 and summary["config"]["walkin_rate"] == 1.0
+    assert (tmp_path / "landing/pos/reference/stores.csv").exists()
+    knobs = runner.invoke(app, ["simulate-knobs"])
+    assert knobs.exit_code == 0 and "dup_contact_rate" in knobs.output
+    bad = runner.invoke(app, ["simulate", "--knob", "nonsense=1"])
+    assert bad.exit_code != 0

@@ -54,22 +54,45 @@ def gate(stage: str, logical_date: dt.date, run_id: str, settings: Settings | No
     return {"stage": stage, "summary": result.summary_line(), "ok": result.ok}
 
 
+def _summarize_dbt(results, layer: str, settings: Settings, seconds: float) -> dict:
+    """Keep this layer's run_results.json next to the others (the gates and report read them)."""
+    import shutil
+
+    from customer360.warehouse import target_dir
+
+    src = target_dir(settings) / "run_results.json"
+    dest = settings.artifacts / "dbt" / "run_results" / f"{layer}.json"
+    if src.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    return {"layer": layer, "counts": results.counts(), "dbt_seconds": round(results.elapsed_seconds, 2),
+            "seconds": round(seconds, 2), "slowest": [n.name for n in results.slowest(3)]}
+
+
 def build_layer(layer: str, logical_date: dt.date, settings: Settings | None = None) -> dict:
     """One dbt invocation for a whole layer (not one Airflow task a model)."""
-    from customer360.warehouse import run_layer
+    from customer360 import warehouse
 
     s = _settings(settings)
     started = time.monotonic()
-    summary = run_layer(s, layer, logical_date=logical_date)
-    summary = dict(summary) if isinstance(summary, dict) else {"result": str(summary)}
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    return summary
+    if layer in DBT_LAYERS:
+        results = warehouse.run_layer(s, layer, as_of=logical_date)
+    else:  # ml features, or customer_360 again once the ML scores exist
+        select = {"ml_features": "path:models/ml", "customer_360": "customer_360"}[layer]
+        results = warehouse.build_select(s, select, as_of=logical_date)
+    out = _summarize_dbt(results, layer, s, time.monotonic() - started)
+    log.info("dbt %s: %s in %.1f s", layer, out["counts"], out["seconds"])
+    return out
 
 
 def machine_learning(logical_date: dt.date, settings: Settings | None = None) -> dict:
     from customer360.ml.pipeline import run_ml
 
-    return run_ml(_settings(settings), logical_date)
+    s = _settings(settings)
+    features = build_layer("ml_features", logical_date, s)
+    out = run_ml(s, logical_date)
+    out["features"] = features
+    return out
 
 
 def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:

@@ -15,10 +15,12 @@ Whatever that path cannot vouch for goes through Python's own gzip and codecs, f
 * A file that is not gzip, not in its encoding, or otherwise unreadable by DuckDB: Python
   decodes it, line by line if need be, so one bad line does not cost the whole file.
 
-The table has one row a physical line: ``file_id`` (position in the list given), ``ln``
-(1-based), ``line`` (decoded text without the line break; NULL for a blank line) and
-``bad_encoding`` (the line is not valid in the file's encoding; ``line`` then shows the bytes
-escaped). Files that cannot be read at all are returned with the reason instead.
+Lines are numbered without a window function (which would make DuckDB run the rest of the
+query on one thread): with insertion order preserved (DuckDB's default), a file's lines get
+consecutive ``rowid``s in file order, so a line's number is its rowid minus its file's first
+rowid plus one (:func:`numbered_view`). Every line is stored, blank ones included, so the
+numbers are physical line numbers. Files that cannot be read at all are returned with the
+reason instead.
 """
 
 from __future__ import annotations
@@ -71,17 +73,15 @@ def _isize_candidates(n_lines: int, text_bytes: int) -> set[int]:
 
 
 ParseSql = Callable[[str], str]
-_EMPTY_SOURCE = ("SELECT NULL::INTEGER AS file_id, NULL::BIGINT AS rn, NULL::VARCHAR AS line, "
+_EMPTY_SOURCE = ("SELECT NULL::INTEGER AS file_id, NULL::VARCHAR AS line, "
                  "NULL::BOOLEAN AS bad_encoding LIMIT 0")
 
 
 def _fast_source(paths: Sequence[Path], file_ids: Sequence[int], encoding: str,
                  gzipped: bool) -> str:
     ids = "[" + ", ".join(str(i) for i in file_ids) + "]"
-    # row_number() over the whole multi-file scan follows file order then line order
-    # (DuckDB preserves insertion order); ``numbered_view`` turns it into per-file lines.
-    return (f"SELECT {ids}[file_index::BIGINT + 1] AS file_id, row_number() OVER () AS rn, line, "
-            f"false AS bad_encoding FROM {_read_csv_sql(paths, encoding, gzipped)}")
+    return (f"SELECT {ids}[file_index::BIGINT + 1] AS file_id, line, false AS bad_encoding "
+            f"FROM {_read_csv_sql(paths, encoding, gzipped)}")
 
 
 def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> None:
@@ -91,14 +91,7 @@ def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> Non
 
 def _fast_insert(con, out_table: str, parse: ParseSql, paths: Sequence[Path],
                  file_ids: Sequence[int], encoding: str, gzipped: bool) -> None:
-    # The lines are materialized first: numbering them needs a window over the scan, and
-    # DuckDB runs whatever follows such a window on one thread; the parse then runs on all.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _fast_lines AS "
-                f"{_fast_source(paths, file_ids, encoding, gzipped)}")
-    try:
-        _run(con, out_table, parse, "SELECT * FROM _fast_lines", create=False)
-    finally:
-        con.execute("DROP TABLE IF EXISTS _fast_lines")
+    _run(con, out_table, parse, _fast_source(paths, file_ids, encoding, gzipped), create=False)
 
 
 def _gzip_suspects(con, out_table: str, paths: Sequence[Path],
@@ -189,12 +182,12 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
     """Read ``paths`` line by line into ``out_table`` = ``parse(source)``; return the files
     that cannot be read at all as {file_id: reason}.
 
-    ``source`` is a SQL query with one row a physical line: ``file_id`` (from ``file_ids``,
-    default 0..n-1), ``rn`` (increasing with the line's position in its file), ``line`` (NULL
-    when blank) and ``bad_encoding``. ``parse(source)`` must return ``file_id``, ``rn`` and
-    ``_nbytes`` (``strlen`` of the line, 0 when NULL) first, then what it extracts, for every
-    line (blank ones included) so that :func:`numbered_view` can number them. ``append`` adds
-    to an existing ``out_table`` instead of replacing it.
+    ``source`` is a SQL query with one row a physical line, in file order: ``file_id`` (from
+    ``file_ids``, default 0..n-1), ``line`` (NULL when blank) and ``bad_encoding``.
+    ``parse(source)`` must keep that order and return ``file_id`` and ``_nbytes`` (``strlen``
+    of the line, 0 when NULL) first, then what it extracts, one row for every line (blank ones
+    included) so that :func:`numbered_view` can number them. ``append`` adds to an existing
+    ``out_table`` instead of replacing it.
     """
     if not append:
         _run(con, out_table, parse, _EMPTY_SOURCE, create=True)
@@ -216,8 +209,8 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
         con.register("_python_lines", result)
         try:
             _run(con, out_table, parse,
-                 f"SELECT {fid} AS file_id, row_number() OVER () AS rn, "
-                 f"nullif(rtrim(line, chr(13)), '') AS line, bad_encoding FROM _python_lines",
+                 f"SELECT {fid} AS file_id, nullif(rtrim(line, chr(13)), '') AS line, "
+                 f"bad_encoding FROM _python_lines",
                  create=False)
         finally:
             con.unregister("_python_lines")
@@ -226,7 +219,7 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
 
 def keep_lines(source: str) -> str:
     """The parse step that keeps the lines as they are (parse them later, numbered)."""
-    return (f"SELECT file_id, rn, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding "
+    return (f"SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding "
             f"FROM ({source})")
 
 
@@ -235,8 +228,8 @@ def numbered_view(con: duckdb.DuckDBPyConnection, out_table: str) -> str:
     view = f"{out_table}_numbered"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW {view} AS
-        SELECT t.*, t.rn - f.first_rn + 1 AS ln
-        FROM {out_table} t JOIN (SELECT file_id, min(rn) AS first_rn FROM {out_table}
+        SELECT t.*, t.rowid - f.first_rowid + 1 AS ln
+        FROM {out_table} t JOIN (SELECT file_id, min(rowid) AS first_rowid FROM {out_table}
                                  GROUP BY file_id) f USING (file_id)
     """)
     return view

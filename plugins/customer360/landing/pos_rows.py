@@ -85,7 +85,7 @@ def _read(con, name: str, files: Sequence[LandingFile], encodings: dict[int, str
           columns: Sequence[str], skip: dict[int, str]) -> ParsedCsv:
     """Lines of every readable file (grouped by encoding) split into ``columns``."""
     lines = f"{name}_lines"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {lines} (file_id INTEGER, rn BIGINT, "
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {lines} (file_id INTEGER, "
                 f"_nbytes BIGINT, line VARCHAR, bad_encoding BOOLEAN)")
     unreadable = dict(skip)
     by_encoding: dict[str, list[int]] = {}

@@ -45,22 +45,22 @@ def _shown(expr: str) -> str:
 
 def parse_sql(files_table: str) -> Callable[[str], str]:
     """The parse step for :func:`read_parsed`; ``files_table`` has file_id, folder_date, rel."""
-    ts_checks = " ".join(
-        f"WHEN {_ts(f)} IS NULL THEN '{f} is not an ISO-8601 UTC time: ' || {_shown('e.' + f)}"
-        for f in ("timestamp", "receivedAt"))
-
     def parse(source: str) -> str:
         return f"""
-        WITH src AS ({source}),
-        obj AS (
-            SELECT file_id, rn, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
+        WITH obj AS (
+            SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
                    line IS NULL OR NOT regexp_matches(line, '\\S') AS blank,
                    CASE WHEN NOT bad_encoding AND starts_with(ltrim(line), '{{')
                         THEN try(from_json(line, '{_SCHEMA}')) END AS e
-            FROM src
+            FROM ({source})
+        ),
+        typed AS (
+            SELECT obj.*, f.folder_date, f.rel, {_ts('timestamp')} AS ts,
+                   {_ts('receivedAt')} AS received
+            FROM obj JOIN {files_table} f USING (file_id)
         ),
         checked AS (
-            SELECT obj.*, f.folder_date, f.rel, {_ts('timestamp')} AS ts,
+            SELECT typed.*,
               CASE
                 WHEN blank THEN NULL
                 WHEN bad_encoding THEN 'line is not valid UTF-8'
@@ -70,7 +70,10 @@ def parse_sql(files_table: str) -> Callable[[str], str]:
                 WHEN e.type IS NULL OR e.type NOT IN {EVENT_TYPES}
                   THEN 'type must be page, track or identify, got ' || {_shown('e.type')}
                 WHEN coalesce(e.anonymousId, '') = '' THEN 'missing anonymousId'
-                {ts_checks}
+                WHEN ts IS NULL
+                  THEN 'timestamp is not an ISO-8601 UTC time: ' || {_shown('e.timestamp')}
+                WHEN received IS NULL
+                  THEN 'receivedAt is not an ISO-8601 UTC time: ' || {_shown('e.receivedAt')}
                 WHEN e.type = 'track' AND coalesce(e.event, '') = ''
                   THEN 'track call without event'
                 WHEN e.event = 'Order Completed'
@@ -82,14 +85,13 @@ def parse_sql(files_table: str) -> Callable[[str], str]:
                 WHEN e.event = 'Order Completed'
                      AND coalesce(json_type(e.properties, '$.products'), '') <> 'ARRAY'
                   THEN 'Order Completed without a properties.products list'
-                WHEN {_ts('timestamp')} >= f.folder_date + INTERVAL 1 DAY
+                WHEN ts >= folder_date + INTERVAL 1 DAY
                   THEN 'timestamp ' || e.timestamp || ' is after its folder''s day '
-                       || strftime(f.folder_date, '%Y-%m-%d')
+                       || strftime(folder_date, '%Y-%m-%d')
               END AS reason
-            FROM obj JOIN {files_table} f USING (file_id)
+            FROM typed
         )
-        SELECT file_id, rn, _nbytes,
-               blank,
+        SELECT file_id, _nbytes, blank,
                {", ".join(f'e.{c} AS "{c}"' for c in RAW_COLUMNS)},
                CASE WHEN reason IS NULL AND len(list_filter(json_keys(line),
                                                           k -> NOT list_contains({_KNOWN}, k))) > 0

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Iterable
 
 import duckdb
 import pandas as pd
-
-log = logging.getLogger(__name__)
 
 OUTPUT_SCHEMA = "ml"
 

@@ -18,6 +18,9 @@ class GateContext:
     logical_date: dt.date
     run_id: str
     chunk_rows: int
+    # An in-memory DuckDB for reading Parquet and describing frames: one a gate run, as
+    # opening a connection costs more than most of the queries it serves.
+    scratch: duckdb.DuckDBPyConnection | None = None
     # Warehouse gates: a read-only connection to the warehouse file.
     warehouse: duckdb.DuckDBPyConnection | None = None
     # dbt run_results.json files (paths or globs) that override the default locations.

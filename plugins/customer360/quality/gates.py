@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 
+import duckdb
+
 from customer360 import audit
 from customer360.quality import raw_gate, warehouse_gate
 from customer360.quality.context import GateContext
@@ -68,7 +70,9 @@ def run_gate(
     else:
         results_paths = [str(p) for p in dbt_results]
     ctx = GateContext(settings=settings, stage=stage, logical_date=logical_date, run_id=run_id,
-                      chunk_rows=chunk_rows or _chunk_rows(), dbt_results=results_paths)
+                      chunk_rows=chunk_rows or _chunk_rows(), dbt_results=results_paths,
+                      scratch=duckdb.connect(config={"threads": settings.duckdb_threads,
+                                                     "memory_limit": settings.duckdb_memory_limit}))
     try:
         if stage == "raw":
             suite_results, quarantined = raw_gate.run(ctx, suites)
@@ -79,6 +83,8 @@ def run_gate(
                                            "run_id": run_id, "ok": False,
                                            "crashed": f"{type(exc).__name__}: {exc}"[:500]})
         raise
+    finally:
+        ctx.scratch.close()
     result = GateResult(stage=stage, logical_date=logical_date, run_id=run_id,
                         suites=suite_results, rows_quarantined=quarantined,
                         seconds=time.monotonic() - started)

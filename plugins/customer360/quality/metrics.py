@@ -50,7 +50,8 @@ def compute(ctx: GateContext, target: dict) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- raw zone
 
-def raw_row_counts(settings, source: str, entity: str, since: dt.date, through: dt.date) -> dict[dt.date, int]:
+def raw_row_counts(con: duckdb.DuckDBPyConnection, settings, source: str, entity: str,
+                   since: dt.date, through: dt.date) -> dict[dt.date, int]:
     """Rows per load_date of one raw entity, from Parquet footers (no data is read)."""
     files = []
     for folder in (settings.lake_raw / source / entity).glob("load_date=*"):
@@ -62,19 +63,21 @@ def raw_row_counts(settings, source: str, entity: str, since: dt.date, through: 
             files += [(day, str(p)) for p in folder.glob("*.parquet")]
     if not files:
         return {}
-    con = duckdb.connect()
-    try:
-        rows = con.execute(
-            "SELECT file_name, sum(num_rows) FROM (SELECT DISTINCT file_name, row_group_id, "
-            "row_group_num_rows AS num_rows FROM parquet_metadata(?)) GROUP BY 1",
-            [[f for _, f in files]]).fetchall()
-    finally:
-        con.close()
-    per_file = dict(rows)
+    per_file = parquet_row_counts(con, [f for _, f in files])
     counts: dict[dt.date, int] = {}
     for day, f in files:
         counts[day] = counts.get(day, 0) + int(per_file.get(f, 0))
     return counts
+
+
+def parquet_row_counts(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict[str, int]:
+    """Rows of each Parquet file, from its footer."""
+    if not files:
+        return {}
+    rows = con.execute(
+        "SELECT file_name, sum(num_rows) FROM (SELECT DISTINCT file_name, row_group_id, "
+        "row_group_num_rows AS num_rows FROM parquet_metadata(?)) GROUP BY 1", [files]).fetchall()
+    return {str(f): int(n) for f, n in rows}
 
 
 @metric("raw_volume")
@@ -91,7 +94,8 @@ def raw_volume(ctx: GateContext, params: dict) -> pd.DataFrame:
     row: dict[str, object] = {"logical_date": day.isoformat(), "weekday": day.strftime("%a")}
     for item in params["entities"]:
         source, entity = item.split("/")
-        counts = raw_row_counts(ctx.settings, source, entity, day - dt.timedelta(days=history_days), day)
+        counts = raw_row_counts(ctx.scratch, ctx.settings, source, entity,
+                                day - dt.timedelta(days=history_days), day)
         today = counts.pop(day, 0)
         same = [n for d, n in counts.items() if d.weekday() == day.weekday()]
         if len(same) >= int(params.get("min_same_weekday", 2)):
@@ -124,10 +128,9 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
     for (source, entity, batch_id) in frame[["source", "entity", "batch_id"]].drop_duplicates().itertuples(index=False):
         if not batch_id:
             continue
-        found = list((ctx.settings.lake_raw / source / entity).glob(f"load_date=*/{batch_id}.parquet"))
+        found = [str(p) for p in (ctx.settings.lake_raw / source / entity).glob(f"load_date=*/{batch_id}.parquet")]
         if found:
-            batch_rows[batch_id] = duckdb.execute("SELECT count(*) FROM read_parquet(?)",
-                                                  [[str(p) for p in found]]).fetchone()[0]
+            batch_rows[batch_id] = sum(parquet_row_counts(ctx.scratch, found).values())
     frame["batch_rows"] = frame["batch_id"].map(batch_rows)
     frame["landed_minus_batch_rows"] = (landed_per_batch - frame["batch_rows"]).where(
         frame["batch_rows"].notna())

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from customer360 import audit, lake
 from customer360.quality.context import GateContext
+from customer360.quality.metrics import parquet_row_counts
 from customer360.quality.gx_validation import FrameSample, Outcome
 from customer360.quality.results import FAIL, QUARANTINE, WARN, ExpectationResult, SuiteResult
 from customer360.quality.suite_runner import classify, evaluate, run_metric_suite, to_result
@@ -165,18 +166,15 @@ def write_rejects(ctx: GateContext, rejects: Rejects, batches: dict[str, RawBatc
         frame = Rejects._collapse(parts)
         keys = [c for c in suite.key_columns if c in frame.columns and not c.startswith("_")]
         frame["record_key"] = _record_key(frame, keys)
-        con = duckdb.connect()
-        try:
-            read = f"read_parquet('{batch.path}', file_row_number = true, hive_partitioning = false)"
-            source_cols = [c for c in describe(con, f"SELECT * FROM {read}")
-                           if not c.startswith("_") and c != "file_row_number"]
-            packed = ", ".join(f"{quote(c)} := {quote(c)}" for c in source_cols)
-            raw = dict(con.execute(
-                f"SELECT file_row_number, CAST(to_json(struct_pack({packed})) AS VARCHAR) FROM {read} "
-                f"WHERE list_contains(?, file_row_number)",
-                [frame["file_row_number"].astype("int64").tolist()]).fetchall())
-        finally:
-            con.close()
+        con = ctx.scratch
+        read = f"read_parquet('{batch.path}', file_row_number = true, hive_partitioning = false)"
+        source_cols = [c for c in describe(con, f"SELECT * FROM {read}")
+                       if not c.startswith("_") and c != "file_row_number"]
+        packed = ", ".join(f"{quote(c)} := {quote(c)}" for c in source_cols)
+        raw = dict(con.execute(
+            f"SELECT file_row_number, CAST(to_json(struct_pack({packed})) AS VARCHAR) FROM {read} "
+            f"WHERE list_contains(?, file_row_number)",
+            [frame["file_row_number"].astype("int64").tolist()]).fetchall())
         lake.write_quarantine(ctx.settings, [{
             "source_file": r["_source_file"], "source_line": None if pd.isna(r["_source_line"]) else int(r["_source_line"]),
             "record_key": r["record_key"], "reason": r["reason"],
@@ -200,17 +198,9 @@ def write_rejects(ctx: GateContext, rejects: Rejects, batches: dict[str, RawBatc
     return written
 
 
-def _batch_rows(batches: list[RawBatch]) -> dict[str, int]:
-    con = duckdb.connect()
-    try:
-        rows = con.execute(
-            "SELECT file_name, sum(n) FROM (SELECT DISTINCT file_name, row_group_id, "
-            "row_group_num_rows AS n FROM parquet_metadata(?)) GROUP BY 1",
-            [[str(b.path) for b in batches]]).fetchall()
-    finally:
-        con.close()
-    per_file = {Path(f): int(n) for f, n in rows}
-    return {b.batch_id: per_file.get(b.path, 0) for b in batches}
+def _batch_rows(con: duckdb.DuckDBPyConnection, batches: list[RawBatch]) -> dict[str, int]:
+    per_file = parquet_row_counts(con, [str(b.path) for b in batches])
+    return {b.batch_id: per_file.get(str(b.path), 0) for b in batches}
 
 
 def _merge(outcomes: list[Outcome]) -> Outcome:
@@ -243,32 +233,28 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
     result = SuiteResult(suite.name, target)
     if not batches:
         return result, set()
-    rows = _batch_rows(batches)
-    con = duckdb.connect(config={"threads": ctx.settings.duckdb_threads,
-                                 "memory_limit": ctx.settings.duckdb_memory_limit})
-    try:
-        groups: dict[tuple, list[RawBatch]] = defaultdict(list)
-        for b in batches:
-            types = describe(con, f"SELECT * FROM read_parquet('{b.path}', hive_partitioning = true)")
-            groups[tuple(types.items())].append(b)
-        derive = suite.target.get("derive") or {}
-        how = FrameSample(key_columns=(*suite.key_columns, "_source_file", "_source_line"),
-                          pii_columns=suite.pii_columns, row_id_columns=ROW_ID_COLUMNS)
-        per_group: list[tuple[list[RawBatch], list[Outcome]]] = []
-        for signature, group in groups.items():
-            files = ", ".join(f"'{b.path}'" for b in group)
-            extra = "".join(f", ({expr}) AS {quote(name)}" for name, expr in derive.items())
-            sql = (f"SELECT *{extra} FROM read_parquet([{files}], filename = true, "
-                   f"file_row_number = true, hive_partitioning = true)")
-            outcomes = evaluate(
-                suite, lambda sql=sql: QuerySource(con, sql, ctx.chunk_rows), dict(signature), how,
-                collect_rows=lambda spec: spec.scope == "row" and spec.severity == "error")
-            for o in outcomes:
-                if o.success is False and o.spec.generated:
-                    o.sample.append("batches: " + ", ".join(b.batch_id for b in group))
-            per_group.append((group, outcomes))
-    finally:
-        con.close()
+    con = ctx.scratch
+    rows = _batch_rows(con, batches)
+    groups: dict[tuple, list[RawBatch]] = defaultdict(list)
+    for b in batches:
+        types = describe(con, f"SELECT * FROM read_parquet('{b.path}', hive_partitioning = true)")
+        groups[tuple(types.items())].append(b)
+    derive = suite.target.get("derive") or {}
+    how = FrameSample(key_columns=(*suite.key_columns, "_source_file", "_source_line"),
+                      pii_columns=suite.pii_columns, row_id_columns=ROW_ID_COLUMNS)
+    per_group: list[tuple[list[RawBatch], list[Outcome]]] = []
+    for signature, group in groups.items():
+        files = ", ".join(f"'{b.path}'" for b in group)
+        extra = "".join(f", ({expr}) AS {quote(name)}" for name, expr in derive.items())
+        sql = (f"SELECT *{extra} FROM read_parquet([{files}], filename = true, "
+               f"file_row_number = true, hive_partitioning = true)")
+        outcomes = evaluate(
+            suite, lambda sql=sql: QuerySource(con, sql, ctx.chunk_rows), dict(signature), how,
+            collect_rows=lambda spec: spec.scope == "row" and spec.severity == "error")
+        for o in outcomes:
+            if o.success is False and o.spec.generated:
+                o.sample.append("batches: " + ", ".join(b.batch_id for b in group))
+        per_group.append((group, outcomes))
 
     blocked: set[str] = set()
     for i, spec in enumerate(suite.expectations):
@@ -344,7 +330,7 @@ def run(ctx: GateContext, suites: list[Suite]) -> tuple[list[SuiteResult], int]:
     now = dt.datetime.now(dt.timezone.utc)
     passed = [b for b in todo if b.batch_id not in blocked]
     if passed:
-        rows = _batch_rows(passed)
+        rows = _batch_rows(ctx.scratch, passed)
         audit.append(settings, "gated_batches", [{
             "batch_id": b.batch_id, "source": b.source, "entity": b.entity, "load_date": b.load_date,
             "rows": rows[b.batch_id], "rows_rejected": rejected_per_batch.get(b.batch_id, 0),

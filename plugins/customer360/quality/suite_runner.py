@@ -7,15 +7,13 @@ import logging
 import time
 from typing import Callable
 
-import duckdb
-
 from customer360.quality.gx_validation import (DataFrameSource, FrameSample, FrameSource, Outcome,
                                                validate_source)
 from customer360.quality import metrics
 from customer360.quality.context import GateContext
 from customer360.quality.results import FAIL, PASS, SKIPPED, WARN, ExpectationResult, SuiteResult
 from customer360.quality.suites import TYPE_FAMILIES, ExpectationSpec, Suite
-from customer360.quality.targets import describe, schema_frame, schema_table, type_family
+from customer360.quality.targets import describe, schema_table, type_family
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +50,22 @@ def evaluate(
 
 
 def check_contract(suite: Suite, specs: list[ExpectationSpec], types: dict[str, str]) -> list[Outcome]:
-    """The contract's presence check runs on a one-row frame with the target's columns, its
-    type check on a frame of one row per column; samples name what is missing or mistyped."""
-    presence = [s for s in specs if s.type == "expect_table_columns_to_match_set"]
-    typing = [s for s in specs if s not in presence]
-    outcomes = {}
-    if presence:
-        for spec, out in zip(presence, validate_source(presence, DataFrameSource(schema_frame(types)),
-                                                       f"{suite.name}.contract")):
-            missing = [c for c in suite.columns if c not in types]
-            if missing:
-                out.sample = [f"missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"]
-            outcomes[id(spec)] = out
-    if typing:
-        frame = schema_table(types, suite.columns)
-        for spec, out in zip(typing, validate_source(typing, DataFrameSource(frame), f"{suite.name}.types")):
-            wrong = [c for c, family in suite.columns.items()
-                     if c in types and family != "any" and type_family(types[c]) not in TYPE_FAMILIES[family]]
+    """The contract's expectations on the schema frame (no data read); samples name what is
+    missing or mistyped."""
+    frame = schema_table(types, suite.columns)
+    outcomes = validate_source(specs, DataFrameSource(frame), f"{suite.name}.contract")
+    missing = [c for c in suite.columns if c not in types]
+    wrong = [c for c, family in suite.columns.items()
+             if c in types and type_family(types[c]) not in TYPE_FAMILIES[family]]
+    for out in outcomes:
+        if out.success is not False:
+            continue
+        if out.spec.type == "expect_column_distinct_values_to_contain_set":
+            out.observed = {"missing": missing}
+            out.sample = [f"missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"]
+        else:
             out.sample = [f"{c} is {types[c]}, the contract says {suite.columns[c]}" for c in wrong][:5]
-            outcomes[id(spec)] = out
-    return [outcomes[id(s)] for s in specs]
+    return outcomes
 
 
 def classify(out: Outcome) -> str:
@@ -116,12 +110,11 @@ def run_metric_suite(ctx: GateContext, suite: Suite) -> SuiteResult:
         log.exception("metric %s of suite %s failed", suite.target["metric"], suite.name)
         result.results.append(unreadable(suite, exc))
         return result
-    con = duckdb.connect()
+    ctx.scratch.register("metric_frame", frame)
     try:
-        con.register("metric_frame", frame)
-        types = describe(con, "SELECT * FROM metric_frame") if len(frame.columns) else {}
+        types = describe(ctx.scratch, "SELECT * FROM metric_frame") if len(frame.columns) else {}
     finally:
-        con.close()
+        ctx.scratch.unregister("metric_frame")
     outcomes = evaluate(suite, DataFrameSource(frame), types)
     result.results = [to_result(suite, o) for o in outcomes]
     result.rows, result.seconds = len(frame), time.monotonic() - started

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 STAGES = ("raw", "core", "marts")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 SEVERITIES = ("error", "warn")
 SCOPES = ("row", "batch")
 # Type families a column contract may name, and the DuckDB type families each accepts.
@@ -128,16 +129,15 @@ def _spec(path: Path, index: int, raw: Any, default_scope: str) -> ExpectationSp
 
 
 def _contract_specs(columns: dict[str, str], severity: str) -> list[ExpectationSpec]:
-    """The column contract as two expectations on the target's schema (no data is read):
-    the required columns are present, and each has a type of its family. The second runs on
-    a frame of one row per typed contract column (column_name, type_family)."""
+    """The column contract as two expectations on the target's schema, not its data: a frame
+    of one row per contract column the target has (column_name, type_family). The required
+    columns are all there, and each has a type of its family."""
     if not columns:
         return []
-    pairs = [[name, actual] for name, family in columns.items() if family != "any"
-             for actual in sorted(TYPE_FAMILIES[family])]
+    pairs = [[name, actual] for name, family in columns.items() for actual in sorted(TYPE_FAMILIES[family])]
     return [
-        ExpectationSpec("expect_table_columns_to_match_set",
-                        {"column_set": list(columns), "exact_match": False}, severity, "batch",
+        ExpectationSpec("expect_column_distinct_values_to_contain_set",
+                        {"column": "column_name", "value_set": list(columns)}, severity, "batch",
                         "contract: the required columns are present", True),
         ExpectationSpec("expect_column_pair_values_to_be_in_set",
                         {"column_A": "column_name", "column_B": "type_family",
@@ -148,7 +148,7 @@ def _contract_specs(columns: dict[str, str], severity: str) -> list[ExpectationS
 
 def load_suite(path: Path) -> Suite:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise SuiteError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "suite" not in doc or "target" not in doc:

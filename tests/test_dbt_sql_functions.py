@@ -8,7 +8,6 @@ import hmac
 import duckdb
 import pytest
 
-from customer360.settings import SettingsError
 from customer360.sql_functions import make_pii_hasher, normalize_phone, register_functions
 
 

@@ -167,7 +167,7 @@ def record(settings, source, entity, batch_id, day, read, landed, quarantined=0)
     lake.record_reconciliation(settings, rec)
 
 
-def land_history(settings, day: dt.date, days: int = 4, web: int = 120, pos: int = 60) -> None:
+def land_history(settings, day: dt.date, days: int = 3, web: int = 120, pos: int = 60) -> None:
     """Clean web and POS batches for the ``days`` days before ``day``: the volume baseline
     (the raw_volume metric needs three earlier days when there are not two same weekdays)."""
     for k in range(days, 0, -1):

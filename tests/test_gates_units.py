@@ -4,6 +4,7 @@ and the lazy import of Great Expectations."""
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 
 from customer360.quality.gx_validation import FrameSample, expectation_class, validate_source
 from customer360.quality.masking import mask_personal, mask_text
-from customer360.quality.results import ExpectationResult, GateResult, SuiteResult
+from customer360.quality.results import ExpectationResult, GateFailed, GateResult, SuiteResult
 from customer360.quality.suites import (STAGES, ExpectationSpec, SuiteError, expectations_dir,
                                         load_suite, load_suites)
 from customer360.quality.targets import QuerySource
@@ -119,6 +120,15 @@ def test_the_summary_line():
     assert result.summary_line() == ("gate raw: 14 suites, 212 expectations, 0 errors, 2 warnings, "
                                      "31 rows quarantined (1.8 s)")
     assert result.ok
+
+
+def test_gate_failed_survives_a_trip_between_processes():
+    result = GateResult(stage="marts", logical_date=dt.date(2026, 3, 10), run_id="r")
+    result.suites = [SuiteResult("marts.x", "t", [ExpectationResult(
+        "marts.x", "expect_x", "expect_x()", None, {}, "error", "batch", "fail", False, "1 of 2 rows")])]
+    failed = pickle.loads(pickle.dumps(GateFailed(result)))
+    assert isinstance(failed, RuntimeError) and str(failed) == str(GateFailed(result))
+    assert failed.result.errors[0].suite == "marts.x"
 
 
 def test_importing_the_gates_does_not_import_great_expectations():

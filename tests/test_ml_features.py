@@ -55,12 +55,12 @@ def test_training_features_do_not_move_when_later_data_changes(warehouse: Path):
         # Everything below happens at or after the cutoff of `snapshot`.
         con.execute(f"""insert into marts.fct_orders
             select 'LATE-' || customer_id, customer_id, 'store', 'S1', {cutoff} + interval 3 hour,
-                   cast({cutoff} as date), 2, 500.0, 0, 120.0, 380.0 from {some}""")
+                   cast({cutoff} as date), 2, 500.0, 0, 120.0, 380.0, 'purchase' from {some}""")
         con.execute(f"""insert into marts.fct_orders
             select 'EDGE-' || customer_id, customer_id, 'web', null, {cutoff}, cast({cutoff} as date),
-                   1, 50.0, 0, 0, 50.0 from {some}""")
+                   1, 50.0, 0, 0, 50.0, 'purchase' from {some}""")
         con.execute(f"""insert into marts.fct_orders values ('NEWCOMER', 'C9999999', 'web', null,
-                    {cutoff} + interval 1 day, null, 1, 10.0, 0, 0, 10.0)""")
+                    {cutoff} + interval 1 day, null, 1, 10.0, 0, 0, 10.0, 'purchase')""")
         con.execute(f"update marts.fct_tickets set closed_at = closed_at + interval 10 day where closed_at >= {cutoff}")
         con.execute(f"""insert into marts.fct_tickets
             select 'LATE-T-' || customer_id, customer_id, 'billing', 'high', 'open', {cutoff} + interval 1 day,
@@ -112,12 +112,30 @@ def test_cutoff_is_the_end_of_the_snapshot_day(warehouse: Path):
 
         base = orders_at_snapshot()
         for order_id, at in (("AT-CUTOFF", cutoff), ("JUST-BEFORE", cutoff - pd.Timedelta(microseconds=1))):
-            con.execute("insert into marts.fct_orders values (?, ?, 'web', null, ?, null, 1, 10.0, 0, 0, 10.0)",
+            con.execute("insert into marts.fct_orders values (?, ?, 'web', null, ?, null, 1, 10.0, 0, 0, 10.0, 'purchase')",
                         [order_id, customer, at.to_pydatetime()])
             _rebuild(con)
             if order_id == "AT-CUTOFF":
                 assert orders_at_snapshot() == base
         assert orders_at_snapshot() == base + 1
+
+
+def test_a_return_at_the_till_is_not_an_order_but_counts_in_the_returns_share(warehouse: Path):
+    with duckdb.connect(str(warehouse)) as con:
+        customer, orders, gross = con.execute(
+            "select customer_id, orders_lifetime, net_revenue_365d from ml.ml_customer_features "
+            "where is_scoring_snapshot and orders_lifetime > 0 order by customer_id limit 1").fetchone()
+        with_kind = _features(con)
+        con.execute("alter table marts.fct_orders drop column order_kind")  # older marts: gross > 0
+        _rebuild(con)
+        pd.testing.assert_frame_equal(with_kind, _features(con))
+        con.execute("alter table marts.fct_orders add column order_kind varchar default 'purchase'")
+        con.execute("insert into marts.fct_orders values ('RET-1', ?, 'store', 'S1', ?, null, -1, 0, 0, 40.0, -40.0, "
+                    "'return')", [customer, dt.datetime.combine(CFG.as_of, dt.time(12))])
+        _rebuild(con)
+        row = con.execute("select orders_lifetime, returns_share_365d, net_revenue_365d from ml.ml_customer_features "
+                          "where customer_id = ? and is_scoring_snapshot", [customer]).fetchone()
+    assert row[0] == orders and row[1] > 0 and row[2] == pytest.approx(gross - 40.0)
 
 
 def test_ticket_open_at_the_cutoff_counts_as_open_whatever_its_status_now(warehouse: Path):

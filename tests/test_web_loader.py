@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 
 import pytest
@@ -12,8 +13,8 @@ from customer360.landing.manifest import Manifest
 from customer360.settings import get_settings
 from customer360.sources.web import load_web
 from tests.landing_fixtures import (batch_files, event, order_completed, read_quarantine,
-                                    read_raw, write_corrupt_web_part, write_truncated_web_part,
-                                    write_web_part)
+                                    read_raw, web_part_path, write_corrupt_web_part,
+                                    write_truncated_web_part, write_web_part)
 
 D1 = dt.date(2026, 3, 10)
 D2 = D1 + dt.timedelta(days=1)
@@ -209,3 +210,28 @@ def test_a_crash_before_the_manifest_commit_counts_nothing_twice(settings, monke
     assert _ids(read_raw(settings, "web", "events")) == ["a", "b"]
     assert len(batch_files(settings, "web", "events")) == 1
     assert [r["batch_id"] for r in read_reconciliation(settings)] == [rec.batch_id]
+
+
+def test_line_numbers_stay_exact_across_the_files_of_a_batch(settings):
+    """Files of one batch are read together; one of them only Python can decode."""
+    write_web_part(settings.landing, D1, 0, [event("a1", D1), "", "", event("a4", D1)])
+    bad_utf8 = web_part_path(settings.landing, D1, 1)
+    bad_utf8.write_bytes(gzip.compress(
+        (json.dumps(event("b1", D1)) + "\n").encode() + b'{"messageId": "\xff"}\n'
+        + (json.dumps(event("b3", D1)) + "\n").encode()))
+    write_web_part(settings.landing, D1, 2, [event("c1", D1), event("c2", D1), event("c3", D1),
+                                             "{oops", event("c5", D1)])
+
+    (rec,) = load_web(settings, D1)
+
+    lines = {r["messageId"]: (r["_source_file"][-18:], r["_source_line"])
+             for r in read_raw(settings, "web", "events")}
+    assert lines == {"a1": ("part-0000.jsonl.gz", 1), "a4": ("part-0000.jsonl.gz", 4),
+                     "b1": ("part-0001.jsonl.gz", 1), "b3": ("part-0001.jsonl.gz", 3),
+                     "c1": ("part-0002.jsonl.gz", 1), "c2": ("part-0002.jsonl.gz", 2),
+                     "c3": ("part-0002.jsonl.gz", 3), "c5": ("part-0002.jsonl.gz", 5)}
+    bad = {(q["source_file"][-18:], q["source_line"]): q["reason"]
+           for q in read_quarantine(settings, "web", "events")}
+    assert bad == {("part-0001.jsonl.gz", 2): "line is not valid UTF-8",
+                   ("part-0002.jsonl.gz", 4): "line is not valid JSON"}
+    assert (rec.read, rec.landed, rec.quarantined) == (10, 8, 2)

@@ -96,13 +96,16 @@ def write_raw_batch(
         if col not in table.column_names:
             table = table.append_column(col, pa.nulls(table.num_rows, type=typ))
     data_cols = [c for c in table.column_names if not c.startswith("_")]
+    # Loader-added context (e.g. _store_timezone, _folder_date) is kept but not hashed.
+    context_cols = [c for c in table.column_names if c.startswith("_") and c not in META_COLUMNS]
     row = ", ".join(f'"{c}"' for c in data_cols)
+    context = "".join(f', "{c}"' for c in context_cols)
     dest = batch_path(settings.lake_raw, source, entity, load_date, batch_id)
     con = duckdb.connect()
     try:
         con.register("batch", table)
         select = (
-            f"SELECT {row}, '{batch_id}' AS _batch_id, _source_file, _source_line, "
+            f"SELECT {row}{context}, '{batch_id}' AS _batch_id, _source_file, _source_line, "
             f"TIMESTAMPTZ '{loaded_at.isoformat()}' AS _loaded_at, "
             f"md5(CAST(struct_pack({row}) AS VARCHAR)) AS _record_hash FROM batch"
         )

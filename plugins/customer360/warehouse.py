@@ -168,8 +168,9 @@ def _release_duckdb() -> None:
             env.close()
 
 
-def read_run_results(settings: Settings) -> RunResults:
-    """Parse ``run_results.json`` of the last dbt command on this home."""
+def read_run_results(settings: Settings, args: list[str] | None = None) -> RunResults:
+    """Parse ``run_results.json`` of the last dbt command on this home (``args``: that
+    command's arguments, for the summary)."""
     path = target_dir(settings) / "run_results.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     nodes = []
@@ -185,8 +186,8 @@ def read_run_results(settings: Settings) -> RunResults:
             failures=r.get("failures"),
             message=r.get("message"),
         ))
-    return RunResults(args=list(data.get("args", {}).get("invocation_command", "").split()),
-                      elapsed_seconds=float(data.get("elapsed_time") or 0.0), nodes=nodes)
+    return RunResults(args=list(args or []), elapsed_seconds=float(data.get("elapsed_time") or 0.0),
+                      nodes=nodes)
 
 
 def _vars(as_of: dt.date | None) -> list[str]:
@@ -232,6 +233,11 @@ def generate_docs(settings: Settings) -> Path:
     return target_dir(settings)
 
 
+def _first_lines(message: str, n: int = 2) -> str:
+    """The headline of a dbt message: "Runtime Error in model x" alone says nothing."""
+    return " | ".join([line.strip() for line in message.splitlines() if line.strip()][:n])
+
+
 def _invoke_checked(settings: Settings, args: list[str], *, what: str,
                     results: bool = True) -> RunResults:
     stale = target_dir(settings) / "run_results.json"
@@ -243,14 +249,23 @@ def _invoke_checked(settings: Settings, args: list[str], *, what: str,
         if not outcome.success:
             raise WarehouseBuildError(f"{what} failed; see {artifacts_dir(settings) / 'logs'}")
         return RunResults(args=args, elapsed_seconds=0.0)
-    summary = read_run_results(settings)
+    if not stale.exists():
+        raise WarehouseBuildError(f"{what} wrote no run results; see {artifacts_dir(settings) / 'logs'}")
+    summary = read_run_results(settings, args)
     if summary.failed or not outcome.success:
         lines = [f"  {n.resource_type} {n.name}: {n.status}"
                  + (f" ({n.failures} failing rows)" if n.failures else "")
-                 + (f" - {n.message.splitlines()[0]}" if n.message else "")
+                 + (f" - {_first_lines(n.message)}" if n.message else "")
                  for n in summary.failed]
         skipped = sum(1 for n in summary.nodes if n.status == "skipped")
         raise WarehouseBuildError(
             f"{what} failed: {len(summary.failed)} failing node(s), {skipped} skipped\n"
             + "\n".join(lines), summary)
     return summary
+
+
+def build_select(settings: Settings, select: str, as_of: dt.date | None = None) -> RunResults:
+    """``dbt build --select <select>``: the ML feature models, or customer_360 again once the
+    ML stage has written its scores. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    return _invoke_checked(settings, ["build", "--select", select, *_vars(as_of)],
+                           what=f"dbt build --select {select}")

@@ -18,8 +18,9 @@
 
     Upstream columns relied on (MARTS.md):
       fct_orders: customer_id, channel ('web'/'store'), ordered_at, gross_amount,
-        returned_amount, net_amount, item_count. A return is dated by its own row's ordered_at
-        (POS returns are their own transactions).
+        returned_amount, net_amount, item_count, order_kind (optional: 'purchase' counts as an
+        order; without the column gross_amount > 0 does). A return is dated by its own row's
+        ordered_at (a return at the till is its own transaction).
       fct_web_sessions: customer_id, started_at, page_views, converted.
       ml_product_views (this folder): customer_id, event_date, event_name.
       fct_tickets: customer_id, priority, created_at, closed_at.
@@ -34,9 +35,12 @@
 {%- set as_of = var('as_of_date', none) -%}
 
 {%- set dim_columns = [] -%}
+{%- set order_columns = [] -%}
 {%- if execute -%}
     {%- set dim_columns = adapter.get_columns_in_relation(ref('dim_customer'))
                           | map(attribute='name') | map('lower') | list -%}
+    {%- set order_columns = adapter.get_columns_in_relation(ref('fct_orders'))
+                            | map(attribute='name') | map('lower') | list -%}
 {%- endif -%}
 
 with orders as (
@@ -48,7 +52,13 @@ with orders as (
         coalesce(gross_amount, 0) as gross_amount,
         coalesce(returned_amount, 0) as returned_amount,
         coalesce(net_amount, 0) as net_amount,
-        coalesce(item_count, 0) as item_count
+        coalesce(item_count, 0) as item_count,
+        -- a purchase has a sale line (order_kind); return-only and void transactions are not orders
+        {% if 'order_kind' in order_columns -%}
+        coalesce(order_kind = 'purchase', false)
+        {%- else -%}
+        coalesce(gross_amount > 0, false)
+        {%- endif %} as is_purchase
     from {{ ref('fct_orders') }}
     where customer_id is not null and ordered_at is not null
 
@@ -130,8 +140,8 @@ activity_days as (
         select
             customer_id,
             cast(ordered_at as date) as day,
-            count(*) filter (where gross_amount > 0) as orders,
-            count(*) filter (where gross_amount > 0 and channel = 'store') as store_orders,
+            count(*) filter (where is_purchase) as orders,
+            count(*) filter (where is_purchase and channel = 'store') as store_orders,
             sum(gross_amount) as gross,
             sum(returned_amount) as returned,
             sum(net_amount) as net,

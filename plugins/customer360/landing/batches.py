@@ -17,6 +17,9 @@ from customer360.landing.manifest import FileOutcome, Manifest
 from customer360.settings import Settings
 
 FILES_ENTITY = "files"
+# Rows handed to the raw zone come in Arrow batches of this size, so that DuckDB scans them
+# on all its threads when it writes the Parquet file (one big batch is read by one thread).
+ARROW_BATCH_ROWS = 122_880
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.inspection import permutation_importance
@@ -73,6 +74,24 @@ def as_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return frame.reindex(columns=columns).apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
 
 
+class DropEmptyColumns(TransformerMixin, BaseEstimator):
+    """Drops the input columns that had no value at all in training. A feature can be missing
+    for every training snapshot yet present when scoring (e.g. consent, when the customer
+    history starts with the pipeline's first run), and the booster cannot bin an empty column."""
+
+    def fit(self, X, y=None):
+        self.keep_ = ~np.all(np.isnan(np.asarray(X, dtype=float)), axis=0)
+        return self
+
+    def transform(self, X):
+        return np.asarray(X, dtype=float)[:, self.keep_]
+
+
+def empty_features(model: Pipeline, spec: ModelSpec) -> list[str]:
+    keep = model.named_steps["drop_empty"].keep_
+    return [f for f, k in zip(spec.features, keep) if not k]
+
+
 def build_pipeline(spec: ModelSpec) -> Pipeline:
     algo = spec.section("algorithm")
     calibration = algo.get("calibration", {})
@@ -83,6 +102,7 @@ def build_pipeline(spec: ModelSpec) -> Pipeline:
                                         cv=KFold(n_splits=int(calibration.get("cv_folds", 3))))
     return Pipeline([
         ("features", FunctionTransformer(as_matrix, kw_args={"columns": spec.features})),
+        ("drop_empty", DropEmptyColumns()),
         ("classifier", calibrated),
     ])
 
@@ -125,11 +145,12 @@ def top_features(model: Pipeline, spec: ModelSpec, eval_frame: pd.DataFrame) -> 
     # Calibration is a monotone map, so one fold's booster ranks customers like the calibrated
     # ensemble does: permuting its inputs measures the same AUC drop at a third of the cost.
     booster = model.named_steps["classifier"].calibrated_classifiers_[0].estimator
-    result = permutation_importance(booster, as_matrix(sample, spec.features), y, scoring="roc_auc",
+    used = [f for f in spec.features if f not in empty_features(model, spec)]
+    result = permutation_importance(booster, as_matrix(sample, used), y, scoring="roc_auc",
                                     n_repeats=int(cfg.get("permutation_repeats", 3)),
                                     random_state=spec.seed)
     order = np.argsort(-result.importances_mean, kind="stable")
-    return [{"feature": spec.features[i], "importance": float(result.importances_mean[i])} for i in order]
+    return [{"feature": used[i], "importance": float(result.importances_mean[i])} for i in order]
 
 
 def heuristic_probability(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:

@@ -123,6 +123,7 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
             fit_seconds = time.monotonic() - started
             metrics = churn.evaluate(model, spec, evaluation)
             metrics["top_features"] = churn.top_features(model, spec, evaluation)
+            metrics["features_without_training_data"] = churn.empty_features(model, spec)
             metrics["fit_seconds"] = round(fit_seconds, 3)
             buyers = ctx.population[pd.to_numeric(ctx.population.orders_lifetime, errors="coerce") > 0]
             ceiling = oracle.ceiling_metrics(
@@ -205,15 +206,18 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 # --- segments ----------------------------------------------------------------------------------
 
 def _rfm(ctx: Context) -> pd.DataFrame | None:
-    """The warehouse's RFM segment (customer_360 is rebuilt after ML: the last build's value)."""
-    table = find_table(ctx.con, "customer_360", ("marts",))
-    if table is None:
-        return None
-    try:
-        return ctx.con.execute(f"select cast(customer_id as varchar) as customer_id, rfm_segment "
-                               f"from {table}").df()
-    except duckdb.Error:
-        return None
+    """The warehouse's RFM segment, shown beside the behavioural one: from the marts layer's
+    int_customers__rfm (built before ML), else customer_360 (rebuilt after ML: the last build)."""
+    for name, schemas in (("int_customers__rfm", ("intermediate",)), ("customer_360", ("marts",))):
+        table = find_table(ctx.con, name, schemas)
+        if table is None:
+            continue
+        try:
+            return ctx.con.execute(f"select cast(customer_id as varchar) as customer_id, "
+                                   f"any_value(rfm_segment) as rfm_segment from {table} group by 1").df()
+        except duckdb.Error:
+            continue
+    return None
 
 
 def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:

@@ -119,7 +119,8 @@ def fit(purchases: pd.DataFrame, views: pd.DataFrame, spec: ModelSpec, cutoff: d
     start = cutoff - dt.timedelta(days=int(windows["lookback_days"]))
     bought = _between(purchases, start, cutoff)
     viewed = _between(views, start, cutoff)
-    skus = np.array(sorted(set(bought.sku) | set(viewed.sku)), dtype=object)
+    skus = np.sort(pd.unique(pd.concat([bought.sku, viewed.sku], ignore_index=True).dropna())
+                   .astype(object))
     index = pd.Index(skus)
     n = len(skus)
 
@@ -232,7 +233,8 @@ def evaluate(purchases: pd.DataFrame, views: pd.DataFrame, spec: ModelSpec, as_o
     held_out = _between(purchases, cutoff, end)
     before = pd.concat([_between(purchases, cutoff - dt.timedelta(days=int(windows["lookback_days"])), cutoff).customer_id,
                         _between(views, cutoff - dt.timedelta(days=int(windows["view_profile_days"])), cutoff).customer_id])
-    customers = sorted(set(held_out.customer_id) & set(before.dropna()))
+    customers = list(pd.Index(held_out.customer_id.unique()).intersection(pd.Index(before.dropna().unique()))
+                     .sort_values())
     k = int(spec.raw.get("top_k", 5))
     out = {"k": k, "holdout_start": cutoff, "holdout_end": as_of, "eval_customers": len(customers),
            "items": model.n_items, "repeat_items": int(model.repeat.sum())}

@@ -284,7 +284,7 @@ _MARTS_SQL = {
         select 'O' || order_no as order_id, 'C' || lpad(person::varchar, 7, '0') as customer_id,
                channel, case when store_id > 0 then 'S' || store_id end as store_id,
                ordered_at, cast(ordered_at as date) as order_date, item_count, gross_amount,
-               discount_amount, returned_amount, net_amount
+               discount_amount, returned_amount, net_amount, 'purchase' as order_kind
         from orders""",
     "marts.fct_order_lines": """
         select 'O' || order_no as order_id, line_no,

@@ -203,6 +203,19 @@ def _batch_rows(con: duckdb.DuckDBPyConnection, batches: list[RawBatch]) -> dict
     return {b.batch_id: per_file.get(str(b.path), 0) for b in batches}
 
 
+def _schema_groups(con: duckdb.DuckDBPyConnection, batches: list[RawBatch]) -> dict[tuple, list[RawBatch]]:
+    """Batches grouped by their Parquet schema, read from the footers in one query (a day of
+    POS files is hundreds of batches; describing each one would cost more than checking it)."""
+    rows = con.execute(
+        "SELECT file_name, list_sort(list(concat_ws(':', name, type, converted_type, logical_type))) "
+        "FROM parquet_schema(?) GROUP BY file_name", [[str(b.path) for b in batches]]).fetchall()
+    signature = {str(f): tuple(cols) for f, cols in rows}
+    groups: dict[tuple, list[RawBatch]] = defaultdict(list)
+    for b in batches:
+        groups[signature.get(str(b.path), ())].append(b)
+    return groups
+
+
 def _merge(outcomes: list[Outcome]) -> Outcome:
     """One spec's outcomes over several schema groups of batches, as one."""
     if len(outcomes) == 1:
@@ -236,9 +249,9 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
     con = ctx.scratch
     rows = _batch_rows(con, batches)
     groups: dict[tuple, list[RawBatch]] = defaultdict(list)
-    for b in batches:
-        types = describe(con, f"SELECT * FROM read_parquet('{b.path}', hive_partitioning = true)")
-        groups[tuple(types.items())].append(b)
+    for signature, group in _schema_groups(con, batches).items():
+        types = describe(con, f"SELECT * FROM read_parquet('{group[0].path}', hive_partitioning = true)")
+        groups[tuple(types.items())] += group
     derive = suite.target.get("derive") or {}
     how = FrameSample(key_columns=(*suite.key_columns, "_source_file", "_source_line"),
                       pii_columns=suite.pii_columns, row_id_columns=ROW_ID_COLUMNS)
@@ -247,7 +260,7 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
         files = ", ".join(f"'{b.path}'" for b in group)
         extra = "".join(f", ({expr}) AS {quote(name)}" for name, expr in derive.items())
         sql = (f"SELECT *{extra} FROM read_parquet([{files}], filename = true, "
-               f"file_row_number = true, hive_partitioning = true)")
+               f"file_row_number = true, hive_partitioning = true, union_by_name = true)")
         outcomes = evaluate(
             suite, lambda sql=sql: QuerySource(con, sql, ctx.chunk_rows), dict(signature), how,
             collect_rows=lambda spec: spec.scope == "row" and spec.severity == "error")

@@ -133,6 +133,9 @@ class GateFailed(RuntimeError):
         super().__init__(result.failure_message())
         self.result = result
 
+    def __reduce__(self):  # picklable across processes (task runners, multiprocessing)
+        return (GateFailed, (self.result,))
+
 
 def to_json(result: GateResult) -> str:
     return json.dumps({**result.as_dict(), "results": [asdict(r) for r in result.results]},

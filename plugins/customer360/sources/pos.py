@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from typing import Sequence
 
 import duckdb
@@ -22,7 +23,7 @@ import pyarrow as pa
 
 from customer360.extract import ExtractError
 from customer360.lake import Reconciliation
-from customer360.landing.batches import Batch, BatchContent, land
+from customer360.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
 from customer360.landing.duck import connect
 from customer360.landing.layout import POS_DIR, scan_landing
 from customer360.landing.lines import byte_batches
@@ -86,7 +87,7 @@ def _rows(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv,
             SELECT {columns}, r._extra{extra}, n.rel AS _source_file, r.ln AS _source_line
             FROM {parsed.table} r JOIN _file_names n USING (file_id)
             WHERE r.reason IS NULL
-        """).to_arrow_table()
+        """).to_arrow_table(batch_size=ARROW_BATCH_ROWS)
     finally:
         con.unregister("_file_names")
 
@@ -115,6 +116,7 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
                        group: list[FileVersion], stores: dict[str, Store],
                        logical_date: dt.date) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, "transactions", logical_date)
+    started = time.perf_counter()
     parsed = parse_pos_files(con, [v.file for v in group], stores)
     outcomes = _outcomes(con, parsed, group)
     corrections = sum(1 for v in group if v.previous_batch_id)
@@ -131,7 +133,12 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
         file_extra={"store_id": [v.file.store_id for v in group],
                     "business_date": [v.file.folder_date for v in group]},
         note="; ".join(notes))
-    return land(settings, manifest, batch, content)
+    parsed_at = time.perf_counter()
+    rec = land(settings, manifest, batch, content)
+    log.info("pos batch %s: %d files, %d rows read and checked in %.1f s, written in %.1f s",
+             batch.batch_id, len(group), rec.read, parsed_at - started,
+             time.perf_counter() - parsed_at)
+    return rec
 
 
 def _reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from typing import Sequence
 
 import duckdb
 
 from customer360.lake import Reconciliation
-from customer360.landing.batches import Batch, BatchContent, land
+from customer360.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
 from customer360.landing.duck import connect, sql_str
 from customer360.landing.layout import WEB_EVENTS_DIR, scan_landing
 from customer360.landing.lines import byte_batches, uncompressed_size
@@ -87,6 +88,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Ma
                 group: list[FileVersion], logical_date: dt.date,
                 seen: SeenMessageIds) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, ENTITY, logical_date)
+    started = time.perf_counter()
     parsed = parse_web_files(con, [v.file for v in group])
     view = parsed.view
     stats = {fid: (read, bad, late) for fid, read, bad, late in con.execute(f"""
@@ -97,7 +99,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Ma
     rows = con.execute(f"""
         SELECT {columns}, _extra, _folder_date, _source_file, ln AS _source_line
         FROM {view} WHERE reason IS NULL AND NOT blank
-    """).to_arrow_table()
+    """).to_arrow_table(batch_size=ARROW_BATCH_ROWS)
     cur = con.execute(f"""
         SELECT _source_file AS source_file, ln AS source_line, record_key, reason, raw_text
         FROM {view} WHERE reason IS NOT NULL ORDER BY file_id, ln""")
@@ -129,7 +131,12 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Ma
         rows=rows, quarantine=quarantine, outcomes=outcomes,
         file_extra={"duplicate_message_ids": [o.duplicates for o in outcomes]},
         duplicates=sum(o.duplicates for o in outcomes), note="; ".join(notes))
-    return land(settings, manifest, batch, content)
+    parsed_at = time.perf_counter()
+    rec = land(settings, manifest, batch, content)
+    log.info("web batch %s: %d files, %d lines read and checked in %.1f s, written in %.1f s",
+             batch.batch_id, len(group), rec.read, parsed_at - started,
+             time.perf_counter() - parsed_at)
+    return rec
 
 
 def load_web(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:

@@ -5,7 +5,7 @@
 
 Without ``--landing`` the simulator writes C360_BENCH_SCALE's population (small: 10k people x
 30 days, medium (default): 100k x 90, large: 300k x 90) under $C360_BENCH_HOME (default
-./data/bench), once: a later run with the same scale reuses it. Each loader then lands every
+$C360_HOME/bench), once: a later run with the same scale reuses it. Each loader then lands every
 file into a fresh, empty lake, and the same files are read by DuckDB alone:
 
 * bare read:    read_json / read_csv of every file into memory, columns given as text (what
@@ -166,7 +166,8 @@ def main() -> None:
         label = str(landing)
     else:
         people, days = SCALES[args.scale]
-        home = Path(os.environ.get("C360_BENCH_HOME", "data/bench")).resolve() / args.scale
+        default_home = Path(os.environ.get("C360_HOME", "data")) / "bench"
+        home = Path(os.environ.get("C360_BENCH_HOME", default_home)).resolve() / args.scale
         landing = _simulated_landing(home, people, days)
         label = f"{people:,} people x {days} days"
     day = _last_date(landing)
@@ -201,7 +202,7 @@ def main() -> None:
                       f"{r['bare_parquet_s']:.1f} / {r['bare_parquet_cpu_s']:.1f}",
                       f"{r['ratio_vs_bare_read']:.2f}x", f"{r['ratio_vs_bare_parquet']:.2f}x",
                       f"{r['cpu_ratio_vs_bare_parquet']:.2f}x")
-    Console().print(table)
+    Console(width=160).print(table)
     print(json.dumps({"benchmark": "loaders", "data": label, "results": results}))
 
 

@@ -37,7 +37,7 @@ def _day(ctx) -> dt.date:
 @dag(
     dag_id="c360_daily",
     # Data-interval timetable: the run for day D has logical date D and processes D's data.
-    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,  # backfills run explicitly (`c360 backfill`); max_active_runs keeps them serial
     max_active_runs=1,

@@ -217,3 +217,17 @@ def test_decide_promotion_rules():
     assert registry.decide_promotion(spec, good, {"roc_auc": 0.805}, "v0")[0]      # within tolerance
     refused, why = registry.decide_promotion(spec, good, {"roc_auc": 0.85}, "v0")
     assert not refused and "worse than current model v0" in why
+
+
+def test_a_first_day_with_hardly_any_data_degrades_instead_of_failing(tmp_path: Path):
+    cfg = SyntheticConfig(people=30, days=10, seed=4)
+    build_home(tmp_path, cfg)
+    summary = _run(tmp_path, cfg.as_of)
+    assert summary["models"]["churn"]["scoring_version"] == "heuristic-v1"
+    assert summary["models"]["segments"]["scoring_version"] == "none"
+    assert any("unsegmented" in w for w in summary["warnings"])
+    customers = summary["customers"]
+    assert customers > 0
+    assert summary["row_counts"]["ml_churn_scores"] == summary["row_counts"]["ml_customer_segments"] == customers
+    recs = _query(tmp_path, "select customer_id, count(*) as n from ml.ml_product_recommendations group by 1")
+    assert len(recs) == customers and (recs.n <= 5).all()

@@ -89,7 +89,7 @@ def test_a_corrected_file_supersedes_the_earlier_one_and_both_stay_in_raw(settin
     assert versions[second.batch_id]["supersedes_batch_id"] == first.batch_id
     assert versions[second.batch_id]["_loaded_at"] > versions[first.batch_id]["_loaded_at"]
     assert (versions[second.batch_id]["store_id"],
-            versions[second.batch_id]["business_date"]) == ("LN01", D1)
+            versions[second.batch_id]["business_date"]) == ("LN01", "2026-03-10")
 
 
 def test_malformed_rows_are_quarantined_and_the_other_rows_land(settings):

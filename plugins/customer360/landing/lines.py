@@ -8,7 +8,6 @@ Whatever that path cannot vouch for goes through Python's own gzip and codecs, f
 
 * Text in an encoding DuckDB does not read natively (GB18030...) needs DuckDB's encodings
   extension, which takes seconds to load: it is loaded only for a lot of such text.
-
 * DuckDB stops silently at the end of a truncated gzip stream, so every gzip file's trailer
   (ISIZE, the uncompressed length) is compared with the bytes DuckDB read; on a mismatch
   Python decompresses the file, which checks the CRC and the end-of-stream marker.
@@ -155,19 +154,19 @@ def _duckdb_can_decode(con, encoding: str, paths: Sequence[Path]) -> bool:
     return sum(p.stat().st_size for p in paths) >= EXTENSION_WORTH_BYTES and load_encodings(con)
 
 
-def _fast_read(con, out_table: str, parse: ParseSql, paths: Sequence[Path], ids: list[int],
-               encoding: str, gzipped: bool) -> list[int]:
+def _fast_read(con, out_table: str, parse: ParseSql, safe_parse: ParseSql,
+               paths: Sequence[Path], ids: list[int], encoding: str, gzipped: bool) -> list[int]:
     """DuckDB reads what it can; returns the file ids to read again with Python."""
     try:
         _fast_insert(con, out_table, parse, paths, ids, encoding, gzipped)
         return _gzip_suspects(con, out_table, paths, ids) if gzipped else []
     except duckdb.Error:
         pass
-    # One bad file fails a multi-file read (and inserts nothing): go file by file.
+    # One bad file (or line) fails a multi-file read and inserts nothing: go file by file.
     retry = []
     for fid, path in zip(ids, paths):
         try:
-            _fast_insert(con, out_table, parse, [path], [fid], encoding, gzipped)
+            _fast_insert(con, out_table, safe_parse, [path], [fid], encoding, gzipped)
             if gzipped:
                 retry += _gzip_suspects(con, out_table, [path], [fid])
         except duckdb.Error as exc:
@@ -178,7 +177,8 @@ def _fast_read(con, out_table: str, parse: ParseSql, paths: Sequence[Path], ids:
 
 def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[Path],
                 parse: ParseSql, *, encoding: str = "utf-8", gzipped: bool = False,
-                file_ids: Sequence[int] | None = None, append: bool = False) -> dict[int, str]:
+                file_ids: Sequence[int] | None = None, append: bool = False,
+                safe_parse: ParseSql | None = None) -> dict[int, str]:
     """Read ``paths`` line by line into ``out_table`` = ``parse(source)``; return the files
     that cannot be read at all as {file_id: reason}.
 
@@ -187,8 +187,10 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
     ``parse(source)`` must keep that order and return ``file_id`` and ``_nbytes`` (``strlen``
     of the line, 0 when NULL) first, then what it extracts, one row for every line (blank ones
     included) so that :func:`numbered_view` can number them. ``append`` adds to an existing
-    ``out_table`` instead of replacing it.
+    ``out_table`` instead of replacing it. ``safe_parse``, when given, is used instead of
+    ``parse`` once a multi-file read has failed (a parse that cannot fail on any line).
     """
+    safe_parse = safe_parse or parse
     if not append:
         _run(con, out_table, parse, _EMPTY_SOURCE, create=True)
     ids = list(range(len(paths))) if file_ids is None else [int(i) for i in file_ids]
@@ -196,7 +198,7 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
         return {}
     by_id = dict(zip(ids, paths))
     if _duckdb_can_decode(con, encoding, paths):
-        retry = _fast_read(con, out_table, parse, paths, ids, encoding, gzipped)
+        retry = _fast_read(con, out_table, parse, safe_parse, paths, ids, encoding, gzipped)
         _delete(con, out_table, retry)
     else:
         retry = ids
@@ -208,7 +210,7 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
             continue
         con.register("_python_lines", result)
         try:
-            _run(con, out_table, parse,
+            _run(con, out_table, safe_parse,
                  f"SELECT {fid} AS file_id, nullif(rtrim(line, chr(13)), '') AS line, "
                  f"bad_encoding FROM _python_lines",
                  create=False)

@@ -116,6 +116,11 @@ def _finish(con, parsed: ParsedCsv, rules: Sequence[str], joins: str = "",
     """)
 
 
+def _distinct(con: duckdb.DuckDBPyConnection, table: str, col: str) -> list[str]:
+    return [v for (v,) in con.execute(
+        f"SELECT DISTINCT trim({col}) FROM {table} WHERE {col} IS NOT NULL").fetchall()]
+
+
 def _valid_zones(values: Sequence[str]) -> list[str]:
     zones = zoneinfo.available_timezones()
     return [v for v in values if v in zones]
@@ -136,12 +141,8 @@ def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
                  name: str = "pos_stores") -> tuple[ParsedCsv, dict[str, Store]]:
     """Check ``stores.csv``; return it parsed and the stores whose rows are good."""
     parsed = _read(con, name, [file], {0: REFERENCE_ENCODING}, STORES_COLUMNS, {})
-    if parsed.unreadable:
-        return parsed, {}
-    distinct = lambda col: [v for (v,) in con.execute(  # noqa: E731
-        f"SELECT DISTINCT trim({col}) FROM {parsed.table} WHERE {col} IS NOT NULL").fetchall()]
-    zones = _valid_zones(distinct("timezone"))
-    encodings = _known_encodings(distinct("file_encoding"))
+    zones = _valid_zones(_distinct(con, parsed.table, "timezone"))
+    encodings = _known_encodings(_distinct(con, parsed.table, "file_encoding"))
     _finish(con, parsed, [
         _missing("store_id"),
         "CASE WHEN count(*) OVER (PARTITION BY trim(store_id)) > 1 "
@@ -160,13 +161,12 @@ def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
 def parse_products(con: duckdb.DuckDBPyConnection, file: LandingFile,
                    name: str = "pos_products") -> ParsedCsv:
     parsed = _read(con, name, [file], {0: REFERENCE_ENCODING}, PRODUCTS_COLUMNS, {})
-    if not parsed.unreadable:
-        _finish(con, parsed, [
-            _missing("sku"),
-            "CASE WHEN count(*) OVER (PARTITION BY trim(sku)) > 1 "
-            "THEN 'sku ' || trim(sku) || ' appears more than once' END",
-            _number("list_price"),
-        ])
+    _finish(con, parsed, [
+        _missing("sku"),
+        "CASE WHEN count(*) OVER (PARTITION BY trim(sku)) > 1 "
+        "THEN 'sku ' || trim(sku) || ' appears more than once' END",
+        _number("list_price"),
+    ])
     return parsed
 
 

@@ -43,15 +43,23 @@ def _shown(expr: str) -> str:
     return f"coalesce('''' || left({expr}, 40) || '''', 'null')"
 
 
-def parse_sql(files_table: str) -> Callable[[str], str]:
-    """The parse step for :func:`read_parsed`; ``files_table`` has file_id, folder_date, rel."""
+def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
+    """The parse step for :func:`read_parsed`; ``files_table`` has file_id, folder_date, rel.
+
+    ``safe=False`` guards the JSON parse with json_valid only, which is much cheaper than
+    DuckDB's ``try()`` but lets a line that json_valid accepts and from_json rejects fail the
+    whole query; :func:`read_parsed` then reads file by file with the safe parse.
+    """
+    to_struct = (f"try(from_json(line, '{_SCHEMA}'))" if safe
+                 else f"CASE WHEN json_valid(line) THEN from_json(line, '{_SCHEMA}') END")
+
     def parse(source: str) -> str:
         return f"""
         WITH obj AS (
             SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
                    line IS NULL OR NOT regexp_matches(line, '\\S') AS blank,
                    CASE WHEN NOT bad_encoding AND starts_with(ltrim(line), '{{')
-                        THEN try(from_json(line, '{_SCHEMA}')) END AS e
+                        THEN {to_struct} END AS e
             FROM ({source})
         ),
         typed AS (
@@ -130,7 +138,8 @@ def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
                 f"(file_id INTEGER, folder_date DATE, rel VARCHAR)")
     insert_rows(con, files_table, [(i, f.folder_date, f.rel) for i, f in enumerate(files)])
     paths: list[Path] = [f.path for f in files]
-    unreadable = read_parsed(con, name, paths, parse_sql(files_table), gzipped=True)
+    unreadable = read_parsed(con, name, paths, parse_sql(files_table, safe=False),
+                             safe_parse=parse_sql(files_table), gzipped=True)
     return ParsedWeb(list(files), numbered_view(con, name), unreadable)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.inspection import permutation_importance
@@ -87,12 +87,49 @@ class DropEmptyColumns(TransformerMixin, BaseEstimator):
         return np.asarray(X, dtype=float)[:, self.keep_]
 
 
-def empty_features(model: Pipeline, spec: ModelSpec) -> list[str]:
-    keep = model.named_steps["drop_empty"].keep_
+class RecencyTail(ClassifierMixin, BaseEstimator):
+    """The fitted pipeline, extended beyond the recencies it was trained on.
+
+    Trees predict flat outside their training range. With a short history every training
+    snapshot is early, so its customers are at most a few weeks past their last order, while
+    at scoring many are months past it; the model would rank a customer silent for 150 days
+    like one silent for 50. Beyond the largest recency seen in training, each further day
+    without an order lowers P(still active) by a factor exp(-1 / scale_days). Within the
+    training range this changes nothing; with long histories it rarely applies.
+    """
+
+    def __init__(self, model, column: str = "recency_days", scale_days: float = 90.0):
+        self.model = model
+        self.column = column
+        self.scale_days = scale_days
+
+    def fit(self, X: pd.DataFrame, y):
+        self.model_ = clone(self.model).fit(X, y)
+        self.classes_ = self.model_.classes_
+        self.max_seen_ = float(np.nanmax(pd.to_numeric(X[self.column], errors="coerce").to_numpy(float)))
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        churn = self.model_.predict_proba(X)[:, 1]
+        seen = pd.to_numeric(X[self.column], errors="coerce").to_numpy(float)
+        beyond = np.nan_to_num(np.maximum(seen - self.max_seen_, 0.0))
+        churn = 1.0 - (1.0 - churn) * np.exp(-beyond / self.scale_days)
+        return np.column_stack([1.0 - churn, churn])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _pipeline(model) -> Pipeline:
+    return model.model_ if isinstance(model, RecencyTail) else model
+
+
+def empty_features(model, spec: ModelSpec) -> list[str]:
+    keep = _pipeline(model).named_steps["drop_empty"].keep_
     return [f for f, k in zip(spec.features, keep) if not k]
 
 
-def build_pipeline(spec: ModelSpec) -> Pipeline:
+def build_pipeline(spec: ModelSpec):
     algo = spec.section("algorithm")
     calibration = algo.get("calibration", {})
     booster = HistGradientBoostingClassifier(**algo.get("hyperparameters", {}), random_state=spec.seed)
@@ -100,21 +137,25 @@ def build_pipeline(spec: ModelSpec) -> Pipeline:
     # snapshots never sit on both sides of a calibration fold.
     calibrated = CalibratedClassifierCV(booster, method=calibration.get("method", "sigmoid"),
                                         cv=KFold(n_splits=int(calibration.get("cv_folds", 3))))
-    return Pipeline([
+    pipeline = Pipeline([
         ("features", FunctionTransformer(as_matrix, kw_args={"columns": spec.features})),
         ("drop_empty", DropEmptyColumns()),
         ("classifier", calibrated),
     ])
+    tail = algo.get("recency_tail")
+    if not tail:
+        return pipeline
+    return RecencyTail(pipeline, column=tail.get("column", "recency_days"),
+                       scale_days=float(tail.get("scale_days", 90)))
 
 
-def fit(spec: ModelSpec, train: pd.DataFrame) -> Pipeline:
+def fit(spec: ModelSpec, train: pd.DataFrame):
     train = train.sort_values(["customer_id", "snapshot_date"], kind="mergesort")
-    pipeline = build_pipeline(spec)
-    pipeline.fit(train, train[LABEL].astype(int).to_numpy())
-    return pipeline
+    model = build_pipeline(spec)
+    return model.fit(train, train[LABEL].astype(int).to_numpy())
 
 
-def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+def predict(model, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(frame)[:, 1]
 
 
@@ -123,7 +164,7 @@ def recency_baseline(frame: pd.DataFrame) -> np.ndarray:
     return pd.to_numeric(frame["recency_days"], errors="coerce").fillna(10_000).to_numpy(dtype=float)
 
 
-def evaluate(model: Pipeline, spec: ModelSpec, eval_frame: pd.DataFrame) -> dict:
+def evaluate(model, spec: ModelSpec, eval_frame: pd.DataFrame) -> dict:
     y = eval_frame[LABEL].astype(int).to_numpy()
     p = predict(model, eval_frame)
     bins = int(spec.raw.get("evaluation", {}).get("lift_bins", 10))
@@ -132,7 +173,7 @@ def evaluate(model: Pipeline, spec: ModelSpec, eval_frame: pd.DataFrame) -> dict
     return metrics
 
 
-def top_features(model: Pipeline, spec: ModelSpec, eval_frame: pd.DataFrame) -> list[dict]:
+def top_features(model, spec: ModelSpec, eval_frame: pd.DataFrame) -> list[dict]:
     """Permutation importance (drop in ROC AUC) on a sample of the evaluation snapshot."""
     cfg = spec.raw.get("evaluation", {})
     sample = eval_frame
@@ -144,7 +185,7 @@ def top_features(model: Pipeline, spec: ModelSpec, eval_frame: pd.DataFrame) -> 
         return []
     # Calibration is a monotone map, so one fold's booster ranks customers like the calibrated
     # ensemble does: permuting its inputs measures the same AUC drop at a third of the cost.
-    booster = model.named_steps["classifier"].calibrated_classifiers_[0].estimator
+    booster = _pipeline(model).named_steps["classifier"].calibrated_classifiers_[0].estimator
     used = [f for f in spec.features if f not in empty_features(model, spec)]
     result = permutation_importance(booster, as_matrix(sample, used), y, scoring="roc_auc",
                                     n_repeats=int(cfg.get("permutation_repeats", 3)),

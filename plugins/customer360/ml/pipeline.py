@@ -101,6 +101,68 @@ def _register(ctx: Context, spec: ModelSpec, version: str, model, metadata: dict
 
 # --- churn -------------------------------------------------------------------------------------
 
+def _ceiling(ctx: Context, predict, eval_snapshot: dt.date | None, evaluation: pd.DataFrame | None) -> dict | None:
+    """The simulator's ceiling (demo data only) for a churn scorer: on the evaluation snapshot's
+    labels or on today's buyers, whichever date the ground truth is about."""
+    buyers = ctx.population[pd.to_numeric(ctx.population.orders_lifetime, errors="coerce") > 0]
+    columns = ["customer_id", "recency_days", "y", "p"]
+    eval_rows = pd.DataFrame(columns=columns)
+    if evaluation is not None and len(evaluation):
+        eval_rows = pd.DataFrame({"customer_id": evaluation.customer_id, "recency_days": evaluation.recency_days,
+                                  "y": evaluation[churn.LABEL].astype(int), "p": predict(evaluation)})
+    return oracle.ceiling_metrics(
+        ctx.con, Path(ctx.settings.simulation_dir), eval_snapshot=eval_snapshot, eval_rows=eval_rows,
+        scoring_date=ctx.scoring_date,
+        scoring_rows=pd.DataFrame({"customer_id": buyers.customer_id, "recency_days": buyers.recency_days,
+                                   "p": predict(buyers)}))
+
+
+def _train_churn(ctx: Context, spec: ModelSpec, split: churn.TimeSplit, current, current_model,
+                 summary: dict) -> tuple[object, str, dict, dict]:
+    """Fit on the training snapshots, evaluate on the later one (and against the current model
+    on the same rows), register the artifact. Returns the model, its version, metrics, run row."""
+    horizon = int(spec.section("target")["horizon_days"])
+    started = time.monotonic()
+    cols = spec.features + [churn.LABEL, "recency_days", "orders_lifetime"]
+    train = read_features(ctx.con, ctx.features_table, split.train_snapshots, cols, labelled_only=True)
+    evaluation = read_features(ctx.con, ctx.features_table, [split.eval_snapshot], cols, labelled_only=True)
+    model = churn.fit(spec, train)
+    fit_seconds = time.monotonic() - started
+    metrics = churn.evaluate(model, spec, evaluation)
+    metrics["top_features"] = churn.top_features(model, spec, evaluation)
+    metrics["features_without_training_data"] = churn.empty_features(model, spec)
+    metrics["fit_seconds"] = round(fit_seconds, 3)
+    metrics.update(_ceiling(ctx, lambda frame: churn.predict(model, frame), split.eval_snapshot, evaluation) or {})
+    current_metrics = None
+    if current_model is not None:
+        try:  # the fair comparison: the current model on the same evaluation snapshot
+            current_metrics = churn.evaluate(current_model, spec, evaluation)
+        except Exception as exc:  # e.g. its features no longer exist
+            log.warning("churn: cannot re-evaluate %s (%s); using its recorded metrics",
+                        current.model_version, exc)
+            current_metrics = current.metrics
+        metrics["current_model_roc_auc_same_eval"] = current_metrics.get("roc_auc")
+    current_version = current.model_version if current else None
+    promoted, decision = registry.decide_promotion(spec, metrics, current_metrics, current_version)
+    version = registry.model_version(spec, ctx.logical_date)
+    window = (min(split.train_snapshots), max(split.train_snapshots))
+    evaluation_window = (f"snapshot {split.eval_snapshot}, labels to "
+                         f"{split.eval_snapshot + dt.timedelta(days=horizon)}")
+    artifact = _register(ctx, spec, version, model, {
+        "features": spec.features, "metrics": metrics, "promoted": promoted, "decision": decision,
+        "training_window_start": window[0], "training_window_end": window[1],
+        "evaluation_window": evaluation_window, "train_rows": len(train), "eval_rows": len(evaluation),
+        "sources": [ctx.features_table], "top_features": [f["feature"] for f in metrics["top_features"]]})
+    row = _run_row(ctx, spec, version, promoted=promoted, decision=decision, metrics=metrics, window=window,
+                   evaluation=evaluation_window, compared_with=current_version, artifact=artifact,
+                   train_rows=len(train), eval_rows=len(evaluation), seconds=time.monotonic() - started)
+    summary.update({"candidate_version": version, "promoted": promoted, "decision": decision,
+                    "metrics": _scalars(metrics)})
+    log.info("churn %s: AUC %.3f (recency baseline %s), promoted=%s: %s", version,
+             metrics.get("roc_auc") or float("nan"), metrics.get("recency_baseline_roc_auc"), promoted, decision)
+    return model, version, metrics, row
+
+
 def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     horizon = int(spec.section("target")["horizon_days"])
     due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
@@ -115,57 +177,9 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
         summary["train_snapshots"] = [str(d) for d in split.train_snapshots]
         summary["eval_snapshot"] = str(split.eval_snapshot) if split.eval_snapshot else None
         if split.ok:
-            started = time.monotonic()
-            cols = spec.features + [churn.LABEL, "recency_days", "orders_lifetime"]
-            train = read_features(ctx.con, ctx.features_table, split.train_snapshots, cols, labelled_only=True)
-            evaluation = read_features(ctx.con, ctx.features_table, [split.eval_snapshot], cols, labelled_only=True)
-            model = churn.fit(spec, train)
-            fit_seconds = time.monotonic() - started
-            metrics = churn.evaluate(model, spec, evaluation)
-            metrics["top_features"] = churn.top_features(model, spec, evaluation)
-            metrics["features_without_training_data"] = churn.empty_features(model, spec)
-            metrics["fit_seconds"] = round(fit_seconds, 3)
-            buyers = ctx.population[pd.to_numeric(ctx.population.orders_lifetime, errors="coerce") > 0]
-            ceiling = oracle.ceiling_metrics(
-                ctx.con, Path(ctx.settings.simulation_dir), eval_snapshot=split.eval_snapshot,
-                eval_rows=pd.DataFrame({"customer_id": evaluation.customer_id, "recency_days": evaluation.recency_days,
-                                        "y": evaluation[churn.LABEL].astype(int), "p": churn.predict(model, evaluation)}),
-                scoring_date=ctx.scoring_date,
-                scoring_rows=pd.DataFrame({"customer_id": buyers.customer_id, "recency_days": buyers.recency_days,
-                                           "p": churn.predict(model, buyers)}))
-            if ceiling:
-                metrics.update(ceiling)
-            current_metrics = None
-            if current_model is not None:
-                try:  # the fair comparison: the current model on the same evaluation snapshot
-                    current_metrics = churn.evaluate(current_model, spec, evaluation)
-                except Exception as exc:  # e.g. its features no longer exist
-                    log.warning("churn: cannot re-evaluate %s (%s); using its recorded metrics",
-                                current.model_version, exc)
-                    current_metrics = current.metrics
-                metrics["current_model_roc_auc_same_eval"] = current_metrics.get("roc_auc")
-            promoted, decision = registry.decide_promotion(
-                spec, metrics, current_metrics, current.model_version if current else None)
-            candidate = registry.model_version(spec, ctx.logical_date)
-            window = (min(split.train_snapshots), max(split.train_snapshots))
-            evaluation_window = (f"snapshot {split.eval_snapshot}, labels to "
-                                 f"{split.eval_snapshot + dt.timedelta(days=horizon)}")
-            artifact = _register(ctx, spec, candidate, model, {
-                "features": spec.features, "metrics": metrics, "promoted": promoted, "decision": decision,
-                "training_window_start": window[0], "training_window_end": window[1],
-                "evaluation_window": evaluation_window, "train_rows": len(train), "eval_rows": len(evaluation),
-                "sources": [ctx.features_table], "top_features": [f["feature"] for f in metrics["top_features"]]})
-            rows.append(_run_row(ctx, spec, candidate, promoted=promoted, decision=decision, metrics=metrics,
-                                 window=window, evaluation=evaluation_window,
-                                 compared_with=current.model_version if current else None, artifact=artifact,
-                                 train_rows=len(train), eval_rows=len(evaluation),
-                                 seconds=time.monotonic() - started))
-            summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
-                            "metrics": {k: v for k, v in _scalars(metrics).items()}})
-            log.info("churn %s: AUC %.3f (recency baseline %s), promoted=%s: %s", candidate,
-                     metrics.get("roc_auc") or float("nan"), metrics.get("recency_baseline_roc_auc"),
-                     promoted, decision)
-            if promoted:
+            model, candidate, metrics, row = _train_churn(ctx, spec, split, current, current_model, summary)
+            rows.append(row)
+            if row["promoted"]:
                 scorer, version = model, candidate
                 top = [f["feature"] for f in metrics["top_features"]]
         else:
@@ -183,9 +197,11 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
         version, top = heuristic, ["recency_days", "orders_lifetime", "days_since_first_order"]
         probability = churn.heuristic_probability(scoring, horizon)
         reason = summary.get("decision") or why
+        metrics = _ceiling(ctx, lambda frame: churn.heuristic_probability(frame, horizon), None, None) or {}
+        summary["metrics"] = _scalars(metrics)
         rows.append(_run_row(ctx, spec, heuristic, promoted=False,
                              decision=f"scored with the documented heuristic: {reason}",
-                             metrics={}, window=(None, None), evaluation=None, compared_with=None,
+                             metrics=metrics, window=(None, None), evaluation=None, compared_with=None,
                              artifact=None, train_rows=0, eval_rows=0, seconds=0.0,
                              features=["recency_days", "orders_lifetime", "days_since_first_order"]))
     frame = churn.scores_frame(scoring, probability, spec, version, ctx.now)
@@ -229,6 +245,17 @@ def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     summary: dict = {"training_due": due, "training_reason": why}
     rows, warnings = [], []
     scorer, version = current_model, current.model_version if current else None
+    min_customers = int(spec.section("algorithm").get("min_customers", 50))
+    if due and len(ctx.population) < min_customers:  # a first demo day: nothing to cluster yet
+        due = False
+        summary["decision"] = f"not trained: {len(ctx.population)} customers (< {min_customers})"
+        if scorer is None:
+            warnings.append(f"segments: {summary['decision']}; every customer is unsegmented")
+            frame = pd.DataFrame({"customer_id": ctx.population.customer_id.astype(str), "segment_id": 0,
+                                  "segment_name": "unsegmented", "model_version": "none",
+                                  "scored_at": pd.Timestamp(ctx.now), "as_of_date": ctx.population.snapshot_date})
+            summary["scoring_version"] = "none"
+            return StageResult("ml_customer_segments", frame, summary, rows, None, warnings)
 
     if due:
         started = time.monotonic()
@@ -375,7 +402,9 @@ def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
                 result.summary["seconds"] = round(time.monotonic() - t, 2)
                 stages.append(result)
         runs = pd.DataFrame([r for s in stages for r in s.run_rows])
-        drifts = pd.concat([s.drift for s in stages if s.drift is not None and len(s.drift)], ignore_index=True)
+        drifts = pd.concat([s.drift for s in stages if s.drift is not None and len(s.drift)]
+                           or [pd.DataFrame(columns=["logical_date", "model_name", "variable", "status"])],
+                           ignore_index=True)
         date_filter = f"logical_date = date '{logical_date.isoformat()}'"
         counts = replace_tables(con, {s.table: s.frame for s in stages},
                                 {"ml_model_runs": (date_filter, runs), "ml_drift": (date_filter, drifts)})

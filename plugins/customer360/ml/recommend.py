@@ -138,7 +138,8 @@ def fit(purchases: pd.DataFrame, views: pd.DataFrame, spec: ModelSpec, cutoff: d
     buyers = recent.groupby("sku").customer_id.nunique()
     popularity = np.zeros(n)
     popularity[index.get_indexer(buyers.index)] = buyers.to_numpy()
-    popularity = popularity / popularity.max() if popularity.max() > 0 else popularity
+    top = popularity.max(initial=0.0)
+    popularity = popularity / top if top > 0 else popularity
 
     rebuy = algo.get("repeat_purchase", {})
     orders_per_buyer = bought.groupby(["sku", "customer_id"]).order_id.nunique()

@@ -42,6 +42,11 @@ def gx():
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx_module
         from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.execution_engine import pandas_execution_engine
+
+        # GX fingerprints every DataFrame batch by hashing all of it (a batch marker we never
+        # read); on a 250k-row chunk that is most of the validation's time. 0 turns it off.
+        pandas_execution_engine.HASH_THRESHOLD = 0
 
         logging.getLogger("great_expectations").setLevel(logging.WARNING)
         context = gx_module.get_context(mode="ephemeral")
@@ -180,11 +185,17 @@ def run_expectations(specs: list[ExpectationSpec], frame: pd.DataFrame, name: st
 
 @dataclass
 class FrameSample:
-    """How to show and identify offending rows."""
+    """How to show and identify offending rows.
+
+    ``locator`` columns are small (integers) and carried in every chunk so that a failing row
+    can be found again in its source; ``where`` turns them into words for samples. Wide
+    identifying columns (file paths, hashes) are looked up only for the rows that failed.
+    """
 
     key_columns: tuple[str, ...] = ()
     pii_columns: tuple[str, ...] = ()
-    row_id_columns: tuple[str, ...] = ()   # carried along for quarantine, never shown
+    locator: tuple[str, ...] = ()
+    where: Callable[[pd.Series], str] | None = None
 
 
 def _describe_rows(frame: pd.DataFrame, index: list, spec: ExpectationSpec, available: list[str],
@@ -195,8 +206,10 @@ def _describe_rows(frame: pd.DataFrame, index: list, spec: ExpectationSpec, avai
     out = []
     for _, row in rows.iterrows():  # at most SAMPLE_SIZE rows
         values = ", ".join(f"{c}={_show(row[c], c in how.pii_columns)}" for c in value_cols)
-        keys = ", ".join(f"{c}={_show(row[c], c in how.pii_columns)}" for c in key_cols)
-        out.append(values + (f" ({keys})" if keys else ""))
+        keys = [f"{c}={_show(row[c], c in how.pii_columns)}" for c in key_cols]
+        if how.where is not None:
+            keys.append(how.where(row))
+        out.append(values + (f" ({', '.join(keys)})" if keys else ""))
     return out
 
 
@@ -218,7 +231,7 @@ def _merge_map(out: Outcome, res: dict, frame: pd.DataFrame, available: list[str
     if index and len(out.sample) < SAMPLE_SIZE:
         out.sample += _describe_rows(frame, index, out.spec, available, how)[:SAMPLE_SIZE - len(out.sample)]
     if index and collect_rows:
-        keep = [c for c in (*how.row_id_columns, *how.key_columns) if c in frame.columns]
+        keep = [c for c in (*how.locator, *how.key_columns) if c in frame.columns]
         out.failing_rows.append(frame.loc[index, list(dict.fromkeys(keep))])
 
 
@@ -283,7 +296,7 @@ def validate_source(
             runnable.append(i)
     row_wise = [i for i in runnable if is_chunkable(specs[i])]
     whole = [i for i in runnable if i not in row_wise]
-    extra = [c for c in (*how.key_columns, *how.row_id_columns) if c in available]
+    extra = [c for c in (*how.key_columns, *how.locator) if c in available]
 
     if row_wise:
         needed = list(dict.fromkeys(

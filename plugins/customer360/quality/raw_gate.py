@@ -42,8 +42,8 @@ from customer360.quality.targets import QuerySource, describe, quote
 
 log = logging.getLogger(__name__)
 
-ROW_ID_COLUMNS = ("_batch_id", "_source_file", "_source_line", "_record_hash", "filename",
-                  "file_row_number")
+# Where a row is: the index of its file in the query's file list and its row in that file.
+LOCATOR = ("_file_index", "file_row_number")
 REJECTS_DIR = "_gate_rejects"
 REJECTS_SCHEMA = pa.schema([
     ("_batch_id", pa.string()), ("_source_file", pa.string()), ("_source_line", pa.int64()),
@@ -116,7 +116,7 @@ class Rejects:
     @staticmethod
     def _collapse(parts: list[pd.DataFrame]) -> pd.DataFrame:
         frame = pd.concat(parts, ignore_index=True)
-        keys = ["filename", "file_row_number"]
+        keys = ["_batch_id", "file_row_number"]
         reasons = frame.groupby(keys, sort=False)["reason"].agg(lambda r: "; ".join(dict.fromkeys(r)))
         return frame.drop(columns="reason").drop_duplicates(keys).merge(
             reasons.reset_index(), on=keys)
@@ -163,27 +163,32 @@ def write_rejects(ctx: GateContext, rejects: Rejects, batches: dict[str, RawBatc
     for batch_id, parts in rejects.rows.items():
         batch = batches[batch_id]
         suite = suites[(batch.source, batch.entity)]
-        frame = Rejects._collapse(parts)
-        keys = [c for c in suite.key_columns if c in frame.columns and not c.startswith("_")]
-        frame["record_key"] = _record_key(frame, keys)
-        con = ctx.scratch
+        failing = Rejects._collapse(parts)[["file_row_number", "reason"]]
         read = f"read_parquet('{batch.path}', file_row_number = true, hive_partitioning = false)"
-        source_cols = [c for c in describe(con, f"SELECT * FROM {read}")
-                       if not c.startswith("_") and c != "file_row_number"]
+        columns = describe(ctx.scratch, f"SELECT * FROM {read}")
+        source_cols = [c for c in columns if not c.startswith("_") and c != "file_row_number"]
+        keys = [c for c in suite.key_columns if c in source_cols]
         packed = ", ".join(f"{quote(c)} := {quote(c)}" for c in source_cols)
-        raw = dict(con.execute(
-            f"SELECT file_row_number, CAST(to_json(struct_pack({packed})) AS VARCHAR) FROM {read} "
-            f"WHERE list_contains(?, file_row_number)",
-            [frame["file_row_number"].astype("int64").tolist()]).fetchall())
+        ctx.scratch.register("failing_rows", failing)
+        try:
+            frame = ctx.scratch.execute(
+                f"SELECT r.file_row_number, r._batch_id, r._source_file, r._source_line, r._record_hash, "
+                f"CAST(to_json(struct_pack({packed})) AS VARCHAR) AS raw_text, "
+                + ("".join(f"r.{quote(k)}, " for k in keys))
+                + f"f.reason FROM {read} AS r JOIN failing_rows AS f USING (file_row_number) "
+                f"ORDER BY r.file_row_number").df()
+        finally:
+            ctx.scratch.unregister("failing_rows")
+        frame["record_key"] = _record_key(frame, keys)
         lake.write_quarantine(ctx.settings, [{
-            "source_file": r["_source_file"], "source_line": None if pd.isna(r["_source_line"]) else int(r["_source_line"]),
-            "record_key": r["record_key"], "reason": r["reason"],
-            "raw_text": raw.get(int(r["file_row_number"]))}
+            "source_file": r["_source_file"],
+            "source_line": None if pd.isna(r["_source_line"]) else int(r["_source_line"]),
+            "record_key": r["record_key"], "reason": r["reason"], "raw_text": r["raw_text"]}
             for r in frame.to_dict("records")],
             source=batch.source, entity=batch.entity, load_date=batch.load_date,
             batch_id=f"gate-{batch_id}")
         table = pa.table({
-            "_batch_id": frame["_batch_id"].astype(str).tolist(),
+            "_batch_id": [batch_id] * len(frame),
             "_source_file": frame["_source_file"].tolist(),
             "_source_line": [None if pd.isna(v) else int(v) for v in frame["_source_line"]],
             "_record_hash": frame["_record_hash"].tolist(),
@@ -253,20 +258,25 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
         types = describe(con, f"SELECT * FROM read_parquet('{group[0].path}', hive_partitioning = true)")
         groups[tuple(types.items())] += group
     derive = suite.target.get("derive") or {}
-    how = FrameSample(key_columns=(*suite.key_columns, "_source_file", "_source_line"),
-                      pii_columns=suite.pii_columns, row_id_columns=ROW_ID_COLUMNS)
     per_group: list[tuple[list[RawBatch], list[Outcome]]] = []
     for signature, group in groups.items():
         files = ", ".join(f"'{b.path}'" for b in group)
         extra = "".join(f", ({expr}) AS {quote(name)}" for name, expr in derive.items())
-        sql = (f"SELECT *{extra} FROM read_parquet([{files}], filename = true, "
+        sql = (f"SELECT *, file_index AS _file_index{extra} FROM read_parquet([{files}], "
                f"file_row_number = true, hive_partitioning = true, union_by_name = true)")
+        how = FrameSample(key_columns=suite.key_columns, pii_columns=suite.pii_columns, locator=LOCATOR,
+                          where=lambda row, group=group: (f"batch {group[int(row['_file_index'])].batch_id} "
+                                                          f"row {int(row['file_row_number'])}"))
         outcomes = evaluate(
             suite, lambda sql=sql: QuerySource(con, sql, ctx.chunk_rows), dict(signature), how,
             collect_rows=lambda spec: spec.scope == "row" and spec.severity == "error")
         for o in outcomes:
             if o.success is False and o.spec.generated:
                 o.sample.append("batches: " + ", ".join(b.batch_id for b in group))
+            # name each failing row's batch: file indexes mean nothing outside this query
+            batch_ids = [b.batch_id for b in group]
+            o.failing_rows = [f.assign(_batch_id=[batch_ids[int(i)] for i in f["_file_index"]])
+                              for f in o.failing_rows]
         per_group.append((group, outcomes))
 
     blocked: set[str] = set()

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from customer360.quality.gx_validation import FrameSource
 
-DEFAULT_CHUNK_ROWS = 250_000
+DEFAULT_CHUNK_ROWS = 500_000
 
 
 def type_family(duckdb_type: str) -> str:
@@ -89,7 +89,7 @@ class QuerySource(FrameSource):
     def chunks(self, columns: list[str]) -> Iterator[pd.DataFrame]:
         reader = self.con.execute(
             f"SELECT {self._projection(columns)} FROM ({self.sql}) AS _target"
-        ).fetch_record_batch(self.chunk_rows)
+        ).to_arrow_reader(self.chunk_rows)
         for batch in reader:
             if batch.num_rows:
                 yield _to_pandas(batch)

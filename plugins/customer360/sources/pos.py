@@ -131,7 +131,7 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
         quarantine=_quarantine_rows(con, parsed, "transaction_id || ':' || line_no"),
         outcomes=outcomes,
         file_extra={"store_id": [v.file.store_id for v in group],
-                    "business_date": [v.file.folder_date for v in group]},
+                    "business_date": [v.file.folder_date.isoformat() for v in group]},
         note="; ".join(notes))
     parsed_at = time.perf_counter()
     rec = land(settings, manifest, batch, content)

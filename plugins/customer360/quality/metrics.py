@@ -220,37 +220,42 @@ def published_tables(con: duckdb.DuckDBPyConnection, schemas: list[str]) -> list
 def pii_scan(ctx: GateContext, params: dict) -> pd.DataFrame:
     """One row per column of every published table: how many values hold an email address or
     a phone number, with one masked example. Text, JSON, lists and structs are all scanned as
-    text; hashes (hex) do not match the phone pattern because it needs non-alphanumeric edges."""
+    text; hashes (hex) do not match the phone pattern because it needs non-alphanumeric edges.
+
+    Every value is matched once against both patterns together; only a column with a match
+    is scanned again to tell emails from phones and pick an example (a clean run reads each
+    value once, which halves the scan)."""
     con = ctx.warehouse
     schemas = list(params.get("schemas", ["marts", "ml"]))
+    either = f"({SQL_EMAIL_PATTERN})|{SQL_PHONE_PATTERN}"
     rows = []
     for schema, table in published_tables(con, schemas):
+        relation = f"{quote(schema)}.{quote(table)}"
         cols = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
             "ORDER BY ordinal_position", [schema, table]).fetchall()
-        scanned = [(c, t) for c, t in cols if type_family(t) in ("string", "json", "list", "struct", "other")]
-        counts: dict[str, tuple] = {}
-        if scanned:
-            parts = []
-            for i, (c, _) in enumerate(scanned):
-                text = f"CAST({quote(c)} AS VARCHAR)"
-                parts += [f"count(*) FILTER (WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')) AS e{i}",
-                          f"count(*) FILTER (WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')) AS p{i}",
-                          f"any_value(regexp_extract({text}, '{SQL_EMAIL_PATTERN}')) FILTER "
-                          f"(WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')) AS xe{i}",
-                          f"any_value(regexp_extract({text}, '{SQL_PHONE_PATTERN}', 2)) FILTER "
-                          f"(WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')) AS xp{i}"]
-            values = con.execute(f"SELECT {', '.join(parts)} FROM {quote(schema)}.{quote(table)}").fetchone()
-            for i, (c, _) in enumerate(scanned):
-                counts[c] = values[4 * i: 4 * i + 4]
+        scanned = [c for c, t in cols if type_family(t) in ("string", "json", "list", "struct", "other")]
+        hits = dict(zip(scanned, con.execute("SELECT " + ", ".join(
+            f"count(*) FILTER (WHERE regexp_matches(CAST({quote(c)} AS VARCHAR), '{either}'))"
+            for c in scanned) + f" FROM {relation}").fetchone())) if scanned else {}
         for c, t in cols:
-            emails, phones, ex_email, ex_phone = counts.get(c, (None, None, None, None))
-            example = mask_email(ex_email) if ex_email else mask_phone(ex_phone) if ex_phone else None
+            emails = phones = example = None
+            if c in hits:
+                emails = phones = 0
+            if hits.get(c):
+                text = f"CAST({quote(c)} AS VARCHAR)"
+                emails, phones, ex_email, ex_phone = con.execute(
+                    f"SELECT count(*) FILTER (WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')), "
+                    f"count(*) FILTER (WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')), "
+                    f"any_value(regexp_extract({text}, '{SQL_EMAIL_PATTERN}')) "
+                    f"FILTER (WHERE regexp_matches({text}, '{SQL_EMAIL_PATTERN}')), "
+                    f"any_value(regexp_extract({text}, '{SQL_PHONE_PATTERN}', 2)) "
+                    f"FILTER (WHERE regexp_matches({text}, '{SQL_PHONE_PATTERN}')) FROM {relation}").fetchone()
+                # masked here: nothing personal leaves this function
+                example = mask_email(ex_email) if ex_email else mask_phone(ex_phone) if ex_phone else None
             rows.append({"table_name": f"{schema}.{table}", "column_name": c, "data_type": t,
-                         "email_values": emails, "phone_values": phones,
-                         # masked here: nothing personal leaves this function
-                         "example": example})
+                         "email_values": emails, "phone_values": phones, "example": example})
     frame = pd.DataFrame(rows, columns=["table_name", "column_name", "data_type", "email_values",
                                         "phone_values", "example"])
     # counts stay integers with gaps (columns that are not text are not counted)

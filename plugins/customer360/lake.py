@@ -100,6 +100,9 @@ def write_raw_batch(
     context_cols = [c for c in table.column_names if c.startswith("_") and c not in META_COLUMNS]
     row = ", ".join(f'"{c}"' for c in data_cols)
     context = "".join(f', "{c}"' for c in context_cols)
+    # Separator-joined text is about twice as fast to hash as the row cast to a struct
+    # string; chr(0) keeps NULL distinct from ''.
+    hashed = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in data_cols)
     dest = batch_path(settings.lake_raw, source, entity, load_date, batch_id)
     con = duckdb.connect()
     try:
@@ -107,7 +110,7 @@ def write_raw_batch(
         select = (
             f"SELECT {row}{context}, '{batch_id}' AS _batch_id, _source_file, _source_line, "
             f"TIMESTAMPTZ '{loaded_at.isoformat()}' AS _loaded_at, "
-            f"md5(CAST(struct_pack({row}) AS VARCHAR)) AS _record_hash FROM batch"
+            f"md5(concat_ws(chr(31), {hashed})) AS _record_hash FROM batch"
         )
         _copy_atomically(con, select, dest)
     finally:

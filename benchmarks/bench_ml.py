@@ -75,7 +75,9 @@ def main() -> int:
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "stage_seconds": {name: m["seconds"] for name, m in first["models"].items()},
         "churn": {k: churn.get(k) for k in ("rows", "roc_auc", "pr_auc", "brier", "recency_baseline_roc_auc",
-                                           "oracle_roc_auc", "auc_share_of_ceiling", "fit_seconds")},
+                                           "oracle_method", "model_roc_auc_vs_truth", "oracle_roc_auc",
+                                           "recency_baseline_roc_auc_vs_truth", "auc_share_of_ceiling",
+                                           "fit_seconds")},
         "segments": first["models"]["segments"]["metrics"].get("k"),
         "recommendations": {k: first["models"]["recommendations"]["metrics"].get(k)
                             for k in ("hit_rate_at_k", "popularity_hit_rate_at_k", "eval_customers")},

@@ -28,7 +28,7 @@ def make_warehouse(path, customers: int, version: int) -> None:
     con.execute(f"""CREATE OR REPLACE TABLE ml.ml_churn_scores AS
         SELECT 'c_' || i AS customer_id, (i % 10) / 10.0 AS churn_probability, 'v{version}' AS model_version
         FROM range({customers}) t(i)""")
-    con.execute("CREATE OR REPLACE TABLE staging.stg_secret AS SELECT 'ann@mail.com' AS email")
+    con.execute("CREATE OR REPLACE TABLE ml.ml_customer_features AS SELECT 1 AS x; CREATE OR REPLACE TABLE staging.stg_secret AS SELECT 'ann@mail.com' AS email")
     con.close()
 
 

@@ -24,6 +24,10 @@ from customer360.settings import Settings
 log = logging.getLogger(__name__)
 
 PUBLISHED_SCHEMAS = ("marts", "ml")
+# The ml schema also holds working tables (point-in-time features, product views with
+# device ids, drift): only the MARTS.md model outputs are published.
+PUBLISHED_ML_TABLES = ("ml_customer_segments", "ml_churn_scores", "ml_product_recommendations",
+                       "ml_model_runs")
 
 
 @dataclass
@@ -57,9 +61,10 @@ def _fsync(path: Path) -> None:
 def list_publishable_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
-        "WHERE table_catalog = ? AND table_schema IN ('marts', 'ml') AND table_type = 'BASE TABLE' "
-        "AND table_name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY 1, 2",
-        [catalog],
+        "WHERE table_catalog = ? AND table_type = 'BASE TABLE' AND table_name NOT LIKE '\\_%' ESCAPE '\\' "
+        "AND (table_schema = 'marts' OR (table_schema = 'ml' AND list_contains(?, table_name))) "
+        "ORDER BY 1, 2",
+        [catalog, list(PUBLISHED_ML_TABLES)],
     ).fetchall()
     return [(s, t) for s, t in rows]
 

@@ -1,0 +1,315 @@
+"""Erasure: a person's personal data removed from everywhere the pipeline keeps it.
+
+    result = erase(settings, [ErasureRequest("email", "ann@mail.com")], rebuild=True)
+
+Where a person lives, and what happens there:
+
+| place | what is done |
+|---|---|
+| raw zone, quarantine (Parquet) | files rewritten without their rows (:mod:`.lake_purge`) |
+| landing copies (web, POS files) | their lines blanked; manifests updated so nothing reloads |
+| warehouse DuckDB | their rows deleted in every table (the SCD2 snapshot and the identity memory included: neither is rebuilt from raw), then rebuilt by dbt and ML from the purged raw zone |
+| published DuckDB, Parquet, PostgreSQL | their rows removed at once (a new file renamed into place), then republished from the rebuilt warehouse through the marts gate |
+| audience exports | their rows removed |
+| DuckDB files | compacted (:func:`.duck_purge.compact`): no freed block keeps a deleted value |
+| model artifacts | nothing to do: the models keep aggregates (trees, centroids, item similarities), never training rows; the next training no longer sees the person |
+| audit | an erasure row and a chained event: tokens, times, counts; nothing personal |
+
+Daily aggregates (``kpi_daily``) may keep their totals. The CRM itself, and the demo's
+simulated sources under ``$C360_HOME/simulation``, are the sources' systems: erasing there is
+their job (the CRM signals it with ``archived: true``). A source that sends the person's old
+records again (a late file, a redelivery, a re-read of the CRM) is caught by
+:func:`returning_requests`: the tokens of erased keys are matched against every new batch.
+
+Two callers: ``c360 erase`` (one request, rebuild and republish now) and the DAG task
+:func:`customer360.privacy.tasks.erasure` (archived contacts and returning records of the
+day, after extract; the day's own build and publish follow).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from customer360.privacy import duck_purge, erasure_log, pii
+from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
+from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
+                                        load_key_tables, parquet_sql, raw_files)
+from customer360.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resolved:
+    erasure_id: str
+    request: ErasureRequest
+    token: str
+    keys: PersonKeys = field(repr=False)
+
+
+@dataclass
+class ErasureResult:
+    """What an erasure did, JSON-able and free of personal data (for logs, XComs, the CLI)."""
+
+    erasures: list[dict] = field(default_factory=list)   # erasure_id, reason, kind, token, keys
+    refused: list[str] = field(default_factory=list)     # why some requests did nothing
+    lake: dict = field(default_factory=dict)
+    warehouse: dict = field(default_factory=dict)
+    published: dict = field(default_factory=dict)
+    audiences: dict = field(default_factory=dict)
+    postgres: dict | None = None
+    rebuild: dict | None = None
+    compaction: dict = field(default_factory=dict)
+    verification: dict | None = None
+    status: str = "nothing to erase"
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "erasures": self.erasures, "refused": self.refused,
+                "lake": self.lake, "warehouse": self.warehouse, "published": self.published,
+                "audiences": self.audiences, "postgres": self.postgres, "rebuild": self.rebuild,
+                "compaction": self.compaction, "verification": self.verification,
+                "seconds": round(self.seconds, 2)}
+
+
+# --------------------------------------------------------------------------- requests
+
+def archived_contact_requests(settings: Settings) -> list[ErasureRequest]:
+    """A request per CRM contact whose latest landed version is ``archived: true``."""
+    files = raw_files(settings.lake_raw, "crm", "contacts")
+    if not files:
+        return []
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"""
+            SELECT contact_id FROM (
+                SELECT trim(id) AS contact_id, archived,
+                       row_number() OVER (PARTITION BY trim(id)
+                                          ORDER BY try_cast("updatedAt" AS TIMESTAMPTZ) DESC NULLS LAST,
+                                                   _loaded_at DESC) AS version_rank
+                FROM {parquet_sql(files)} WHERE id IS NOT NULL)
+            WHERE version_rank = 1 AND archived ORDER BY contact_id""").fetchall()
+    finally:
+        con.close()
+    return [ErasureRequest("contact", r[0], reason="archived") for r in rows]
+
+
+def _today_batches(root: Path, source: str, entity: str, logical_date: dt.date) -> list[Path]:
+    return [p for p in raw_files(root, source, entity)
+            if p.parent.name == f"load_date={logical_date.isoformat()}"]
+
+
+# (source, entity) -> SQL of (key_type, value, record time) rows of a raw batch
+_RETURNING_KEYS = {
+    ("crm", "contacts"): [
+        ("contact", "trim(id)", '"updatedAt"'),
+        ("email", pii.email_sql("json_extract_string(properties, '$.email')"), '"updatedAt"'),
+        ("phone", pii.phone_sql("json_extract_string(properties, '$.phone')",
+                                "json_extract_string(properties, '$.country')"), '"updatedAt"'),
+        ("loyalty", pii.loyalty_sql("json_extract_string(properties, '$.loyalty_id')"), '"updatedAt"')],
+    ("crm", "tickets"): [("contact", "trim(json_extract_string(properties, '$.contact_id'))", '"updatedAt"')],
+    ("crm", "feedback_submissions"): [
+        ("contact", "trim(json_extract_string(properties, '$.contact_id'))", '"updatedAt"')],
+    ("web", "events"): [
+        ("contact", 'trim("userId")', '"timestamp"'),
+        ("anon", '"anonymousId"', '"timestamp"'),
+        ("email", pii.email_sql("json_extract_string(traits, '$.email')"), '"timestamp"'),
+        ("phone", pii.phone_sql("json_extract_string(traits, '$.phone')",
+                                "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)"),
+         '"timestamp"')],
+    ("pos", "transactions"): [
+        ("loyalty", pii.loyalty_sql("loyalty_id"), "business_date"),
+        ("email", pii.email_sql("customer_email"), "business_date"),
+        ("phone", pii.phone_sql("customer_phone", '"_store_country"'), "business_date")],
+}
+
+
+def returning_requests(settings: Settings, logical_date: dt.date,
+                       pseudo: pii.Pseudonymizer) -> list[ErasureRequest]:
+    """Requests for records landed on ``logical_date`` that carry a key of an erased person
+    and date from before that erasure (newer activity is new data, and stays)."""
+    erased = erasure_log.erased_tokens(settings)
+    if erased.empty:
+        return []
+    con = duckdb.connect()
+    try:
+        pii.register(con, pseudo)
+        con.register("erased", erased)
+        found: set[tuple[str, str]] = set()
+        for (source, entity), extractors in _RETURNING_KEYS.items():
+            files = _today_batches(settings.lake_raw, source, entity, logical_date)
+            if not files:
+                continue
+            selects = " UNION ALL ".join(
+                f"SELECT '{kt}' AS key_type, {value} AS value, "
+                f"try_cast({when} AS TIMESTAMPTZ) AS record_at FROM {parquet_sql(files)}"
+                for kt, value, when in extractors)
+            rows = con.execute(f"""
+                WITH keyed AS (SELECT DISTINCT key_type, value, record_at FROM ({selects})
+                               WHERE value IS NOT NULL)
+                SELECT DISTINCT k.key_type, k.value
+                FROM keyed k JOIN erased e ON e.token = pii_token(k.key_type || ':' || k.value)
+                WHERE k.record_at IS NULL OR k.record_at <= e.erased_at""").fetchall()
+            found.update(rows)
+    finally:
+        con.close()
+    return [ErasureRequest(kt, v, reason="returning") for kt, v in sorted(found)]
+
+
+# --------------------------------------------------------------------------- the erasure
+
+def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pseudonymizer,
+             force: bool, result: ErasureResult) -> list[Resolved]:
+    resolved: list[Resolved] = []
+    seen: set[str] = set()
+    con = duckdb.connect()
+    resolver = None
+    try:
+        pii.register(con, pseudo)
+        resolver = Resolver(settings, con)
+        for request in requests:
+            try:
+                token = pseudo.token(request.identity_key)
+                if request.identity_key in seen:
+                    continue  # already part of a person resolved in this batch
+                keys = resolver.resolve(request, force=force)
+            except ErasureRefused as exc:
+                result.refused.append(f"{request.reason} {request.kind} request: {exc}")
+                continue
+            seen.update(keys.identity_keys())
+            resolved.append(Resolved(f"er-{uuid.uuid4().hex[:12]}", request, token, keys))
+    finally:
+        if resolver is not None:
+            resolver.close()
+        con.close()
+    return resolved
+
+
+def purge(settings: Settings, person: PersonKeys, result: ErasureResult) -> None:
+    """Remove ``person`` from every file: lake, landing, warehouse (in place, compacted),
+    publication, audiences, PostgreSQL."""
+    from customer360.privacy import audience
+
+    needles = person.needles()
+    con = duckdb.connect()
+    try:
+        pii.register(con, pii.pseudonymizer(settings))
+        load_key_tables(con, person)
+        lake = purge_lake(settings, con, needles, LakePurge())
+    finally:
+        con.close()
+    purge_landing(settings, needles, lake)
+    result.lake = lake.as_dict()
+    result.warehouse = duck_purge.purge_warehouse(settings, person, needles)
+    result.compaction["warehouse"] = duck_purge.compact(settings.warehouse_path)
+    result.published = duck_purge.purge_publication(settings, person)
+    result.audiences = audience.purge_audiences(settings, person)
+    if settings.publish_postgres_dsn and (settings.published_dir / "c360.duckdb").exists():
+        from customer360.publish_postgres import publish_postgres
+
+        result.postgres = publish_postgres(settings)
+
+
+def last_published_date(settings: Settings) -> dt.date | None:
+    path = settings.published_dir / "publication.json"
+    if not path.exists():
+        return None
+    try:
+        return dt.date.fromisoformat(json.loads(path.read_text())["logical_date"])
+    except (ValueError, KeyError):
+        return None
+
+
+def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:
+    """Warehouse, ML and publication again from the purged raw zone, through the same stage
+    functions and gates as the DAG (the raw gate has nothing new to check)."""
+    from customer360 import pipeline
+
+    steps: dict = {}
+    for layer in ("staging", "intermediate"):
+        steps[layer] = pipeline.build_layer(layer, as_of, settings)["counts"]
+    steps["gate_core"] = pipeline.gate("core", as_of, run_id, settings)["summary"]
+    steps["marts"] = pipeline.build_layer("marts", as_of, settings)["counts"]
+    pipeline.machine_learning(as_of, settings)
+    steps["ml"] = "ok"
+    steps["customer_360"] = pipeline.build_layer("customer_360", as_of, settings)["counts"]
+    steps["gate_marts"] = pipeline.gate("marts", as_of, run_id, settings)["summary"]
+    steps["publish"] = pipeline.publish(as_of, settings)["tables"]
+    return steps
+
+
+def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bool = True,
+          as_of: dt.date | None = None, force: bool = False, dry_run: bool = False,
+          verify: bool = False, trigger: str = "cli") -> ErasureResult:
+    """Erase the people named by ``requests``. With ``rebuild_now`` the warehouse, ML and
+    publication are rebuilt (the CLI); without, the caller's pipeline does it (the DAG).
+    Returns counts only; raises nothing for a request that names nobody (see ``refused``)."""
+    started = time.monotonic()
+    requested_at = dt.datetime.now(dt.timezone.utc)
+    pseudo = pii.pseudonymizer(settings)
+    result = ErasureResult()
+    resolved = _resolve(settings, requests, pseudo, force, result)
+    result.erasures = [{"erasure_id": r.erasure_id, "reason": r.request.reason,
+                        "request_kind": r.request.kind, "request_token": r.token,
+                        "keys": r.keys.counts()} for r in resolved]
+    if not resolved:
+        result.seconds = time.monotonic() - started
+        return result
+    person = PersonKeys()
+    for r in resolved:
+        person.merge(r.keys)
+    if dry_run:
+        result.status = "dry run: nothing changed"
+        result.seconds = time.monotonic() - started
+        return result
+
+    purge(settings, person, result)
+    result.status = "purged; the next pipeline run rebuilds the warehouse"
+    compacted = False
+    if rebuild_now:
+        as_of = as_of or last_published_date(settings)
+        if as_of is None:
+            result.status = "purged; nothing was published yet, so nothing to rebuild"
+        else:
+            try:
+                result.rebuild = rebuild(settings, as_of, f"erasure__{resolved[0].erasure_id}")
+                result.status = "complete"
+            except Exception as exc:  # the publication was purged in place already
+                # the message of a gate or dbt failure is masked/structural, never row data
+                result.rebuild = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                result.status = "purged; the rebuild or republish failed (the publication was purged in place)"
+            result.compaction["warehouse_after_rebuild"] = duck_purge.compact(settings.warehouse_path)
+            compacted = True
+    if verify:
+        from customer360.privacy.scan import verify_erased
+
+        result.verification = verify_erased(settings, person)
+    purged = {"lake": result.lake, "warehouse": result.warehouse, "published": result.published,
+              "audiences": result.audiences,
+              "postgres": bool(result.postgres), "rebuilt": result.status == "complete",
+              "batch": len(resolved), "trigger": trigger}
+    for r in resolved:
+        tokens = [(pseudo.token(k), k.split(":", 1)[0]) for k in sorted(r.keys.identity_keys())]
+        erasure_log.record(settings, erasure_id=r.erasure_id, requested_at=requested_at,
+                           reason=r.request.reason, request_kind=r.request.kind,
+                           request_token=r.token, status=result.status, keys=r.keys.counts(),
+                           purged=purged, key_tokens=tokens)
+    if compacted:
+        erasure_log.mark_compacted(settings, [r.erasure_id for r in resolved],
+                                   {"trigger": trigger})
+    result.seconds = time.monotonic() - started
+    log.info("erasure of %d person(s) (%s): %d raw/quarantine row(s), %d landing line(s), "
+             "%d warehouse row(s), %d published row(s) removed; %s",
+             len(resolved), trigger, sum(result.lake["raw_rows"].values())
+             + sum(result.lake["quarantine_rows"].values()), result.lake["landing_lines"],
+             sum(result.warehouse.values()), sum(result.published.get("tables", {}).values()),
+             result.status)
+    return result

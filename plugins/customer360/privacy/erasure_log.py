@@ -1,0 +1,101 @@
+"""The erasure log, in the audit store (``$C360_HOME/audit/audit.duckdb``, schema ``audit``).
+
+``audit.erasures``: one row per erasure: when, why (a request or an archived CRM contact),
+the token of the key that asked for it, how many keys and customers it resolved to, what was
+purged where (counts per table and file kind), and its status. Every erasure is also an
+entry of the hash-chained event log (``kind = 'erasure'``), so rewriting this table after
+the fact shows in ``c360 audit verify``.
+
+``audit.erased_keys``: the tokens of every key of every erased person, with the erasure
+time. Incoming data is matched against it so that a late file, a redelivery or a re-read of
+the CRM cannot bring back records from before the erasure (:mod:`customer360.privacy.erasure`).
+
+Nothing personal is stored: tokens are SHA-256 of the keyed HMAC
+(:meth:`customer360.privacy.pii.Pseudonymizer.token`): not the hashes the marts publish, and
+useless for guessing without ``C360_PII_KEY``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+
+from customer360 import audit
+from customer360.settings import Settings
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS audit.erasures (
+    erasure_id VARCHAR PRIMARY KEY, requested_at TIMESTAMPTZ, finished_at TIMESTAMPTZ,
+    reason VARCHAR, request_kind VARCHAR, request_token VARCHAR, status VARCHAR,
+    keys_json VARCHAR, purged_json VARCHAR, compacted_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS audit.erased_keys (
+    token VARCHAR, key_type VARCHAR, erasure_id VARCHAR, erased_at TIMESTAMPTZ,
+    PRIMARY KEY (token, erasure_id));
+"""
+
+
+def _ensure(con) -> None:
+    con.execute(_DDL)
+
+
+def record(settings: Settings, *, erasure_id: str, requested_at: dt.datetime, reason: str,
+           request_kind: str, request_token: str, status: str, keys: dict, purged: dict,
+           key_tokens: list[tuple[str, str]]) -> dict:
+    """Store one erasure and its key tokens; append it to the chained event log."""
+    finished = dt.datetime.now(dt.timezone.utc)
+    with audit.connect(settings) as con:
+        _ensure(con)
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT OR REPLACE INTO audit.erasures VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [erasure_id, requested_at, finished, reason, request_kind, request_token, status,
+                     json.dumps(keys, sort_keys=True), json.dumps(purged, sort_keys=True)])
+        if key_tokens:
+            con.executemany("INSERT OR IGNORE INTO audit.erased_keys VALUES (?, ?, ?, ?)",
+                            [(token, key_type, erasure_id, requested_at) for token, key_type in key_tokens])
+        con.execute("COMMIT")
+    event = audit.log_event(settings, "erasure", {
+        "erasure_id": erasure_id, "reason": reason, "request_kind": request_kind,
+        "request_token": request_token, "status": status, "requested_at": requested_at.isoformat(),
+        "keys": keys, "purged": purged})
+    return {"erasure_id": erasure_id, "status": status, "event_seq": event["seq"]}
+
+
+def erased_tokens(settings: Settings) -> pd.DataFrame:
+    """token, key_type, erasure_id, erased_at of every erased key."""
+    if not audit.audit_path(settings).exists():
+        return pd.DataFrame(columns=["token", "key_type", "erasure_id", "erased_at"])
+    with audit.connect(settings) as con:
+        _ensure(con)
+        return con.execute("SELECT token, key_type, erasure_id, erased_at FROM audit.erased_keys").df()
+
+
+def erasures(settings: Settings) -> pd.DataFrame:
+    if not audit.audit_path(settings).exists():
+        return pd.DataFrame()
+    with audit.connect(settings) as con:
+        _ensure(con)
+        return con.execute("SELECT * FROM audit.erasures ORDER BY requested_at").df()
+
+
+def awaiting_compaction(settings: Settings) -> list[str]:
+    """Erasures whose warehouse has not been compacted since (a DAG run purged it in place
+    and the day's rebuild still had to happen)."""
+    if not audit.audit_path(settings).exists():
+        return []
+    with audit.connect(settings) as con:
+        _ensure(con)
+        return [r[0] for r in con.execute(
+            "SELECT erasure_id FROM audit.erasures WHERE compacted_at IS NULL ORDER BY requested_at").fetchall()]
+
+
+def mark_compacted(settings: Settings, erasure_ids: list[str], detail: dict) -> None:
+    if not erasure_ids:
+        return
+    now = dt.datetime.now(dt.timezone.utc)
+    with audit.connect(settings) as con:
+        _ensure(con)
+        con.executemany("UPDATE audit.erasures SET compacted_at = ? WHERE erasure_id = ?",
+                        [(now, e) for e in erasure_ids])
+    audit.log_event(settings, "erasure_compaction", {"erasures": erasure_ids, **detail})

@@ -1,0 +1,346 @@
+"""A person's rows removed from the raw zone, the quarantine and the landing folder.
+
+Raw and quarantine Parquet files holding any of the person's rows are rewritten without
+them: written in full under a temporary name beside the original, synced, and renamed over
+it (a reader sees the old file or the new one, never half of one). A file keeps its name,
+so batch ids, the loaders' manifests and the gates' watermarks stay valid.
+
+Which rows are the person's (:func:`entity_predicate`): their CRM contacts (every
+version, the archived one included), tickets and survey answers filed by them or whose free
+text mentions them, web events of their contact id, their devices, or with their email or
+phone as traits, every line of their POS transactions, and any row of any entity whose text
+mentions them (:class:`~customer360.privacy.person.Needles`: quarantined lines keep the raw
+text that was rejected).
+
+Landing files (web part files, POS CSVs) under ``C360_LANDING`` are the sources' drop zone;
+the copies there are ours once delivered, so they are scrubbed too: the physical lines the
+removed rows came from (``_source_file``/``_source_line``) and any line that mentions the
+person are blanked. Blanking rather than deleting keeps every other line's number, which
+raw rows and quarantine records point to, and both loaders skip blank lines. The manifest
+row of a rewritten file gets the new size, mtime and SHA-256, so the loaders do not take the
+scrubbed file for a new version and load it again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import sqlite3
+import uuid
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from customer360.landing.layout import scan_landing
+from customer360.landing.manifest import sha256_of, source_lock
+from customer360.privacy.person import (Needles, crm_contact_predicate, json_id_predicate,
+                                        pos_transaction_predicate, web_event_predicate)
+from customer360.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_LINE_SOURCES = {("web", "events"), ("pos", "transactions")}
+
+
+@dataclass
+class LakePurge:
+    """What was removed; counts and paths only (paths hold no personal data)."""
+
+    raw_rows: dict[str, int] = field(default_factory=dict)          # "crm/contacts" -> rows
+    raw_files: int = 0
+    quarantine_rows: dict[str, int] = field(default_factory=dict)
+    quarantine_files: int = 0
+    landing_lines: int = 0
+    landing_files: int = 0
+    manifest_rows: int = 0
+    # (landing-relative file, physical line) of every removed row that came from a file
+    lines: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set), repr=False)
+
+    def as_dict(self) -> dict:
+        return {"raw_rows": dict(sorted(self.raw_rows.items())), "raw_files": self.raw_files,
+                "quarantine_rows": dict(sorted(self.quarantine_rows.items())),
+                "quarantine_files": self.quarantine_files, "landing_lines": self.landing_lines,
+                "landing_files": self.landing_files, "manifest_rows": self.manifest_rows}
+
+    @property
+    def rows(self) -> int:
+        return sum(self.raw_rows.values()) + sum(self.quarantine_rows.values())
+
+
+# --------------------------------------------------------------------------- predicates
+
+def _quoted(col: str) -> str:
+    return '"' + col.replace('"', '""') + '"'
+
+
+def entity_predicate(source: str, entity: str, columns: dict[str, str], needles: Needles) -> str:
+    """SQL condition, true for a row of ``source/entity`` (raw or quarantine, told apart by
+    its columns) that belongs to the person or mentions them."""
+    cols = set(columns)
+    parts = []
+    if (source, entity) == ("crm", "contacts"):
+        if {"id", "properties"} <= cols:
+            parts.append(crm_contact_predicate())
+        if "record_key" in cols:
+            parts.append("trim(record_key) IN (SELECT v FROM p_contacts)")
+        if "raw_text" in cols:
+            parts.append(json_id_predicate("raw_text", ("id",)))
+        # A contact record names its own person: other contacts are never matched by name.
+        needles = needles.without_names()
+    elif source == "crm":
+        if "properties" in cols:
+            parts.append("trim(json_extract_string(properties, '$.contact_id')) IN (SELECT v FROM p_contacts)")
+        if "raw_text" in cols:
+            parts.append(json_id_predicate("raw_text", ("contact_id",)))
+    elif (source, entity) == ("web", "events"):
+        if {"userId", "anonymousId", "traits", "context"} <= cols:
+            parts.append(web_event_predicate())
+        if "raw_text" in cols:
+            parts.append(json_id_predicate("raw_text", ("userId",)))
+    elif (source, entity) == ("pos", "transactions"):
+        if {"store_id", "transaction_id", "loyalty_id", "customer_phone", "customer_email",
+                "_store_country"} <= cols:
+            parts.append(pos_transaction_predicate())
+        if "record_key" in cols:
+            parts.append("split_part(record_key, ':', 1) IN (SELECT transaction_id FROM p_txns)")
+    text_cols = [c for c, t in columns.items() if t.upper().startswith("VARCHAR") or t.upper() == "JSON"]
+    if text_cols and needles:
+        joined = "concat_ws(' ', " + ", ".join(_quoted(c) for c in text_cols) + ")"
+        parts.append(needles.sql(joined))
+    return " OR ".join(f"({p})" for p in parts) if parts else "false"
+
+
+# --------------------------------------------------------------------------- parquet files
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _one_file(path: Path) -> str:
+    return f"read_parquet('{_sql_path(path)}', hive_partitioning = false)"
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def rewrite_parquet(con: duckdb.DuckDBPyConnection, path: Path, predicate: str) -> int:
+    """Rewrite ``path`` without the rows matching ``predicate``; returns rows removed."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.erasing")
+    removed = con.execute(f"SELECT count(*) FROM {_one_file(path)} WHERE {predicate}").fetchone()[0]
+    if not removed:
+        return 0
+    try:
+        con.execute(f"COPY (SELECT * FROM {_one_file(path)} WHERE NOT coalesce(({predicate}), false)) "
+                    f"TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return int(removed)
+
+
+def _columns(con: duckdb.DuckDBPyConnection, files: list[Path]) -> dict[str, str]:
+    listed = ", ".join(f"'{_sql_path(p)}'" for p in files)
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet([{listed}], union_by_name = true, "
+                       "hive_partitioning = false)").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _entities(root: Path) -> dict[tuple[str, str], list[Path]]:
+    """Parquet files under ``root`` by (source, entity): ``<source>/<entity>/load_date=*/``,
+    and flat folders like ``_gate_rejects/`` as (name, "")."""
+    found: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    if not root.exists():
+        return found
+    for path in sorted(root.rglob("*.parquet")):
+        if path.name.startswith("."):
+            continue
+        parts = path.relative_to(root).parts
+        if len(parts) >= 4 and parts[2].startswith("load_date="):
+            found[(parts[0], parts[1])].append(path)
+        else:
+            found[(parts[0], "")].append(path)
+    return found
+
+
+def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, report: LakePurge,
+                zone: str) -> None:
+    counts = report.raw_rows if zone == "raw" else report.quarantine_rows
+    for (source, entity), files in _entities(root).items():
+        columns = _columns(con, files)
+        predicate = entity_predicate(source, entity, columns, needles)
+        if predicate == "false":
+            continue
+        listed = ", ".join(f"'{_sql_path(p)}'" for p in files)
+        union = (f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false, "
+                 "filename = true)")
+        hits = con.execute(f"SELECT filename, count(*) FROM {union} WHERE {predicate} "
+                           "GROUP BY filename").fetchall()
+        if not hits:
+            continue
+        # Where the removed rows came from, to blank them in the landing copies too.
+        line_cols = (("_source_file", "_source_line") if zone == "raw" and (source, entity) in _LINE_SOURCES
+                     else ("source_file", "source_line") if {"source_file", "source_line"} <= set(columns)
+                     else None)
+        if line_cols:
+            for rel, line in con.execute(
+                    f"SELECT {line_cols[0]}, {line_cols[1]} FROM {union} WHERE ({predicate}) "
+                    f"AND {line_cols[0]} IS NOT NULL AND {line_cols[1]} IS NOT NULL").fetchall():
+                report.lines[rel].add(int(line))
+        name = f"{source}/{entity}" if entity else source
+        for filename, _ in hits:
+            removed = rewrite_parquet(con, Path(filename), predicate)
+            counts[name] = counts.get(name, 0) + removed
+            if zone == "raw":
+                report.raw_files += 1
+            else:
+                report.quarantine_files += 1
+        log.info("erasure: %s %s: %d row(s) removed from %d file(s)", zone, name, counts[name], len(hits))
+
+
+def purge_lake(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Needles,
+               report: LakePurge | None = None) -> LakePurge:
+    """Remove the person (the ``p_*`` tables on ``con`` and ``needles``) from raw and
+    quarantine Parquet. ``con`` needs :func:`customer360.privacy.pii.register`."""
+    report = report or LakePurge()
+    _purge_zone(con, settings.lake_raw, needles, report, "raw")
+    _purge_zone(con, settings.quarantine, needles, report, "quarantine")
+    return report
+
+
+# --------------------------------------------------------------------------- landing files
+
+def _read_landing(path: Path) -> tuple[bytes, bool]:
+    """The file's bytes, decompressed; and whether it was a whole gzip stream. A truncated
+    gzip (quarantined whole by the loader) gives what can be decompressed of it."""
+    raw = path.read_bytes()
+    if not path.name.endswith(".gz"):
+        return raw, True
+    try:
+        return gzip.decompress(raw), True
+    except (EOFError, OSError, zlib.error):
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            return inflater.decompress(raw), False
+        except zlib.error:
+            return b"", False
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # POS files of mainland stores are GB18030
+        return data.decode("gb18030", errors="replace")
+
+
+def mention_mask(lines: pa.Array, needles: Needles) -> pa.Array:
+    """Per line: does it mention the person (the same patterns as :meth:`Needles.sql`)."""
+    mask = pa.array([False] * len(lines))
+    pats = needles.patterns()
+    if "text" in pats:
+        mask = pc.or_(mask, pc.match_substring_regex(pc.utf8_lower(lines), pats["text"]))
+    if "digits" in pats:
+        joined = pc.replace_substring_regex(lines, r"([0-9])[ ().\-]+", r"\1")
+        mask = pc.or_(mask, pc.match_substring_regex(joined, pats["digits"]))
+    if "alnum" in pats:
+        alnum = pc.utf8_upper(pc.replace_substring_regex(lines, r"[^0-9A-Za-z]", ""))
+        mask = pc.or_(mask, pc.match_substring_regex(alnum, pats["alnum"]))
+    return mask
+
+
+def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> int:
+    """Blank ``drop_lines`` (1-based) and every line mentioning the person; returns lines
+    blanked (0: the file is left untouched)."""
+    data, whole = _read_landing(path)
+    byte_lines = data.split(b"\n")
+    text_lines = _decode(data).split("\n")
+    if len(text_lines) != len(byte_lines):  # a decoder that merged lines: match on bytes only
+        text_lines = [b.decode("latin-1") for b in byte_lines]
+    blank = mention_mask(pa.array(text_lines, pa.string()), needles).to_pylist() if needles \
+        else [False] * len(byte_lines)
+    for line in drop_lines:
+        if 1 <= line <= len(blank):
+            blank[line - 1] = True
+    if path.suffix == ".csv" and blank:  # a CSV header is never the person's
+        blank[0] = False
+    count = sum(1 for b, line in zip(blank, byte_lines) if b and line.strip())
+    if not count:
+        return 0
+    out = b"\n".join(b"" if b else line for b, line in zip(blank, byte_lines))
+    if path.name.endswith(".gz"):
+        out = gzip.compress(out, mtime=0)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.erasing")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(out)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not whole:
+        log.warning("erasure: scrubbed a landing file that was not a whole gzip stream; what "
+                    "could be read of it was kept")
+    return count
+
+
+def _manifest_for(settings: Settings, rel: str) -> tuple[str, Path] | None:
+    source = rel.split("/", 1)[0]
+    if source not in ("web", "pos"):
+        return None
+    return source, settings.state_dir / f"{source}_manifest.sqlite"
+
+
+def _update_manifest(settings: Settings, rel: str, old_sha: str, path: Path) -> int:
+    """Record the scrubbed file as the version already loaded, if that is the version the
+    manifest holds (a file changed since, or never loaded, is left to the loader)."""
+    found = _manifest_for(settings, rel)
+    if found is None or not found[1].exists():
+        return 0
+    st = path.stat()
+    db = sqlite3.connect(found[1], isolation_level=None)
+    try:
+        cur = db.execute("UPDATE files SET size = ?, mtime_ns = ?, sha256 = ? WHERE path = ? AND sha256 = ?",
+                         (st.st_size, st.st_mtime_ns, sha256_of(path), rel, old_sha))
+        return cur.rowcount
+    finally:
+        db.close()
+
+
+def purge_landing(settings: Settings, needles: Needles, report: LakePurge) -> LakePurge:
+    """Blank the person's lines in every landing file (web part files, POS store files)."""
+    if not settings.landing.exists():
+        return report
+    scan = scan_landing(settings.landing)
+    files = [*scan.web, *scan.pos]
+    by_source: dict[str, list] = defaultdict(list)
+    for f in files:
+        by_source[f.rel.split("/", 1)[0]].append(f)
+    for source, group in by_source.items():
+        # the loader of this source must not read a file while it is being replaced
+        with source_lock(settings.state_dir, source):
+            for f in group:
+                old_sha = sha256_of(f.path)
+                blanked = scrub_landing_file(f.path, report.lines.get(f.rel, set()), needles)
+                if blanked:
+                    report.landing_lines += blanked
+                    report.landing_files += 1
+                    report.manifest_rows += _update_manifest(settings, f.rel, old_sha, f.path)
+    if report.landing_files:
+        log.info("erasure: landing: %d line(s) blanked in %d file(s)", report.landing_lines,
+                 report.landing_files)
+    return report
+

@@ -1,0 +1,421 @@
+"""An erasure request resolved to every key of the person behind it.
+
+A request names one key (an email, a phone, a CRM contact id). The person is whatever the
+pipeline links to it, found the way the pipeline links records:
+
+1. every version of the CRM contacts carrying the key (raw zone: the newest rows have not
+   reached the warehouse yet) gives contact ids, emails, phones and loyalty ids;
+2. the warehouse's identity clusters (``intermediate.int_identity__clusters``) give the
+   customer ids of those keys and every other key of those customers, devices included;
+3. raw web events give the devices the person logged in on or identified with, unless
+   somebody else logged in on them too (a shared device: its logged-out activity belongs to
+   nobody, so it stays; the person's own events on it still go);
+4. raw POS rows carrying any of the keys give the person's transactions, raw web
+   "Order Completed" events of the person give their web orders.
+
+Steps 1-3 repeat until nothing new turns up. A request that resolves to several people (a
+key shared by a household) is refused unless forced: see :class:`ErasureRefused`.
+
+:class:`Needles` are what free text is searched for (ticket text, quarantined lines,
+landing files): the emails, the phone numbers' digit strings, loyalty ids, device ids and
+full names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import phonenumbers
+
+from customer360.privacy import pii
+from customer360.settings import Settings
+
+MAX_ROUNDS = 5
+
+
+class ErasureRefused(RuntimeError):
+    """The request is ambiguous or names nobody known; the message holds no personal data."""
+
+
+@dataclass(frozen=True)
+class ErasureRequest:
+    """One key naming a person: ``kind`` is email, phone, contact (CRM contact id), loyalty,
+    or anon (a web device; only for records returning after an erasure)."""
+
+    kind: str
+    value: str = field(repr=False)
+    country: str | None = None  # how to read a phone typed without its country code
+    reason: str = "request"     # request (c360 erase) or archived (the CRM deleted the contact)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("email", "phone", "contact", "loyalty", "anon"):
+            raise ValueError(f"unknown erasure key kind {self.kind!r}")
+
+    def __repr__(self) -> str:  # the value is personal: never shown
+        return f"ErasureRequest(kind={self.kind!r}, reason={self.reason!r})"
+
+    @property
+    def identity_key(self) -> str:
+        value = pii.normalize_key(self.kind, self.value, self.country)
+        if value is None:
+            hint = " (add its country code, or --country)" if self.kind == "phone" else ""
+            raise ErasureRefused(f"the {self.kind} given is not a usable {self.kind}{hint}")
+        return f"{self.kind}:{value}"
+
+
+@dataclass
+class PersonKeys:
+    """Everything that identifies one person (or the few a request resolved to)."""
+
+    contact_ids: set[str] = field(default_factory=set)
+    emails: set[str] = field(default_factory=set)
+    phones: set[str] = field(default_factory=set)
+    loyalty_ids: set[str] = field(default_factory=set)
+    anonymous_ids: set[str] = field(default_factory=set)
+    customer_ids: set[str] = field(default_factory=set)
+    web_order_ids: set[str] = field(default_factory=set)
+    pos_transactions: set[tuple[str, str]] = field(default_factory=set)  # (store_id, transaction_id)
+    names: set[tuple[str, str]] = field(default_factory=set)             # (first, last)
+
+    def __repr__(self) -> str:
+        return f"PersonKeys({self.counts()})"
+
+    _TYPED = {"contact": "contact_ids", "email": "emails", "phone": "phones",
+              "loyalty": "loyalty_ids", "anon": "anonymous_ids"}
+
+    def add_identity_key(self, identity_key: str) -> bool:
+        key_type, _, value = identity_key.partition(":")
+        target = getattr(self, self._TYPED[key_type]) if key_type in self._TYPED else None
+        if target is None or not value or value in target:
+            return False
+        target.add(value)
+        return True
+
+    def identity_keys(self) -> set[str]:
+        return {f"{t}:{v}" for t, attr in self._TYPED.items() for v in getattr(self, attr)}
+
+    def order_ids(self) -> set[str]:
+        """How the marts name the person's orders: web order ids and POS transaction ids."""
+        return self.web_order_ids | {txn for _, txn in self.pos_transactions}
+
+    def counts(self) -> dict[str, int]:
+        return {"contacts": len(self.contact_ids), "emails": len(self.emails),
+                "phones": len(self.phones), "loyalty_ids": len(self.loyalty_ids),
+                "devices": len(self.anonymous_ids), "customers": len(self.customer_ids),
+                "web_orders": len(self.web_order_ids),
+                "pos_transactions": len(self.pos_transactions)}
+
+    def merge(self, other: "PersonKeys") -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).update(getattr(other, name))
+
+    def __bool__(self) -> bool:
+        return bool(self.identity_keys() or self.customer_ids)
+
+    def needles(self) -> "Needles":
+        return Needles.of(self)
+
+
+@dataclass(frozen=True)
+class Needles:
+    """What free text is searched for. ``text``: lower-case substrings (emails, device ids);
+    ``names``: lower-case full names; ``digits``: phone digit strings, searched in text whose
+    digit groups were joined; ``alnum``: loyalty ids, searched in the text's upper-case
+    alphanumerics."""
+
+    text: tuple[str, ...]
+    digits: tuple[str, ...]
+    alnum: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    MIN_NAME = 3        # "Li Na" is found; a two-character name alone matches too much text
+    MIN_DIGITS = 8      # national numbers shorter than this occur inside other digit runs
+    MIN_ALNUM = 6
+
+    @classmethod
+    def of(cls, keys: PersonKeys) -> "Needles":
+        text = {e.lower() for e in keys.emails} | {a.lower() for a in keys.anonymous_ids}
+        names = set()
+        for first, last in keys.names:
+            names.update({f"{first} {last}".lower(), f"{last} {first}".lower()})
+            if not (first + last).isascii():  # Chinese names are written family name first
+                names.add(f"{last}{first}".lower())
+        digits: set[str] = set()
+        for phone in keys.phones:
+            digits.add(phone.lstrip("+"))
+            try:
+                national = phonenumbers.national_significant_number(phonenumbers.parse(phone))
+            except phonenumbers.NumberParseException:
+                continue
+            digits.add(national)
+        return cls(text=tuple(sorted(t for t in text if len(t) >= cls.MIN_NAME)),
+                   digits=tuple(sorted(d for d in digits if len(d) >= cls.MIN_DIGITS)),
+                   alnum=tuple(sorted(a for a in keys.loyalty_ids if len(a) >= cls.MIN_ALNUM)),
+                   names=tuple(sorted(n for n in names if len(n.strip()) >= cls.MIN_NAME)))
+
+    def without_names(self) -> "Needles":
+        """For records that name their own person (CRM contacts): a namesake is someone else."""
+        return Needles(text=self.text, digits=self.digits, alnum=self.alnum)
+
+    def __repr__(self) -> str:
+        return (f"Needles({len(self.text)} text, {len(self.names)} names, {len(self.digits)} digits, "
+                f"{len(self.alnum)} alnum)")
+
+    def __bool__(self) -> bool:
+        return bool(self.text or self.names or self.digits or self.alnum)
+
+    @staticmethod
+    def _alternation(values: tuple[str, ...]) -> str:
+        return "|".join(pii.re2_escape(v) for v in values)
+
+    def patterns(self) -> dict[str, str]:
+        """One RE2 alternation per kind (for DuckDB and Arrow alike); empty kinds left out."""
+        return {kind: self._alternation(values)
+                for kind, values in (("text", self.text + self.names), ("digits", self.digits),
+                                     ("alnum", self.alnum)) if values}
+
+    def sql(self, expr: str) -> str:
+        """A SQL condition: the text ``expr`` mentions the person (false for NULL text)."""
+        parts = []
+        pats = self.patterns()
+        if "text" in pats:
+            parts.append(f"regexp_matches(lower({expr}), {_sql_str(pats['text'])})")
+        if "digits" in pats:
+            parts.append(f"regexp_matches({pii.digits_text_sql(expr)}, {_sql_str(pats['digits'])})")
+        if "alnum" in pats:
+            parts.append(f"regexp_matches({pii.alnum_text_sql(expr)}, {_sql_str(pats['alnum'])})")
+        if not parts:
+            return "false"
+        return f"coalesce(({' or '.join(parts)}), false)"
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------- raw zone access
+
+def raw_files(root: Path, source: str, entity: str) -> list[Path]:
+    """The Parquet files of one raw (or quarantine) entity, in load order."""
+    return sorted((root / source / entity).glob("load_date=*/*.parquet"))
+
+
+def parquet_sql(files: list[Path]) -> str:
+    listed = ", ".join(_sql_str(str(p)) for p in files)
+    return f"read_parquet([{listed}], union_by_name = true)"
+
+
+def _table(con: duckdb.DuckDBPyConnection, name: str, values) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} (v VARCHAR)")
+    rows = [(v,) for v in sorted(values)]
+    if rows:
+        con.executemany(f"INSERT INTO {name} VALUES (?)", rows)
+
+
+def load_key_tables(con: duckdb.DuckDBPyConnection, keys: PersonKeys) -> None:
+    """Temp tables ``p_contacts``, ``p_emails``, ``p_phones``, ``p_loyalty``, ``p_anon``,
+    ``p_customers``, ``p_orders``, ``p_identity`` for the row predicates."""
+    _table(con, "p_contacts", keys.contact_ids)
+    _table(con, "p_emails", keys.emails)
+    _table(con, "p_phones", keys.phones)
+    _table(con, "p_loyalty", keys.loyalty_ids)
+    _table(con, "p_anon", keys.anonymous_ids)
+    _table(con, "p_customers", keys.customer_ids)
+    _table(con, "p_orders", keys.order_ids())
+    _table(con, "p_identity", keys.identity_keys())
+    con.execute("CREATE OR REPLACE TEMP TABLE p_txns (store_id VARCHAR, transaction_id VARCHAR)")
+    if keys.pos_transactions:
+        con.executemany("INSERT INTO p_txns VALUES (?, ?)", sorted(keys.pos_transactions))
+
+
+# --------------------------------------------------------------------------- resolution
+
+class Resolver:
+    """Resolves requests against one home's raw zone and warehouse (opened read-only)."""
+
+    def __init__(self, settings: Settings, con: duckdb.DuckDBPyConnection):
+        self.settings = settings
+        self.con = con
+        self.contacts = raw_files(settings.lake_raw, "crm", "contacts")
+        self.events = raw_files(settings.lake_raw, "web", "events")
+        self.pos = raw_files(settings.lake_raw, "pos", "transactions")
+        self.clusters = self._attach_clusters()
+        if self.contacts:
+            props = "properties"
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE r_contacts AS
+                SELECT trim(id) AS contact_id,
+                       {pii.email_sql(f"json_extract_string({props}, '$.email')")} AS email,
+                       {pii.phone_sql(f"json_extract_string({props}, '$.phone')",
+                                      f"json_extract_string({props}, '$.country')")} AS phone,
+                       {pii.loyalty_sql(f"json_extract_string({props}, '$.loyalty_id')")} AS loyalty,
+                       {pii.clean_sql(f"json_extract_string({props}, '$.firstname')")} AS first_name,
+                       {pii.clean_sql(f"json_extract_string({props}, '$.lastname')")} AS last_name
+                FROM {parquet_sql(self.contacts)} WHERE id IS NOT NULL""")
+
+    def _attach_clusters(self) -> str | None:
+        path = self.settings.warehouse_path
+        if not path.exists():
+            return None
+        self.con.execute(f"ATTACH {_sql_str(str(path))} AS wh (READ_ONLY)")
+        found = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' "
+            "AND schema_name = 'intermediate' AND table_name = 'int_identity__clusters'").fetchone()[0]
+        return "wh.intermediate.int_identity__clusters" if found else None
+
+    def close(self) -> None:
+        if self.settings.warehouse_path.exists():
+            self.con.execute("DETACH DATABASE IF EXISTS wh")
+
+    # -- the steps ---------------------------------------------------------------------
+    def _contacts_with_seed(self, identity_key: str) -> set[str]:
+        if not self.contacts:
+            return set()
+        key_type, _, value = identity_key.partition(":")
+        column = {"email": "email", "phone": "phone", "loyalty": "loyalty", "contact": "contact_id"}.get(key_type)
+        if column is None:
+            return set()
+        rows = self.con.execute(f"SELECT DISTINCT contact_id FROM r_contacts WHERE {column} = ?",
+                                [value]).fetchall()
+        return {r[0] for r in rows}
+
+    def _from_contacts(self, keys: PersonKeys) -> None:
+        if not self.contacts or not keys.contact_ids:
+            return
+        _table(self.con, "q_contacts", keys.contact_ids)
+        for email, phone, loyalty, first, last in self.con.execute(
+                "SELECT DISTINCT email, phone, loyalty, first_name, last_name FROM r_contacts "
+                "WHERE contact_id IN (SELECT v FROM q_contacts)").fetchall():
+            for key_type, value in (("email", email), ("phone", phone), ("loyalty", loyalty)):
+                if value:
+                    keys.add_identity_key(f"{key_type}:{value}")
+            if first and last:
+                keys.names.add((first, last))
+
+    def _from_clusters(self, keys: PersonKeys) -> None:
+        if self.clusters is None:
+            return
+        _table(self.con, "q_identity", keys.identity_keys())
+        rows = self.con.execute(f"""
+            SELECT DISTINCT mine.customer_id, other.identity_key
+            FROM {self.clusters} AS mine
+            JOIN {self.clusters} AS other USING (customer_id)
+            WHERE mine.identity_key IN (SELECT v FROM q_identity)""").fetchall()
+        for customer_id, identity_key in rows:
+            keys.customer_ids.add(customer_id)
+            keys.add_identity_key(identity_key)
+
+    def _devices(self, keys: PersonKeys) -> None:
+        if not self.events:
+            return
+        load_key_tables(self.con, keys)
+        rows = self.con.execute(f"""
+            WITH ev AS (
+                SELECT "anonymousId" AS anon, nullif(trim("userId"), '') AS user_id,
+                       {pii.email_sql("json_extract_string(traits, '$.email')")} AS email,
+                       {pii.phone_sql("json_extract_string(traits, '$.phone')",
+                                      "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)")} AS phone
+                FROM {parquet_sql(self.events)} WHERE "anonymousId" IS NOT NULL)
+            SELECT anon FROM ev GROUP BY anon
+            HAVING bool_or(user_id IN (SELECT v FROM p_contacts) OR email IN (SELECT v FROM p_emails)
+                           OR phone IN (SELECT v FROM p_phones))
+               AND NOT coalesce(bool_or(user_id IS NOT NULL AND user_id NOT IN (SELECT v FROM p_contacts)), false)
+            """).fetchall()
+        keys.anonymous_ids.update(r[0] for r in rows)
+
+    def _orders(self, keys: PersonKeys) -> None:
+        load_key_tables(self.con, keys)
+        if self.events:
+            rows = self.con.execute(f"""
+                SELECT DISTINCT trim(json_extract_string(properties, '$.order_id'))
+                FROM {parquet_sql(self.events)}
+                WHERE event = 'Order Completed' AND ({web_event_predicate()})""").fetchall()
+            keys.web_order_ids.update(r[0] for r in rows if r[0])
+        if self.pos:
+            rows = self.con.execute(f"""
+                SELECT DISTINCT trim(store_id), trim(transaction_id)
+                FROM {parquet_sql(self.pos)} WHERE {pos_keys_predicate()}""").fetchall()
+            keys.pos_transactions.update((s, t) for s, t in rows if t)
+
+    def resolve(self, request: ErasureRequest, max_customers: int = 2,
+                force: bool = False) -> PersonKeys:
+        keys = PersonKeys()
+        seed = request.identity_key
+        keys.add_identity_key(seed)
+        for contact_id in self._contacts_with_seed(seed):
+            keys.contact_ids.add(contact_id)
+        for _ in range(MAX_ROUNDS):
+            before = keys.counts()
+            self._from_contacts(keys)
+            self._from_clusters(keys)
+            self._devices(keys)
+            if keys.counts() == before:
+                break
+        self._orders(keys)
+        found_anything = keys.contact_ids or keys.customer_ids or keys.anonymous_ids or keys.pos_transactions \
+            or keys.web_order_ids
+        if not found_anything:
+            raise ErasureRefused(f"no record carries the {request.kind} given: nothing to erase")
+        if len(keys.customer_ids) > max_customers and not force:
+            raise ErasureRefused(
+                f"the {request.kind} given links {len(keys.customer_ids)} customers (a shared key?); "
+                "check with --dry-run and pass --force to erase all of them")
+        return keys
+
+
+# --------------------------------------------------------------------------- row predicates
+# Each is a SQL condition over one raw entity's columns and the p_* tables of
+# load_key_tables: true for a row that belongs to the person.
+
+def crm_contact_predicate() -> str:
+    return "trim(id) IN (SELECT v FROM p_contacts)"
+
+
+def crm_activity_predicate(needles: Needles, text_fields: tuple[str, ...]) -> str:
+    """Tickets and survey answers: the person's own, or any whose free text mentions them."""
+    own = "trim(json_extract_string(properties, '$.contact_id')) IN (SELECT v FROM p_contacts)"
+    mentions = [needles.sql(f"json_extract_string(properties, '$.{f}')") for f in text_fields]
+    return " or ".join([own, *mentions])
+
+
+def web_event_predicate() -> str:
+    return f"""(trim("userId") IN (SELECT v FROM p_contacts)
+        OR "anonymousId" IN (SELECT v FROM p_anon)
+        OR {pii.email_sql("json_extract_string(traits, '$.email')")} IN (SELECT v FROM p_emails)
+        OR {pii.phone_sql("json_extract_string(traits, '$.phone')",
+                          "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)")}
+           IN (SELECT v FROM p_phones))"""
+
+
+def pos_keys_predicate() -> str:
+    return f"""({pii.loyalty_sql('loyalty_id')} IN (SELECT v FROM p_loyalty)
+        OR {pii.email_sql('customer_email')} IN (SELECT v FROM p_emails)
+        OR {pii.phone_sql('customer_phone', '"_store_country"')} IN (SELECT v FROM p_phones))"""
+
+
+def pos_transaction_predicate() -> str:
+    """Every line of the person's transactions (returns and voids too), found by any key."""
+    return ("(trim(store_id) || '|' || trim(transaction_id) IN "
+            "(SELECT store_id || '|' || transaction_id FROM p_txns))"
+            f" OR {pos_keys_predicate()}")
+
+
+def today_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+_JSON_ID_FIELD = re.compile(r"^[A-Za-z_]+$")
+
+
+def json_id_predicate(expr: str, fields: tuple[str, ...], table: str = "p_contacts") -> str:
+    """``expr`` (a raw JSON line) has one of ``fields`` equal to a value of ``table``: finds
+    the person's quarantined lines without parsing them (they are quarantined because they
+    do not parse)."""
+    assert all(_JSON_ID_FIELD.match(f) for f in fields)
+    alternation = "|".join(fields)
+    return (f"EXISTS (SELECT 1 FROM {table} k WHERE regexp_matches({expr}, "
+            f"'\"(?:{alternation})\"\\s*:\\s*\"?' || regexp_escape(k.v) || '(?:\"|[,}}\\s])'))")

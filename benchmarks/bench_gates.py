@@ -17,11 +17,6 @@ its own Airflow task process, so it pays the Great Expectations import once: tha
 measured in a fresh interpreter and shown apart ("gx import") and in the "gate + import"
 ratio. A gate that stops the run is reported and the benchmark goes on. Prints a table and
 one JSON line.
-
-Until customer360.lake.write_raw_batch keeps the load columns CONTRACTS.md lists
-(_folder_date, _store_*), the raw gate stops on their absence and skips the data checks of
-web events and POS lines; the benchmark adds them (untimed) so those checks are measured.
-``--as-landed`` measures the batches as written instead.
 """
 
 from __future__ import annotations
@@ -102,38 +97,7 @@ def _build_ml_inputs(settings, day: dt.date) -> None:
         raise RuntimeError(f"dbt build of the ml models failed: {outcome.exception}")
 
 
-# CONTRACTS.md load columns that customer360.lake.write_raw_batch (as of this writing) drops:
-# it keeps only source columns and _source_file/_source_line. The raw gate's contract stops on
-# their absence, and then skips the data checks it is here to time.
-_LOAD_COLUMNS = {
-    "web/events": "CAST(regexp_extract(_source_file, 'date=([0-9-]{10})', 1) AS DATE) AS _folder_date",
-    "pos/transactions": ("CAST(NULL AS VARCHAR) AS _store_timezone, CAST(NULL AS VARCHAR) AS _store_country, "
-                         "CAST(NULL AS VARCHAR) AS _file_encoding, "
-                         "CAST(regexp_extract(_source_file, 'date=([0-9-]{10})', 1) AS DATE) AS _folder_date"),
-}
-
-
-def _add_missing_load_columns(settings) -> int:
-    """Stand in for the writer until it keeps these columns (bench data only; --as-landed
-    turns it off). Returns how many batch files were completed."""
-    import duckdb
-
-    fixed = 0
-    con = duckdb.connect()
-    for entity, columns in _LOAD_COLUMNS.items():
-        for path in (settings.lake_raw / entity).glob("load_date=*/*.parquet"):
-            read = f"read_parquet('{path}', hive_partitioning = false)"
-            if "_folder_date" in {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}:
-                continue
-            tmp = path.with_name(f".{path.name}.bench")
-            con.execute(f"COPY (SELECT *, {columns} FROM {read}) TO '{tmp}' (FORMAT parquet)")
-            tmp.replace(path)
-            fixed += 1
-    con.close()
-    return fixed
-
-
-def _run_day(settings, server, day: dt.date, label: str, as_landed: bool) -> list[dict]:
+def _run_day(settings, server, day: dt.date, label: str) -> list[dict]:
     from customer360.demo.runner import end_of_day
     from customer360.demo.simulator import deliver
     from customer360.extract import run_extract
@@ -150,11 +114,6 @@ def _run_day(settings, server, day: dt.date, label: str, as_landed: bool) -> lis
         for fn in stage_fns:
             seconds, _ = _timed(fn)
             stage_seconds += seconds
-        if gate == "raw" and not as_landed:
-            fixed = _add_missing_load_columns(settings)
-            if fixed:
-                console.print(f"added the missing CONTRACTS.md load columns to {fixed} raw batch files "
-                              "(not timed; --as-landed to measure the batches as written)")
         gate_seconds, summary = _gate(settings, gate, day, f"bench-{label}-{gate}")
         rows.append({"run": label, "stage": stage_name, "gate": gate, "stage_s": round(stage_seconds, 2),
                      "gate_s": round(gate_seconds, 2), "summary": summary})
@@ -174,8 +133,6 @@ def _run_day(settings, server, day: dt.date, label: str, as_landed: bool) -> lis
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default=os.environ.get("C360_BENCH_SCALE", "medium"), choices=SCALES)
-    parser.add_argument("--as-landed", action="store_true",
-                        help="gate the raw batches exactly as the loaders wrote them")
     args = parser.parse_args()
     people, days = SCALES[args.scale]
     home = Path(os.environ.get("C360_BENCH_HOME", "data/bench")).resolve() / args.scale / "gates"
@@ -197,8 +154,8 @@ def main() -> int:
     rows: list[dict] = []
     with start_server(settings.simulation_dir / "crm", token=os.environ["C360_CRM_TOKEN"]) as server:
         os.environ["C360_CRM_BASE_URL"] = server.base_url
-        rows += _run_day(settings, server, last - dt.timedelta(days=1), "catch-up", args.as_landed)
-        rows += _run_day(settings, server, last, "incremental", args.as_landed)
+        rows += _run_day(settings, server, last - dt.timedelta(days=1), "catch-up")
+        rows += _run_day(settings, server, last, "incremental")
 
     table = Table(title=f"gates vs stages, {people} people x {days} days (gx import {gx_import:.1f} s a task)")
     for col in ("run", "stage", "stage s", "gate", "gate s", "gate/stage", "gate+import/stage"):

@@ -25,10 +25,6 @@ POS_COLUMNS = ["transaction_id", "line_no", "store_id", "business_date", "txn_ts
                "loyalty_id", "customer_phone", "customer_email", "sku", "quantity", "unit_price",
                "discount_amount", "line_amount", "currency", "payment_method"]
 CRM_COLUMNS = ["id", "createdAt", "updatedAt", "archived", "properties"]
-# CONTRACTS.md: extra load columns of these entities besides the common ones.
-EXTRA_META = {("web", "events"): {"_folder_date": "DATE"},
-              ("pos", "transactions"): {"_store_timezone": "VARCHAR", "_store_country": "VARCHAR",
-                                        "_file_encoding": "VARCHAR", "_folder_date": "DATE"}}
 
 
 @pytest.fixture
@@ -53,33 +49,12 @@ def _table(rows: list[dict], columns: list[str]) -> pa.Table:
 def land(settings, rows: list[dict], *, source: str, entity: str, load_date: dt.date,
          columns: list[str], drop: tuple[str, ...] = ()) -> str:
     """Write one raw batch with customer360.lake.write_raw_batch; returns its batch id.
-
-    write_raw_batch keeps only the source columns plus _source_file/_source_line; the extra
-    load columns CONTRACTS.md promises for web events and POS lines (_folder_date, ...) are
-    added to the written file here when the writer left them out.
-    """
+    ``drop`` leaves source or load columns out (a batch that breaks the contract)."""
     batch_id = lake.new_batch_id(source, entity)
-    cols = [c for c in columns if c not in drop]
-    path = lake.write_raw_batch(settings, _table(rows, cols), source=source, entity=entity,
-                                load_date=load_date, batch_id=batch_id)
-    extras = EXTRA_META.get((source, entity), {})
-    con = duckdb.connect()
-    try:
-        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)").fetchall()}
-        missing = {c: t for c, t in extras.items() if c not in present and c not in drop}
-        if missing:
-            values = {r["_source_line"]: r for r in rows}
-            con.execute("CREATE TABLE extra (_source_line BIGINT, "
-                        + ", ".join(f"{c} {t}" for c, t in missing.items()) + ")")
-            con.executemany(f"INSERT INTO extra VALUES ({', '.join('?' for _ in range(len(missing) + 1))})",
-                            [[line] + [values[line].get(c) for c in missing] for line in values])
-            tmp = path.with_name(path.name + ".fixture")
-            con.execute(f"COPY (SELECT b.*, {', '.join('extra.' + c for c in missing)} "
-                        f"FROM read_parquet('{path}', hive_partitioning = false) b "
-                        f"JOIN extra USING (_source_line) ORDER BY b._source_line) TO '{tmp}' (FORMAT parquet)")
-            tmp.replace(path)
-    finally:
-        con.close()
+    table = _table(rows, [c for c in columns if c not in drop])
+    table = table.drop_columns([c for c in drop if c in table.column_names])
+    lake.write_raw_batch(settings, table, source=source, entity=entity, load_date=load_date,
+                         batch_id=batch_id)
     return batch_id
 
 

@@ -233,3 +233,145 @@ def demo(
 
     code = run_demo(people=people, days=days, start=_date(start), seed=seed, console=console)
     raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- privacy (issue 9)
+
+def _secret_arg(value: Optional[str], what: str) -> Optional[str]:
+    """``-`` reads the value from standard input: it then stays out of the shell history and
+    of the process list, where a command-line argument is visible to every local user."""
+    if value != "-":
+        return value
+    line = typer.get_text_stream("stdin").readline().strip()
+    if not line:
+        raise typer.BadParameter(f"no {what} on standard input")
+    return line
+
+
+@app.command()
+def erase(
+    email: Optional[str] = typer.Option(None, "--email", help="The person's email ('-': read it from stdin)."),
+    phone: Optional[str] = typer.Option(None, "--phone", help="The person's phone ('-': read it from stdin)."),
+    contact_id: Optional[str] = typer.Option(None, "--contact-id", help="The person's CRM contact id."),
+    country: Optional[str] = typer.Option(None, "--country", help="ISO country code to read a phone "
+                                          "typed without its country code."),
+    archived: bool = typer.Option(False, "--archived", help="Erase every contact the CRM archived "
+                                  "(what the DAG's erasure task does each day)."),
+    date: Optional[str] = typer.Option(None, "--date", help="Logical date to rebuild and republish "
+                                       "as (default: the current publication's)."),
+    rebuild: bool = typer.Option(True, "--rebuild/--no-rebuild", help="Rebuild the warehouse and "
+                                 "republish now (default), or leave it to the next pipeline run."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what the request resolves to."),
+    force: bool = typer.Option(False, "--force", help="Erase even when the key links several customers."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Search every file under "
+                                "C360_HOME for the person afterwards."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
+) -> None:
+    """Erase a person's personal data everywhere the pipeline keeps it (raw zone, landing
+    copies, quarantine, warehouse, snapshots, publication, audiences) and log it, without
+    anything personal, in the audit trail. Prints counts, never the person's data."""
+    from customer360.airflow_runner import RunLockedError, run_lock
+    from customer360.privacy.erasure import archived_contact_requests, erase as do_erase
+    from customer360.privacy.person import ErasureRequest
+
+    given = [(k, v) for k, v in (("email", _secret_arg(email, "email")),
+                                 ("phone", _secret_arg(phone, "phone")),
+                                 ("contact", contact_id)) if v]
+    if len(given) + int(archived) != 1:
+        console.print("[red]give exactly one of --email, --phone, --contact-id, --archived[/red]")
+        raise typer.Exit(2)
+    s = _settings()
+    try:
+        with run_lock(s, wait=wait):
+            requests = (archived_contact_requests(s) if archived
+                        else [ErasureRequest(given[0][0], given[0][1], country=country)])
+            result = do_erase(s, requests, rebuild_now=rebuild, as_of=_date(date) if date else None,
+                              force=force, dry_run=dry_run, verify=verify and not dry_run)
+    except RunLockedError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(3) from None
+    except SettingsError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for reason in result.refused:
+        console.print(f"[yellow]nothing erased:[/yellow] {reason}")
+    table = Table(title=f"erasure: {result.status}")
+    table.add_column("where")
+    table.add_column("removed", justify="right")
+    for e in result.erasures:
+        console.print(f"erasure {e['erasure_id']} ({e['reason']}, {e['request_kind']}; request token "
+                      f"{e['request_token'][:16]}...): " + ", ".join(f"{k} {v}" for k, v in e["keys"].items() if v))
+    for name, rows in {**{f"raw {k}": v for k, v in result.lake.get("raw_rows", {}).items()},
+                       **{f"quarantine {k}": v for k, v in result.lake.get("quarantine_rows", {}).items()},
+                       "landing lines": result.lake.get("landing_lines", 0),
+                       "warehouse rows": sum(result.warehouse.values()),
+                       "published rows": sum(result.published.get("tables", {}).values()),
+                       "audience rows": sum(result.audiences.values())}.items():
+        table.add_row(name, str(rows))
+    if result.erasures and not dry_run:
+        console.print(table)
+    if result.rebuild and "failed" in result.rebuild:
+        console.print(f"[red]rebuild/republish failed:[/red] {result.rebuild['failed']}")
+    if result.verification is not None:
+        v = result.verification
+        colour = "green" if v["hits"] == 0 else "red"
+        console.print(f"[{colour}]verification: {v['hits']} trace(s) of the person in {v['files']} "
+                      f"files[/{colour}]" + "".join(f"\n  {w}" for w in v["where"]))
+    if not result.erasures:
+        raise typer.Exit(4)
+    failed = (result.rebuild and "failed" in result.rebuild) or (result.verification or {}).get("hits")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def audience(
+    segment: Optional[str] = typer.Option(None, "--segment", help="Segment to export (see --list)."),
+    all_segments: bool = typer.Option(False, "--all", help="Export every segment."),
+    list_segments: bool = typer.Option(False, "--list", help="List the segments and exit."),
+) -> None:
+    """Export a marketing audience (CSV + JSON under published/audiences/): the segment's
+    customers with marketing consent, with the hashed keys a marketing tool matches on."""
+    from customer360.privacy.audience import SEGMENTS, AudienceError, export_audience
+
+    if list_segments:
+        table = Table(title="audience segments (consenting customers only)")
+        table.add_column("segment")
+        table.add_column("who")
+        for seg in SEGMENTS.values():
+            table.add_row(seg.name, seg.description)
+        console.print(table)
+        return
+    names = sorted(SEGMENTS) if all_segments else [segment] if segment else []
+    if not names:
+        console.print("[red]give --segment NAME, --all or --list[/red]")
+        raise typer.Exit(2)
+    s = _settings()
+    try:
+        for name in names:
+            out = export_audience(s, name)
+            console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the segment "
+                          f"({out.without_consent} without marketing consent left out) -> {out.csv_path}, "
+                          f"{out.json_path.name}")
+    except (AudienceError, SettingsError) as exc:
+        console.print(f"[red]audience export failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain of the audit event log; report every break (exit 1 if any)."""
+    from customer360 import audit as audit_store
+
+    s = _settings()
+    breaks = audit_store.verify_chain(s)
+    entries = len(audit_store.read(s, "events")) if audit_store.audit_path(s).exists() else 0
+    if breaks:
+        console.print(f"[red]audit log tampered with: {len(breaks)} break(s) in {entries} entries[/red]")
+        for b in breaks:
+            console.print(f"  {b}")
+        raise typer.Exit(1)
+    console.print(f"[green]audit log intact:[/green] {entries} entries, hash chain verified")

@@ -104,7 +104,17 @@ customer_versions as (
 
     select
         cast(customer_id as varchar) as customer_id,
-        cast(valid_from as timestamp) as valid_from,
+        {% if 'first_seen_at' in dim_columns -%}
+        -- The snapshot dates a customer's first version by the pipeline run that first saw
+        -- them; the person existed since first_seen_at, so the first version starts there.
+        case
+            when row_number() over (partition by customer_id order by valid_from) = 1
+                then least(cast(valid_from as timestamp), coalesce(cast(first_seen_at as timestamp), cast(valid_from as timestamp)))
+            else cast(valid_from as timestamp)
+        end
+        {%- else -%}
+        cast(valid_from as timestamp)
+        {%- endif %} as valid_from,
         cast(valid_to as timestamp) as valid_to,
         {% if 'marketing_consent' in dim_columns -%}
         case

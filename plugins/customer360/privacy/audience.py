@@ -37,6 +37,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from customer360 import audit
 from customer360.privacy import pii
 from customer360.privacy.person import PersonKeys
 from customer360.quality.masking import EMAIL_RE, PHONE_RE
@@ -213,6 +214,9 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
     csv_path, json_path = _write(settings, segment, frame, meta)
     export = AudienceExport(segment.name, csv_path, json_path, int(len(frame)), int(in_segment),
                             int(without_consent), int((~matchable).sum()), as_of, list(frame.columns))
+    # handing personal data (hashed) to a marketing tool is a publication: on the record
+    audit.log_event(settings, "audience_export", export.as_dict() | {"csv": csv_path.name,
+                                                                     "json": json_path.name})
     log.info("audience %s: %d member(s) of %d in the segment (%d without marketing consent, "
              "%d without a match key)", name, export.members, in_segment, without_consent,
              export.without_match_key)

@@ -145,7 +145,7 @@ def free_blocks(path: Path) -> int:
     """Free blocks of a DuckDB file (0 right after :func:`compact`)."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return int(con.execute("PRAGMA database_size").fetchone()[4])
+        return int(con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0])
     finally:
         con.close()
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer360 import audit
 from customer360.privacy import duck_purge, erasure_log, pii
 from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
@@ -167,7 +168,7 @@ def returning_requests(settings: Settings, logical_date: dt.date,
 # --------------------------------------------------------------------------- the erasure
 
 def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pseudonymizer,
-             force: bool, result: ErasureResult) -> list[Resolved]:
+             force: bool, result: ErasureResult, refusals: list[dict]) -> list[Resolved]:
     resolved: list[Resolved] = []
     seen: set[str] = set()
     con = duckdb.connect()
@@ -176,13 +177,16 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
         pii.register(con, pseudo)
         resolver = Resolver(settings, con)
         for request in requests:
+            token = None
             try:
                 token = pseudo.token(request.identity_key)
                 if request.identity_key in seen:
                     continue  # already part of a person resolved in this batch
                 keys = resolver.resolve(request, force=force)
             except ErasureRefused as exc:
-                result.refused.append(f"{request.reason} {request.kind} request: {exc}")
+                result.refused.append(f"{request.kind} ({request.reason}): {exc}")
+                refusals.append({"request_kind": request.kind, "reason": request.reason,
+                                 "request_token": token, "why": str(exc)})
                 continue
             seen.update(keys.identity_keys())
             resolved.append(Resolved(f"er-{uuid.uuid4().hex[:12]}", request, token, keys))
@@ -256,7 +260,12 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bo
     requested_at = dt.datetime.now(dt.timezone.utc)
     pseudo = pii.pseudonymizer(settings)
     result = ErasureResult()
-    resolved = _resolve(settings, requests, pseudo, force, result)
+    refusals: list[dict] = []
+    resolved = _resolve(settings, requests, pseudo, force, result, refusals)
+    if not dry_run:
+        # a request that erased nothing is on record too (when it came, and why nothing)
+        for refusal in refusals:
+            audit.log_event(settings, "erasure_refused", refusal)
     result.erasures = [{"erasure_id": r.erasure_id, "reason": r.request.reason,
                         "request_kind": r.request.kind, "request_token": r.token,
                         "keys": r.keys.counts()} for r in resolved]

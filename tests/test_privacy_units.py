@@ -1,0 +1,277 @@
+"""Privacy building blocks on small real files: pseudonyms, free-text matching, atomic
+rewrites of Parquet and landing files, DuckDB compaction, the deep scan, the audit CLI, and
+secrets kept out of error messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import hmac
+import sqlite3
+
+import duckdb
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from customer360 import audit
+from customer360.cli import app
+from customer360.privacy import pii
+from customer360.privacy.duck_purge import compact, free_blocks
+from customer360.privacy.lake_purge import mention_mask, rewrite_parquet, scrub_landing_file
+from customer360.privacy.person import PersonKeys, load_key_tables
+from customer360.privacy.scan import scan_tree
+from customer360.settings import SettingsError, get_settings
+
+KEY = "unit-test-pii-key-000000000000"
+EMAIL = "zelda.quist@example.org"
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("C360_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("C360_PII_KEY", KEY)
+    monkeypatch.delenv("C360_LANDING", raising=False)
+    return get_settings()
+
+
+def person() -> PersonKeys:
+    return PersonKeys(contact_ids={"199901"}, emails={EMAIL}, phones={"+8613912345678"},
+                      loyalty_ids={"LY99990001"}, anonymous_ids={"anon-zq-7f3e"},
+                      names={("Zelda", "Quist"), ("婷", "欧阳")})
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+def test_keyed_hash_is_the_warehouse_hash_and_tokens_differ(settings):
+    pseudo = pii.pseudonymizer(settings)
+    expected = hmac.new(KEY.encode(), EMAIL.encode(), hashlib.sha256).hexdigest()
+    assert pseudo.hash(EMAIL) == expected
+    con = duckdb.connect()
+    pii.register(con, pseudo)
+    assert con.execute("SELECT pii_hash(?)", [EMAIL]).fetchone()[0] == expected
+    token = pseudo.token(f"email:{EMAIL}")
+    assert token == hashlib.sha256(pseudo.hash(f"email:{EMAIL}").encode()).hexdigest()
+    assert token not in (expected, pseudo.hash(f"email:{EMAIL}"))
+    assert con.execute("SELECT pii_token(?)", [f"email:{EMAIL}"]).fetchone()[0] == token
+    assert KEY not in repr(pseudo) and KEY not in repr(settings)
+
+
+def test_pii_key_is_required_and_never_shown(settings, monkeypatch):
+    monkeypatch.delenv("C360_PII_KEY")
+    with pytest.raises(SettingsError, match="C360_PII_KEY is not set"):
+        pii.pseudonymizer(get_settings())
+    monkeypatch.setenv("C360_PII_KEY", "short-secret")
+    with pytest.raises(SettingsError) as err:
+        pii.pseudonymizer(get_settings())
+    assert "short-secret" not in str(err.value)
+
+
+def test_normalization_matches_the_warehouse_rules():
+    assert pii.normalize_email("  Zelda.Quist@Example.ORG ") == EMAIL
+    assert pii.normalize_email("n/a") is None
+    assert pii.normalize_loyalty("ly 9999-0001") == "LY99990001"
+    for typed in ("+86 139-1234-5678", "13912345678", "0086 139 1234 5678"):
+        assert pii.normalize_key("phone", typed, "CN") == "+8613912345678"
+    con = duckdb.connect()
+    pii.register(con, pii.Pseudonymizer(KEY.encode()))
+    row = con.execute(f"SELECT {pii.email_sql('?')}, {pii.loyalty_sql('?')}, {pii.phone_sql('?', '?')}",
+                      ["  Zelda.Quist@Example.ORG ", "ly 9999-0001", "139 1234 5678", " cn "]).fetchone()
+    assert row == (EMAIL, "LY99990001", "+8613912345678")
+
+
+# --------------------------------------------------------------------------- free text
+
+MENTIONS = [
+    "You can reach me at Zelda.Quist@EXAMPLE.org.",
+    "call +86 139-1234-5678 after 6pm",
+    "请联系我：13912345678。",
+    '{"traits": {"phone": "(+86) 139 1234 5678"}}',
+    "loyalty card ly 9999 0001 was scanned",
+    "Dear Zelda Quist, thank you",
+    "客户欧阳婷来电",
+    "device anon-zq-7f3e logged in",
+]
+NOT_MENTIONS = [
+    "zelda@example.org is someone else",
+    "order total 13912.34 CNY on 2026-03-05",
+    "phone +86 139-1234-5679",
+    "Zelda wrote in, and so did Ms Quist",
+    "LY99990002",
+]
+
+
+def test_needles_find_the_person_typed_any_way_in_sql_and_arrow_alike():
+    needles = person().needles()
+    texts = MENTIONS + NOT_MENTIONS
+    con = duckdb.connect()
+    con.register("texts", pa.table({"t": texts}))
+    in_sql = [r[0] for r in con.execute(f"SELECT {needles.sql('t')} FROM texts").fetchall()]
+    in_arrow = mention_mask(pa.array(texts), needles).to_pylist()
+    expected = [True] * len(MENTIONS) + [False] * len(NOT_MENTIONS)
+    assert in_sql == expected
+    assert in_arrow == expected
+    assert con.execute(f"SELECT {needles.sql('NULL::VARCHAR')}").fetchone()[0] is False
+    assert EMAIL not in repr(needles) and EMAIL not in repr(person())
+
+
+# --------------------------------------------------------------------------- files
+
+def test_landing_gzip_scrub_blanks_lines_and_keeps_numbering(tmp_path):
+    lines = [b'{"messageId":"m1","anonymousId":"a1"}',
+             b'{"messageId":"m2","anonymousId":"a2"}',
+             b'{"messageId":"m3","traits":{"email":" Zelda.Quist@Example.org "}}',
+             b'{"messageId":"m4","anonymousId":"a4"}', b""]
+    path = tmp_path / "part-0000.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(lines)))
+    assert scrub_landing_file(path, {2}, person().needles()) == 2
+    out = gzip.decompress(path.read_bytes()).split(b"\n")
+    assert out == [lines[0], b"", b"", lines[3], b""]
+    assert not list(tmp_path.glob(".*"))
+    assert scrub_landing_file(path, {2}, person().needles()) == 0  # idempotent: nothing left
+
+
+def test_landing_csv_scrub_in_gb18030_keeps_other_bytes(tmp_path):
+    header = "transaction_id,line_no,store_id,customer_phone,payment_method"
+    rows = ["T1,1,S1,,微信支付", "T2,1,S1,+86 139-1234-5678,支付宝", "T3,1,S1,13800000000,现金"]
+    path = tmp_path / "store_S1.csv"
+    path.write_bytes(("\n".join([header, *rows]) + "\n").encode("gb18030"))
+    original = path.read_bytes().split(b"\n")
+    assert scrub_landing_file(path, set(), person().needles()) == 1
+    out = path.read_bytes().split(b"\n")
+    assert out == [original[0], original[1], b"", original[3], b""]
+    assert scrub_landing_file(path, {1}, person().needles()) == 0  # a header is never blanked
+
+
+def test_parquet_rewrite_is_atomic_and_keeps_the_schema(tmp_path):
+    folder = tmp_path / "raw" / "crm" / "contacts" / "load_date=2026-03-01"
+    folder.mkdir(parents=True)
+    path = folder / "crm-contacts-x.parquet"
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT * FROM (VALUES ('199901', '{{"email":"{EMAIL}"}}', TRUE),
+                                               ('100001', '{{"email":"a@b.cn"}}', FALSE)) v(id, properties, archived))
+                    TO '{path}' (FORMAT parquet)""")
+    schema_before = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)").fetchall()
+    load_key_tables(con, person())
+    assert rewrite_parquet(con, path, "trim(id) IN (SELECT v FROM p_contacts)") == 1
+    assert con.execute(f"DESCRIBE SELECT * FROM read_parquet('{path}', hive_partitioning = false)").fetchall() == schema_before
+    assert con.execute(f"SELECT id FROM '{path}'").fetchall() == [("100001",)]
+    assert rewrite_parquet(con, path, "trim(id) IN (SELECT v FROM p_contacts)") == 0
+    assert [p.name for p in folder.iterdir()] == [path.name]
+
+
+def test_a_deleted_value_stays_in_a_duckdb_file_until_it_is_compacted(tmp_path):
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE other AS SELECT 'row-' || i AS s FROM range(1000) t(i)")
+    con.execute(f"CREATE TABLE contacts AS SELECT * FROM (VALUES ('{EMAIL}'), ('someone@else.cn')) v(email)")
+    con.execute("CHECKPOINT")
+    con.execute("DELETE FROM contacts WHERE email = ?", [EMAIL])
+    con.execute("CHECKPOINT")
+    con.close()
+    assert EMAIL.encode() in path.read_bytes()  # deleted, yet still on disk
+    detail = compact(path)
+    assert detail["compacted"]
+    assert EMAIL.encode() not in path.read_bytes()
+    assert free_blocks(path) == 0
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT email FROM contacts").fetchall() == [("someone@else.cn",)]
+    assert con.execute("SELECT count(*) FROM other").fetchone()[0] == 1000
+    con.close()
+
+
+def test_deep_scan_sees_through_compression(tmp_path):
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT 'x-' || i AS s FROM range(5000) t(i) UNION ALL SELECT '{EMAIL}') "
+                f"TO '{tmp_path / 'a.parquet'}' (FORMAT parquet, COMPRESSION zstd)")
+    assert EMAIL.encode() not in (tmp_path / "a.parquet").read_bytes()  # grep would miss it
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(f'{{"phone": "+8613912345678"}}'.encode()))
+    db = sqlite3.connect(tmp_path / "c.db")
+    db.execute("CREATE TABLE t (v TEXT)")
+    db.execute("INSERT INTO t VALUES ('Zelda Quist')")
+    db.commit()
+    db.close()
+    d = duckdb.connect(str(tmp_path / "d.duckdb"))
+    d.execute("CREATE TABLE t AS SELECT 'row-' || i AS s FROM range(20000) t(i)")
+    d.execute("INSERT INTO t VALUES ('loyalty LY99990001')")
+    d.close()
+    (tmp_path / "clean.txt").write_text("nothing personal here")
+    hits = scan_tree(tmp_path, [EMAIL, "+8613912345678", "zelda quist", "LY99990001"])
+    found = {(h.path, h.needle) for h in hits if h.needle >= 0}
+    assert {("a.parquet", 0), ("b.jsonl.gz", 1), ("c.db", 2), ("d.duckdb", 3)} <= found
+    assert not any(h.path == "clean.txt" for h in hits)
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_audit_verify_command_reports_an_edited_and_a_deleted_entry(settings):
+    runner = CliRunner()
+    for i in range(4):
+        audit.log_event(settings, "publication", {"logical_date": f"2026-03-0{i + 1}", "tables": 12})
+    ok = runner.invoke(app, ["audit", "verify"])
+    assert ok.exit_code == 0 and "4 entries" in ok.output
+    con = duckdb.connect(str(audit.audit_path(settings)))
+    con.execute("UPDATE audit.audit.events SET payload = replace(payload, '12', '13') WHERE seq = 2")
+    con.close()
+    edited = runner.invoke(app, ["audit", "verify"])
+    assert edited.exit_code == 1 and "entry 2" in edited.output and "modified" in edited.output
+    con = duckdb.connect(str(audit.audit_path(settings)))
+    con.execute("DELETE FROM audit.audit.events WHERE seq = 3")
+    con.close()
+    deleted = runner.invoke(app, ["audit", "verify"])
+    assert deleted.exit_code == 1 and "missing" in deleted.output
+
+
+def test_erase_of_an_unknown_person_is_logged_without_the_value(settings):
+    runner = CliRunner()
+    out = runner.invoke(app, ["erase", "--email", "-", "--no-verify"], input=f" {EMAIL.upper()} \n")
+    assert out.exit_code == 4, out.output
+    assert "no record carries the email" in out.output
+    assert EMAIL not in out.output.lower()
+    events = audit.read(settings, "events")
+    assert list(events["kind"]) == ["erasure_refused"]
+    payload = events["payload"].iloc[0]
+    assert EMAIL not in payload.lower()
+    assert pii.pseudonymizer(settings).token(f"email:{EMAIL}") in payload
+    assert runner.invoke(app, ["erase", "--email", EMAIL, "--phone", "+8613912345678"]).exit_code == 2
+
+
+def test_erase_refuses_while_a_pipeline_run_holds_the_home(settings):
+    from customer360.airflow_runner import run_lock
+
+    with run_lock(settings):
+        out = CliRunner().invoke(app, ["erase", "--contact-id", "199901"])
+    assert out.exit_code == 3 and "another pipeline run" in out.output
+
+
+# --------------------------------------------------------------------------- secrets
+
+def test_a_rejected_crm_token_is_not_in_the_error(settings, crm_server, write_crm_versions, monkeypatch):
+    from customer360.extract import ExtractError
+    from customer360.sources.crm import extract_crm
+
+    write_crm_versions(crm_server.data_dir, "contacts", [])
+    wrong = "wrong-token-" + "9" * 24
+    monkeypatch.setenv("C360_CRM_BASE_URL", crm_server.base_url)
+    monkeypatch.setenv("C360_CRM_TOKEN", wrong)
+    with pytest.raises(ExtractError) as err:
+        extract_crm(get_settings(), dt.date(2026, 3, 1))
+    assert "401" in str(err.value)
+    assert wrong not in str(err.value) and crm_server.token not in str(err.value)
+
+
+def test_an_unreachable_publish_database_error_holds_no_password(settings, monkeypatch):
+    from customer360.publish_postgres import publish_postgres
+    from tests.test_publish import make_warehouse
+    from customer360.publish import publish
+
+    password = "pg-pass-" + "7" * 20
+    monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", f"postgresql://c360:{password}@127.0.0.1:9/c360")
+    s = get_settings()
+    assert password not in repr(s)
+    make_warehouse(s.warehouse_path, 5, 1)
+    publish(s, dt.date(2026, 1, 5))
+    with pytest.raises(Exception) as err:
+        publish_postgres(s)
+    assert password not in str(err.value) and password not in repr(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import re
 import shutil
@@ -92,19 +93,22 @@ def test_backfill_three_dates(tmp_path):
 
 
 def test_failed_gate_leaves_publication_unchanged(tmp_path):
-    with pipeline_env(tmp_path / "home", people=120, days=10) as (settings, server, last):
+    with pipeline_env(tmp_path / "home", people=150, days=16) as (settings, server, last):
         assert run_dag(settings, last - dt.timedelta(days=1)).success
         published = settings.published_dir / "c360.duckdb"
         before = file_digest(published)
         parquet_before = {p.name: file_digest(p) for p in (settings.published_dir / "marts").glob("*.parquet")}
-        # A batch-level defect in the next day's delivery: a POS file whose header lost a column.
-        day_dir = settings.landing / "pos" / f"date={last.isoformat()}"
-        victim = sorted(day_dir.glob("store_*.csv"))[0]
-        lines = victim.read_bytes().splitlines(keepends=True)
-        victim.write_bytes(lines[0].replace(b"txn_type,", b"") + b"".join(lines[1:]))
+        # A half-delivered day: the web collector sent 3% of the day's events.
+        for part in sorted((settings.landing / "web" / "events" / f"date={last.isoformat()}").glob("*.jsonl.gz")):
+            with gzip.open(part, "rb") as fh:
+                lines = fh.read().splitlines(keepends=True)
+            with gzip.open(part, "wb") as fh:
+                fh.write(b"".join(lines[: max(1, len(lines) * 3 // 100)]))
         result = run_dag(settings, last)
         assert not result.success
+        log = result.log_path.read_text()
+        assert "gate raw stopped the run" in log and "raw.volume" in log
         assert file_digest(published) == before
         assert {p.name: file_digest(p) for p in (settings.published_dir / "marts").glob("*.parquet")} == parquet_before
-        alerts = list((settings.artifacts / "alerts").glob("*.json"))
-        assert alerts and any("gate" in a.name for a in alerts)
+        alerts = list((settings.artifacts / "alerts").glob("*gate_raw.json"))
+        assert alerts and "raw.volume" in alerts[0].read_text()

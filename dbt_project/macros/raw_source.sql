@@ -27,9 +27,33 @@
     {%- if missing -%}
         {%- do log("raw " ~ source_name ~ "." ~ table_name ~ " batches lack declared column(s) "
                    ~ missing | join(', ') ~ ": read as null", info=true) -%}
-        {{- return(typed_source_relation(source_name, table_name, relation, present)) -}}
+        {{- return(without_gate_rejects(typed_source_relation(source_name, table_name, relation, present))) -}}
     {%- endif -%}
-    {{- return(relation) -}}
+    {{- return(without_gate_rejects(relation)) -}}
+{%- endmacro %}
+
+
+{#- Rows the raw quality gate rejected stay in their immutable batch but never reach the
+    warehouse: the gate lists them under lake/quarantine/_gate_rejects/ (one file a batch). -#}
+{% macro gate_rejects_glob() -%}
+    {{- env_var('C360_HOME') ~ '/lake/quarantine/_gate_rejects/*.parquet' -}}
+{%- endmacro %}
+
+
+{% macro without_gate_rejects(relation) -%}
+    {%- set found = run_query("select count(*) from glob('" ~ gate_rejects_glob() ~ "')") -%}
+    {%- if found.columns[0].values()[0] == 0 -%}
+        {{- return(relation) -}}
+    {%- endif -%}
+    {%- set sql -%}
+    (select kept.* from {{ relation }} as kept
+     where not exists (
+         select 1 from read_parquet('{{ gate_rejects_glob() }}', union_by_name = true) as rejected
+         where rejected._batch_id = kept._batch_id
+           and rejected._source_file is not distinct from kept._source_file
+           and rejected._source_line is not distinct from kept._source_line))
+    {%- endset -%}
+    {{- return(sql) -}}
 {%- endmacro %}
 
 

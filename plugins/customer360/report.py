@@ -94,7 +94,11 @@ def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, classes="data", escape=True)
 
 
-def gather(settings: Settings) -> dict[str, pd.DataFrame]:
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
     published = settings.published_dir / "c360.duckdb"
     con = duckdb.connect(str(published), read_only=True)
     try:
@@ -112,20 +116,18 @@ def gather(settings: Settings) -> dict[str, pd.DataFrame]:
         }
     finally:
         con.close()
-    audit_db = settings.audit_dir / "audit.duckdb"
     data["gates"] = pd.DataFrame()
-    if audit_db.exists():
-        acon = duckdb.connect(str(audit_db), read_only=True)
-        try:
-            data["gates"] = _query(acon, """
+    if (settings.audit_dir / "audit.duckdb").exists():
+        from customer360 import audit
+
+        with audit.connect(settings, read_only=True) as acon:
+            data["gates"] = _query(acon, f"""
                 SELECT stage, suite, count(*) AS expectations,
-                       count(*) FILTER (WHERE NOT success AND severity = 'error') AS errors,
-                       count(*) FILTER (WHERE NOT success AND severity = 'warn') AS warnings
+                       count(*) FILTER (WHERE outcome = 'fail') AS errors,
+                       count(*) FILTER (WHERE outcome = 'warn') AS warnings
                 FROM audit.gate_results
-                WHERE run_id = (SELECT run_id FROM audit.gate_results ORDER BY checked_at DESC LIMIT 1)
+                WHERE run_id = {_sql_str(run_id)}
                 GROUP BY 1, 2 ORDER BY 1, 2""")
-        finally:
-            acon.close()
     recon_path = settings.audit_dir / "reconciliation.jsonl"
     if recon_path.exists():
         recs = pd.read_json(recon_path, lines=True)
@@ -182,7 +184,7 @@ def build_report(settings: Settings, logical_date: dt.date, run_id: str) -> Path
     import matplotlib
 
     matplotlib.use("Agg")
-    page = render(gather(settings), logical_date, run_id)
+    page = render(gather(settings, run_id), logical_date, run_id)
     folder = settings.artifacts / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     safe_run = re.sub(r"[^0-9A-Za-z_.-]+", "_", run_id)[:80]

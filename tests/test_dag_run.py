@@ -20,22 +20,33 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
+    """One simulated home with the DAG already run once for the last simulated day."""
     home = tmp_path_factory.mktemp("c360")
-    with pipeline_env(home) as env:
-        yield env
+    with pipeline_env(home) as (settings, server, last):
+        first = run_dag(settings, last)
+        assert first.success, first.log_path.read_text()[-5000:]
+        yield settings, server, last
 
 
-def test_run_then_rerun_same_date_changes_nothing(pipeline):
-    settings, server, last = pipeline
-    first = run_dag(settings, last)
-    assert first.success, first.log_path.read_text()[-5000:]
+def test_run_publishes_the_marts(pipeline):
+    settings, _, _ = pipeline
+    con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] > 50
+        assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'web'").fetchone()[0] > 0
+        assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'store'").fetchone()[0] > 0
+        # Every customer carries a segment and, when they have ordered, a churn probability.
+        assert con.execute("SELECT count(*) FROM marts.customer_360 WHERE segment_name IS NULL").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM marts.customer_360 WHERE orders_count > 0 "
+                           "AND churn_probability IS NULL").fetchone()[0] == 0
+    finally:
+        con.close()
+
+
+def test_rerun_of_the_same_date_changes_nothing(pipeline):
+    settings, _, last = pipeline
     before = published_checksums(settings)
     assert {"marts.customer_360", "marts.fct_orders", "ml.ml_churn_scores"} <= set(before)
-    con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] > 50
-    assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'web'").fetchone()[0] > 0
-    assert con.execute("SELECT count(*) FROM marts.fct_orders WHERE channel = 'store'").fetchone()[0] > 0
-    con.close()
     second = run_dag(settings, last)
     assert second.success, second.log_path.read_text()[-5000:]
     assert published_checksums(settings) == before
@@ -93,7 +104,7 @@ def test_backfill_three_dates(tmp_path):
 
 
 def test_failed_gate_leaves_publication_unchanged(tmp_path):
-    with pipeline_env(tmp_path / "home", people=150, days=16) as (settings, server, last):
+    with pipeline_env(tmp_path / "home", people=400, days=16) as (settings, server, last):
         assert run_dag(settings, last - dt.timedelta(days=1)).success
         published = settings.published_dir / "c360.duckdb"
         before = file_digest(published)

@@ -21,7 +21,10 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -309,20 +312,22 @@ def test_audiences_hold_consenting_customers_only(run):
 
 # --------------------------------------------------------------------------- 2. erasure
 
-def test_erase_removes_a_person_from_every_file_under_c360_home(run, caplog):
+def test_erase_removes_a_person_from_every_file_under_c360_home(run):
     settings, state = run
     zelda = state["zelda"]
     before = traces(settings, ZELDA["traces"])
     assert any(t.startswith("landing/") for t in before) and any(t.startswith("warehouse/") for t in before)
-    caplog.set_level("DEBUG")
-    out = CliRunner().invoke(app, ["erase", "--email", ZELDA["email"]])
+    # the real command line: dbt, run in the same process, records sys.argv in its artifacts
+    c360 = Path(sys.executable).with_name("c360")
+    proc = subprocess.run([str(c360), "erase", "--email", ZELDA["email"]], capture_output=True,
+                          text=True, timeout=900)
+    output = proc.stdout + proc.stderr
     # a republish the marts gate blocks is reported (the publication was purged in place)
-    assert out.exit_code == 0 or ("GateFailed" in out.output and "trace" in out.output), out.output
-    assert "verification: 0 trace(s)" in out.output, out.output
+    assert proc.returncode == 0 or ("GateFailed" in output and "erasure: purged" in output), output[-3000:]
+    assert "verification: 0 trace(s)" in output, output[-3000:]
     left = traces(settings, ZELDA["traces"])
     assert left == []
-    for text in (out.output, caplog.text):
-        assert "zelda" not in text.lower() and "1234-5678" not in text and "13912345678" not in text
+    assert "zelda" not in output.lower() and "1234-5678" not in output and "13912345678" not in output
     # DuckDB files hold no freed block a deleted value could hide in
     assert free_blocks(settings.warehouse_path) == 0
     assert free_blocks(settings.published_dir / "c360.duckdb") == 0
@@ -386,5 +391,5 @@ def test_old_records_of_an_erased_person_delivered_late_are_erased_again(run):
 def test_no_secret_is_written_anywhere(run):
     settings, _ = run
     secrets = [get_settings().pii_key().decode(), os.environ["C360_CRM_TOKEN"]]
-    hits = scan_tree(settings.home, secrets)  # the simulated sources too
+    hits = [h for h in scan_tree(settings.home, secrets) if h.needle >= 0]  # the sources too
     assert hits == [], [str(h) for h in hits]

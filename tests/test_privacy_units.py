@@ -127,11 +127,11 @@ def test_landing_gzip_scrub_blanks_lines_and_keeps_numbering(tmp_path):
              b'{"messageId":"m4","anonymousId":"a4"}', b""]
     path = tmp_path / "part-0000.jsonl.gz"
     path.write_bytes(gzip.compress(b"\n".join(lines)))
-    assert scrub_landing_file(path, {2}, person().needles()) == 2
+    assert scrub_landing_file(path, {2}, person().needles())[0] == 2
     out = gzip.decompress(path.read_bytes()).split(b"\n")
     assert out == [lines[0], b"", b"", lines[3], b""]
     assert not list(tmp_path.glob(".*"))
-    assert scrub_landing_file(path, {2}, person().needles()) == 0  # idempotent: nothing left
+    assert scrub_landing_file(path, {2}, person().needles())[0] == 0  # idempotent: nothing left
 
 
 def test_landing_csv_scrub_in_gb18030_keeps_other_bytes(tmp_path):
@@ -140,10 +140,10 @@ def test_landing_csv_scrub_in_gb18030_keeps_other_bytes(tmp_path):
     path = tmp_path / "store_S1.csv"
     path.write_bytes(("\n".join([header, *rows]) + "\n").encode("gb18030"))
     original = path.read_bytes().split(b"\n")
-    assert scrub_landing_file(path, set(), person().needles()) == 1
+    assert scrub_landing_file(path, set(), person().needles())[0] == 1
     out = path.read_bytes().split(b"\n")
     assert out == [original[0], original[1], b"", original[3], b""]
-    assert scrub_landing_file(path, {1}, person().needles()) == 0  # a header is never blanked
+    assert scrub_landing_file(path, {1}, person().needles())[0] == 0  # a header is never blanked
 
 
 def test_parquet_rewrite_is_atomic_and_keeps_the_schema(tmp_path):

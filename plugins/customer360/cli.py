@@ -237,6 +237,17 @@ def demo(
 
 # --------------------------------------------------------------------------- privacy (issue 9)
 
+def _redact_argv(*values: Optional[str]) -> None:
+    """Take personal values out of this process's command line: dbt, which the rebuild runs
+    in this process, writes ``sys.argv`` into its log and run_results.json."""
+    import sys
+
+    for i, arg in enumerate(sys.argv):
+        for value in values:
+            if value and value in arg:
+                sys.argv[i] = arg = arg.replace(value, "<redacted>")
+
+
 def _secret_arg(value: Optional[str], what: str) -> Optional[str]:
     """``-`` reads the value from standard input: it then stays out of the shell history and
     of the process list, where a command-line argument is visible to every local user."""
@@ -274,6 +285,7 @@ def erase(
     from customer360.privacy.erasure import archived_contact_requests, erase as do_erase
     from customer360.privacy.person import ErasureRequest
 
+    _redact_argv(email, phone, contact_id)
     given = [(k, v) for k, v in (("email", _secret_arg(email, "email")),
                                  ("phone", _secret_arg(phone, "phone")),
                                  ("contact", contact_id)) if v]

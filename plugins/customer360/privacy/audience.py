@@ -189,7 +189,11 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
             if "as_of_date" in columns else None
         con.execute("DETACH pub")
         con.execute(f"CREATE TEMP TABLE audience AS SELECT * FROM in_segment WHERE {CONSENT}")
-        have_plain = _match_keys(settings, con)
+        try:
+            have_plain = _match_keys(settings, con)
+        except duckdb.IOException as exc:  # a pipeline run holds the warehouse for writing
+            raise AudienceError(f"the warehouse is busy ({type(exc).__name__}): export again "
+                                "once the running pipeline has finished") from None
         frame = con.execute(f"""
             SELECT a.customer_id,
                    sha256(m.email) AS email_sha256, sha256(m.phone) AS phone_sha256,

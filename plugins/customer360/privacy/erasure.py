@@ -136,7 +136,9 @@ _RETURNING_KEYS = {
 def returning_requests(settings: Settings, logical_date: dt.date,
                        pseudo: pii.Pseudonymizer) -> list[ErasureRequest]:
     """Requests for records landed on ``logical_date`` that carry a key of an erased person
-    and date from before that erasure (newer activity is new data, and stays)."""
+    and date from before that erasure. A key seen only in activity after its erasure does not
+    trigger (the person came back: new data); once triggered, the erasure removes whatever
+    the key links to, as any erasure does."""
     erased = erasure_log.erased_tokens(settings)
     if erased.empty:
         return []
@@ -154,11 +156,11 @@ def returning_requests(settings: Settings, logical_date: dt.date,
                 f"try_cast({when} AS TIMESTAMPTZ) AS record_at FROM {parquet_sql(files)}"
                 for kt, value, when in extractors)
             rows = con.execute(f"""
-                WITH keyed AS (SELECT DISTINCT key_type, value, record_at FROM ({selects})
-                               WHERE value IS NOT NULL)
+                WITH keyed AS (SELECT key_type, value, min(record_at) AS first_at FROM ({selects})
+                               WHERE value IS NOT NULL GROUP BY key_type, value)
                 SELECT DISTINCT k.key_type, k.value
                 FROM keyed k JOIN erased e ON e.token = pii_token(k.key_type || ':' || k.value)
-                WHERE k.record_at IS NULL OR k.record_at <= e.erased_at""").fetchall()
+                WHERE k.first_at IS NULL OR k.first_at <= e.erased_at""").fetchall()
             found.update(rows)
     finally:
         con.close()
@@ -197,9 +199,10 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
     return resolved
 
 
-def purge(settings: Settings, person: PersonKeys, result: ErasureResult) -> None:
+def purge(settings: Settings, person: PersonKeys,
+          result: ErasureResult) -> dict[tuple[str, str, str], int]:
     """Remove ``person`` from every file: lake, landing, warehouse (in place, compacted),
-    publication, audiences, PostgreSQL."""
+    publication, audiences, PostgreSQL. Returns the rows removed per raw/quarantine batch."""
     from customer360.privacy import audience
 
     needles = person.needles()
@@ -212,6 +215,7 @@ def purge(settings: Settings, person: PersonKeys, result: ErasureResult) -> None
         con.close()
     purge_landing(settings, needles, lake)
     result.lake = lake.as_dict()
+    batch_rows = dict(lake.batches)
     result.warehouse = duck_purge.purge_warehouse(settings, person, needles)
     result.compaction["warehouse"] = duck_purge.compact(settings.warehouse_path)
     result.published = duck_purge.purge_publication(settings, person)
@@ -220,6 +224,7 @@ def purge(settings: Settings, person: PersonKeys, result: ErasureResult) -> None
         from customer360.publish_postgres import publish_postgres
 
         result.postgres = publish_postgres(settings)
+    return batch_rows
 
 
 def last_published_date(settings: Settings) -> dt.date | None:
@@ -280,7 +285,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bo
         result.seconds = time.monotonic() - started
         return result
 
-    purge(settings, person, result)
+    batch_rows = purge(settings, person, result)
     result.status = "purged; the next pipeline run rebuilds the warehouse"
     compacted = False
     if rebuild_now:
@@ -305,12 +310,14 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bo
               "audiences": result.audiences,
               "postgres": bool(result.postgres), "rebuilt": result.status == "complete",
               "batch": len(resolved), "trigger": trigger}
-    for r in resolved:
+    for i, r in enumerate(resolved):
         tokens = [(pseudo.token(k), k.split(":", 1)[0]) for k in sorted(r.keys.identity_keys())]
         erasure_log.record(settings, erasure_id=r.erasure_id, requested_at=requested_at,
                            reason=r.request.reason, request_kind=r.request.kind,
                            request_token=r.token, status=result.status, keys=r.keys.counts(),
-                           purged=purged, key_tokens=tokens)
+                           purged=purged, key_tokens=tokens,
+                           # one purge served the whole batch: its rows are counted once
+                           batch_rows=batch_rows if i == 0 else None)
     if compacted:
         erasure_log.mark_compacted(settings, [r.erasure_id for r in resolved],
                                    {"trigger": trigger})

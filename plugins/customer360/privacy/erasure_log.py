@@ -6,6 +6,9 @@ purged where (counts per table and file kind), and its status. Every erasure is 
 entry of the hash-chained event log (``kind = 'erasure'``), so rewriting this table after
 the fact shows in ``c360 audit verify``.
 
+``audit.erased_rows``: rows removed per raw or quarantine batch, so that reconciliation
+(read = landed + quarantined, landed = rows in the batch file) can allow for them.
+
 ``audit.erased_keys``: the tokens of every key of every erased person, with the erasure
 time. Incoming data is matched against it so that a late file, a redelivery or a re-read of
 the CRM cannot bring back records from before the erasure (:mod:`customer360.privacy.erasure`).
@@ -33,6 +36,9 @@ CREATE TABLE IF NOT EXISTS audit.erasures (
 CREATE TABLE IF NOT EXISTS audit.erased_keys (
     token VARCHAR, key_type VARCHAR, erasure_id VARCHAR, erased_at TIMESTAMPTZ,
     PRIMARY KEY (token, erasure_id));
+CREATE TABLE IF NOT EXISTS audit.erased_rows (
+    erasure_id VARCHAR, zone VARCHAR, source_entity VARCHAR, batch_id VARCHAR, "rows" BIGINT,
+    erased_at TIMESTAMPTZ);
 """
 
 
@@ -42,7 +48,8 @@ def _ensure(con) -> None:
 
 def record(settings: Settings, *, erasure_id: str, requested_at: dt.datetime, reason: str,
            request_kind: str, request_token: str, status: str, keys: dict, purged: dict,
-           key_tokens: list[tuple[str, str]]) -> dict:
+           key_tokens: list[tuple[str, str]],
+           batch_rows: dict[tuple[str, str, str], int] | None = None) -> dict:
     """Store one erasure and its key tokens; append it to the chained event log."""
     finished = dt.datetime.now(dt.timezone.utc)
     with audit.connect(settings) as con:
@@ -54,6 +61,10 @@ def record(settings: Settings, *, erasure_id: str, requested_at: dt.datetime, re
         if key_tokens:
             con.executemany("INSERT OR IGNORE INTO audit.erased_keys VALUES (?, ?, ?, ?)",
                             [(token, key_type, erasure_id, requested_at) for token, key_type in key_tokens])
+        if batch_rows:
+            con.executemany("INSERT INTO audit.erased_rows VALUES (?, ?, ?, ?, ?, ?)",
+                            [(erasure_id, zone, entity, batch, rows, requested_at)
+                             for (zone, entity, batch), rows in sorted(batch_rows.items())])
         con.execute("COMMIT")
     event = audit.log_event(settings, "erasure", {
         "erasure_id": erasure_id, "reason": reason, "request_kind": request_kind,
@@ -69,6 +80,15 @@ def erased_tokens(settings: Settings) -> pd.DataFrame:
     with audit.connect(settings) as con:
         _ensure(con)
         return con.execute("SELECT token, key_type, erasure_id, erased_at FROM audit.erased_keys").df()
+
+
+def erased_rows(settings: Settings) -> pd.DataFrame:
+    """erasure_id, zone (raw, quarantine), source_entity, batch_id, rows, erased_at."""
+    if not audit.audit_path(settings).exists():
+        return pd.DataFrame(columns=["erasure_id", "zone", "source_entity", "batch_id", "rows", "erased_at"])
+    with audit.connect(settings) as con:
+        _ensure(con)
+        return con.execute("SELECT * FROM audit.erased_rows").df()
 
 
 def erasures(settings: Settings) -> pd.DataFrame:

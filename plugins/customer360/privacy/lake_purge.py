@@ -24,6 +24,7 @@ scrubbed file for a new version and load it again.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import os
 import sqlite3
@@ -61,6 +62,8 @@ class LakePurge:
     manifest_rows: int = 0
     # (landing-relative file, physical line) of every removed row that came from a file
     lines: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set), repr=False)
+    # (zone, source/entity, batch id) -> rows removed: what reconciliation counts must allow for
+    batches: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
         return {"raw_rows": dict(sorted(self.raw_rows.items())), "raw_files": self.raw_files,
@@ -203,6 +206,7 @@ def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, re
         for filename, _ in hits:
             removed = rewrite_parquet(con, Path(filename), predicate)
             counts[name] = counts.get(name, 0) + removed
+            report.batches[(zone, name, Path(filename).stem)] = removed
             if zone == "raw":
                 report.raw_files += 1
             else:
@@ -222,11 +226,10 @@ def purge_lake(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Need
 
 # --------------------------------------------------------------------------- landing files
 
-def _read_landing(path: Path) -> tuple[bytes, bool]:
-    """The file's bytes, decompressed; and whether it was a whole gzip stream. A truncated
-    gzip (quarantined whole by the loader) gives what can be decompressed of it."""
-    raw = path.read_bytes()
-    if not path.name.endswith(".gz"):
+def _decompressed(raw: bytes, gzipped: bool) -> tuple[bytes, bool]:
+    """The content, and whether it was a whole gzip stream. A truncated gzip (quarantined
+    whole by the loader) gives what can be decompressed of it."""
+    if not gzipped:
         return raw, True
     try:
         return gzip.decompress(raw), True
@@ -260,10 +263,12 @@ def mention_mask(lines: pa.Array, needles: Needles) -> pa.Array:
     return mask
 
 
-def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> int:
-    """Blank ``drop_lines`` (1-based) and every line mentioning the person; returns lines
-    blanked (0: the file is left untouched)."""
-    data, whole = _read_landing(path)
+def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> tuple[int, str]:
+    """Blank ``drop_lines`` (1-based) and every line mentioning the person; returns the lines
+    blanked (0: the file is left untouched) and the SHA-256 the file had before."""
+    raw = path.read_bytes()
+    before = hashlib.sha256(raw).hexdigest()
+    data, whole = _decompressed(raw, path.name.endswith(".gz"))
     byte_lines = data.split(b"\n")
     text_lines = _decode(data).split("\n")
     if len(text_lines) != len(byte_lines):  # a decoder that merged lines: match on bytes only
@@ -277,7 +282,7 @@ def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> in
         blank[0] = False
     count = sum(1 for b, line in zip(blank, byte_lines) if b and line.strip())
     if not count:
-        return 0
+        return 0, before
     out = b"\n".join(b"" if b else line for b, line in zip(blank, byte_lines))
     if path.name.endswith(".gz"):
         out = gzip.compress(out, mtime=0)
@@ -294,7 +299,7 @@ def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> in
     if not whole:
         log.warning("erasure: scrubbed a landing file that was not a whole gzip stream; what "
                     "could be read of it was kept")
-    return count
+    return count, before
 
 
 def _manifest_for(settings: Settings, rel: str) -> tuple[str, Path] | None:
@@ -333,8 +338,7 @@ def purge_landing(settings: Settings, needles: Needles, report: LakePurge) -> La
         # the loader of this source must not read a file while it is being replaced
         with source_lock(settings.state_dir, source):
             for f in group:
-                old_sha = sha256_of(f.path)
-                blanked = scrub_landing_file(f.path, report.lines.get(f.rel, set()), needles)
+                blanked, old_sha = scrub_landing_file(f.path, report.lines.get(f.rel, set()), needles)
                 if blanked:
                     report.landing_lines += blanked
                     report.landing_files += 1

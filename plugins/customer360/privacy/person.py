@@ -23,7 +23,6 @@ full names.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -402,10 +401,6 @@ def pos_transaction_predicate() -> str:
     return ("(trim(store_id) || '|' || trim(transaction_id) IN "
             "(SELECT store_id || '|' || transaction_id FROM p_txns))"
             f" OR {pos_keys_predicate()}")
-
-
-def today_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 _JSON_ID_FIELD = re.compile(r"^[A-Za-z_]+$")

@@ -354,6 +354,12 @@ def test_erase_removes_a_person_from_every_file_under_c360_home(run):
     assert purged["lake"]["quarantine_rows"]["pos/transactions"] >= 1
     assert purged["lake"]["quarantine_rows"]["web/events"] >= 1
     assert json.loads(row["keys_json"])["customers"] == 1
+    # per batch, so that reconciliation (landed = rows in the batch file) can allow for it
+    rows = erasure_log.erased_rows(settings)
+    mine = rows[(rows["erasure_id"] == row["erasure_id"]) & (rows["zone"] == "raw")]
+    assert int(mine["rows"].sum()) == sum(purged["lake"]["raw_rows"].values())
+    # model artifacts keep parameters, never training rows
+    assert [h for h in scan_tree(settings.artifacts / "models", [zelda]) if h.needle >= 0] == []
     assert CliRunner().invoke(app, ["audit", "verify"]).exit_code == 0
 
 

@@ -278,3 +278,51 @@ def test_an_unreachable_publish_database_error_holds_no_password(settings, monke
     with pytest.raises(Exception) as err:
         publish_postgres(s)
     assert password not in str(err.value) and password not in repr(err.value)
+
+
+# --------------------------------------------------------------------------- resolution
+
+def _raw(settings, source, entity, rows):
+    from customer360.lake import new_batch_id, write_raw_batch
+
+    table = pa.Table.from_pylist(rows)
+    # the raw zone keeps every source value as VARCHAR, an all-null column included
+    table = table.cast(pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type)
+                                  for f in table.schema]))
+    write_raw_batch(settings, table, source=source, entity=entity,
+                    load_date=dt.date(2026, 3, 1), batch_id=new_batch_id(source, entity))
+
+
+def test_a_key_shared_by_many_contacts_is_nobody_in_particular(settings):
+    import json
+
+    from customer360.privacy.person import ErasureRefused, ErasureRequest, Resolver
+
+    shop_phone = "+86 21 6000 0000"  # typed at the till for customers without a phone
+    contacts = [("100001", " Zelda.Quist@Example.org ", shop_phone), ("100002", "b@x.cn", shop_phone),
+                ("100003", "c@x.cn", shop_phone)]
+    _raw(settings, "crm", "contacts", [
+        {"id": cid, "createdAt": "2026-03-01T00:00:00Z", "updatedAt": "2026-03-01T00:00:00Z",
+         "archived": False, "properties": json.dumps({"email": email, "phone": phone, "country": "CN",
+                                                      "firstname": "F", "lastname": cid})}
+        for cid, email, phone in contacts])
+    pos_row = {c: None for c in ("transaction_id", "line_no", "store_id", "business_date", "txn_ts",
+                                 "txn_type", "loyalty_id", "customer_phone", "customer_email", "sku",
+                                 "quantity", "unit_price", "discount_amount", "line_amount", "currency",
+                                 "payment_method", "_store_country")}
+    _raw(settings, "pos", "transactions", [
+        pos_row | {"transaction_id": "T-1", "store_id": "S1", "customer_phone": shop_phone, "_store_country": "CN"},
+        pos_row | {"transaction_id": "T-2", "store_id": "S1", "customer_email": "ZELDA.QUIST@example.org",
+                   "_store_country": "CN"}])
+    con = duckdb.connect()
+    pii.register(con, pii.pseudonymizer(settings))
+    resolver = Resolver(settings, con)
+    keys = resolver.resolve(ErasureRequest("email", EMAIL))
+    assert keys.contact_ids == {"100001"} and keys.emails == {EMAIL}
+    assert keys.phones == set()                      # the shop's number is not hers
+    assert keys.pos_transactions == {("S1", "T-2")}  # nor the sale it was typed for
+    with pytest.raises(ErasureRefused, match="shared by several CRM contacts"):
+        resolver.resolve(ErasureRequest("phone", shop_phone))
+    with pytest.raises(ErasureRefused, match="no record carries"):
+        resolver.resolve(ErasureRequest("email", "nobody@example.org"))
+    assert len(resolver.resolve(ErasureRequest("phone", shop_phone), force=True).contact_ids) == 3

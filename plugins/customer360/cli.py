@@ -223,7 +223,7 @@ def publish_now(date: str = typer.Option(..., "--date", help="Logical date recor
 @app.command()
 def demo(
     people: int = typer.Option(1500, help="Simulated people."),
-    days: int = typer.Option(60, help="Simulated days."),
+    days: int = typer.Option(150, help="Simulated days (churn training needs more than 90 + 30)."),
     start: str = typer.Option("2026-01-01", help="First simulated day."),
     seed: int = typer.Option(42, help="Random seed."),
 ) -> None:

@@ -125,6 +125,13 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
     for k, v in summarize(published):
         table.add_row(k, v)
     console.print(table)
+    from customer360 import audit
+
+    gate_runs = audit.read(settings, "gate_runs", "logical_date = ?", [last])
+    if len(gate_runs):
+        latest = gate_runs[gate_runs.run_id == gate_runs.sort_values("finished_at").run_id.iloc[-1]]
+        for line in latest.sort_values("finished_at").summary:
+            console.print(line)
     reports = sorted((settings.artifacts / "reports").glob("*.html"))
     console.print(f"published database: [bold]{published}[/bold]")
     console.print(f"published Parquet:  [bold]{settings.published_dir / 'marts'}[/bold]")

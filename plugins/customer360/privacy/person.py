@@ -34,6 +34,8 @@ from customer360.privacy import pii
 from customer360.settings import Settings
 
 MAX_ROUNDS = 5
+# as the warehouse's var identity_max_contacts_per_key: a key on more contacts links nobody
+MAX_CONTACTS_PER_KEY = 2
 
 
 class ErasureRefused(RuntimeError):
@@ -243,6 +245,7 @@ class Resolver:
         self.events = raw_files(settings.lake_raw, "web", "events")
         self.pos = raw_files(settings.lake_raw, "pos", "transactions")
         self.clusters = self._attach_clusters()
+        self.ambiguous: set[str] = set()
         if self.contacts:
             props = "properties"
             con.execute(f"""
@@ -255,6 +258,27 @@ class Resolver:
                        {pii.clean_sql(f"json_extract_string({props}, '$.firstname')")} AS first_name,
                        {pii.clean_sql(f"json_extract_string({props}, '$.lastname')")} AS last_name
                 FROM {parquet_sql(self.contacts)} WHERE id IS NOT NULL""")
+            self.ambiguous = self._shared_keys()
+
+    def _shared_keys(self) -> set[str]:
+        """Keys on more CRM contacts than the identity graph links (a shop's own phone typed
+        for customers, a placeholder address): nobody's in particular, so never followed."""
+        rows = self.con.execute(f"""
+            SELECT key FROM (
+                SELECT 'email:' || email AS key, contact_id FROM r_contacts WHERE email IS NOT NULL
+                UNION SELECT 'phone:' || phone, contact_id FROM r_contacts WHERE phone IS NOT NULL
+                UNION SELECT 'loyalty:' || loyalty, contact_id FROM r_contacts WHERE loyalty IS NOT NULL)
+            GROUP BY key HAVING count(DISTINCT contact_id) > {MAX_CONTACTS_PER_KEY}""").fetchall()
+        shared = {r[0] for r in rows}
+        if self.clusters is not None:
+            found = self.con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'wh' AND "
+                "schema_name = 'intermediate' AND table_name = 'int_identity__ambiguous_keys'").fetchone()[0]
+            if found:
+                shared |= {r[0] for r in self.con.execute(
+                    "SELECT identity_key FROM wh.intermediate.int_identity__ambiguous_keys "
+                    "WHERE key_type <> 'anon'").fetchall()}
+        return shared
 
     def _attach_clusters(self) -> str | None:
         path = self.settings.warehouse_path
@@ -290,7 +314,7 @@ class Resolver:
                 "SELECT DISTINCT email, phone, loyalty, first_name, last_name FROM r_contacts "
                 "WHERE contact_id IN (SELECT v FROM q_contacts)").fetchall():
             for key_type, value in (("email", email), ("phone", phone), ("loyalty", loyalty)):
-                if value:
+                if value and f"{key_type}:{value}" not in self.ambiguous:
                     keys.add_identity_key(f"{key_type}:{value}")
             if first and last:
                 keys.names.add((first, last))
@@ -340,10 +364,14 @@ class Resolver:
                 FROM {parquet_sql(self.pos)} WHERE {pos_keys_predicate()}""").fetchall()
             keys.pos_transactions.update((s, t) for s, t in rows if t)
 
-    def resolve(self, request: ErasureRequest, max_customers: int = 2,
+    def resolve(self, request: ErasureRequest, max_customers: int = 1,
                 force: bool = False) -> PersonKeys:
         keys = PersonKeys()
         seed = request.identity_key
+        if seed in self.ambiguous and not force:
+            raise ErasureRefused(
+                f"the {request.kind} given is shared by several CRM contacts, so it names no one "
+                "person: erase by contact id, or check with --dry-run and pass --force")
         keys.add_identity_key(seed)
         for contact_id in self._contacts_with_seed(seed):
             keys.contact_ids.add(contact_id)

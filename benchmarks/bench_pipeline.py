@@ -1,0 +1,238 @@
+"""The whole pipeline, stage by stage, at several scales (issue 10.3; never part of the tests).
+
+    python benchmarks/bench_pipeline.py --scale 10k --days 365
+    python benchmarks/bench_pipeline.py --scale 100k --days 90 --skip-splink
+
+For one scale it simulates ``people x days`` under $C360_BENCH_HOME (default
+$C360_HOME/bench_pipeline/<scale>x<days>), delivers every landing file up to the day before the
+last one, serves the CRM on 127.0.0.1, and then:
+
+* full refresh: every stage of the DAG for the day before the last, each stage timed in its own
+  child process (wall time, records per second, peak RSS of that process and its children);
+* bare read: DuckDB alone reading every landing file (web NDJSON + POS CSV, columns as text),
+  the physical limit on this machine; the ratio full pipeline / bare read (target < 3x);
+* incremental day: the last day's files delivered and every stage run for the last day; the
+  ratio incremental / full refresh (target < 5% at one year of history).
+
+Stages run through :mod:`customer360.pipeline` (the functions the DAG's tasks call), not through
+Airflow, so Airflow's own start-up (about 30 s a run) is not part of the figures. Results are
+appended to ``benchmarks/results/pipeline-<scale>x<days>.json`` and printed as a markdown table
+for BENCHMARKS.md. Identity resolution next to Splink: ``--splink`` installs splink into the
+running virtualenv for the benchmark only (never a project requirement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCALES = {"1k": 1_000, "10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+START = dt.date(2025, 1, 1)
+
+# One child process a stage: its peak RSS is then the stage's own, not the benchmark's.
+STAGE_CHILD = r"""
+import datetime as dt, json, resource, sys, time
+from customer360 import pipeline
+from customer360.settings import get_settings
+stage, day = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
+s = get_settings()
+t0 = time.monotonic()
+if stage.startswith("extract_"):
+    out = pipeline.extract(stage.removeprefix("extract_"), day, s)
+elif stage in ("staging", "intermediate", "marts", "customer_360"):
+    out = pipeline.build_layer(stage, day, s)
+elif stage == "ml":
+    out = pipeline.machine_learning(day, s)
+elif stage == "publish":
+    out = pipeline.publish(day, s)
+else:
+    raise SystemExit(f"unknown stage {stage}")
+wall = time.monotonic() - t0
+rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print("@@RESULT@@" + json.dumps({"wall": wall, "peak_rss_mb": rss / 1024, "out": out}, default=str))
+"""
+
+STAGES = ("extract_crm", "extract_web", "extract_pos", "staging", "intermediate", "marts", "ml",
+          "customer_360", "publish")
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def run_stage(stage: str, day: dt.date, env: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", STAGE_CHILD, stage, day.isoformat()], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{proc.stderr[-4000:]}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("@@RESULT@@"))
+    return json.loads(line.removeprefix("@@RESULT@@"))
+
+
+def stage_records(stage: str, out: dict) -> int:
+    """Records a stage handled: rows read for extracts, rows written for the others."""
+    if stage.startswith("extract_"):
+        return int(out.get("read", 0))
+    if stage == "publish":
+        return sum((out.get("tables") or {}).values())
+    return 0
+
+
+def warehouse_rows(settings) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+        return sum(con.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in tables)
+    finally:
+        con.close()
+
+
+def run_pipeline(day: dt.date, env: dict, label: str) -> list[dict]:
+    rows = []
+    for stage in STAGES:
+        res = run_stage(stage, day, env)
+        n = stage_records(stage, res["out"])
+        rows.append({"run": label, "stage": stage, "wall_s": round(res["wall"], 2), "records": n,
+                     "records_per_s": round(n / res["wall"]) if n and res["wall"] else None,
+                     "peak_rss_mb": round(res["peak_rss_mb"])})
+        print(f"  {label:11} {stage:13} {res['wall']:8.1f} s  {n:>11,} records  "
+              f"{res['peak_rss_mb']:7.0f} MB", flush=True)
+    return rows
+
+
+def bare_read(landing: Path) -> dict:
+    """DuckDB alone reading every landing file into memory: the floor for any loader."""
+    import duckdb
+
+    con = duckdb.connect()
+    t0 = time.monotonic()
+    web = con.execute(
+        "SELECT count(*) FROM read_json(?, format='newline_delimited', columns={'messageId': 'VARCHAR', "
+        "'type': 'VARCHAR', 'event': 'VARCHAR', 'anonymousId': 'VARCHAR', 'userId': 'VARCHAR', "
+        "'timestamp': 'VARCHAR', 'receivedAt': 'VARCHAR', 'context': 'JSON', 'properties': 'JSON', "
+        "'traits': 'JSON'}, ignore_errors=true)",
+        [str(landing / "web" / "events" / "date=*" / "*.jsonl.gz")]).fetchone()[0]
+    pos = con.execute("SELECT count(*) FROM read_csv(?, all_varchar=true, ignore_errors=true, "
+                      "union_by_name=true, encoding='utf-8')",
+                      [str(landing / "pos" / "date=*" / "*.csv")]).fetchone()[0]
+    wall = time.monotonic() - t0
+    con.close()
+    return {"wall_s": round(wall, 2), "web_rows": web, "pos_rows": pos}
+
+
+def ensure_splink() -> str | None:
+    try:
+        import splink  # noqa: F401
+        return splink.__version__
+    except ImportError:
+        pass
+    rc = subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", "splink==5.0.0"])
+    if rc != 0:
+        return None
+    import splink
+    return splink.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=sorted(SCALES), default="10k")
+    ap.add_argument("--days", type=int, default=365)
+    ap.add_argument("--home", type=Path, default=None)
+    ap.add_argument("--splink", action="store_true", help="also time Splink (installs it)")
+    args = ap.parse_args(argv)
+
+    from customer360.demo.crm_server import start_server
+    from customer360.demo.simulator import SimulationConfig, deliver, simulate
+
+    people = SCALES[args.scale]
+    home = args.home or Path(os.environ.get("C360_BENCH_HOME") or
+                             Path(os.environ.get("C360_HOME", "data")) / "bench_pipeline"
+                             ) / f"{args.scale}x{args.days}"
+    token = "bench-" + secrets.token_hex(8)
+    env = dict(os.environ, C360_HOME=str(home), C360_PII_KEY="bench-pii-key-0123456789abcdef",
+               C360_CRM_TOKEN=token)
+    env.pop("C360_LANDING", None)
+    os.environ.update(env)
+    from customer360.settings import get_settings
+
+    if home.exists():
+        import shutil
+        shutil.rmtree(home)
+    settings = get_settings()
+    last = START + dt.timedelta(days=args.days - 1)
+    result: dict = {"scale": args.scale, "people": people, "days": args.days, "machine": machine(),
+                    "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    print(f"simulating {people:,} people x {args.days} days into {home}", flush=True)
+    t0 = time.monotonic()
+    cfg = SimulationConfig.from_overrides(people=people, days=args.days, start=START, seed=42,
+                                          overrides=[])
+    simulate(cfg, landing=settings.landing, sim_dir=settings.simulation_dir, progress=False,
+             deliver_all=False)
+    result["simulate_s"] = round(time.monotonic() - t0, 1)
+    # Everything visible up to the day before the last: the full refresh's history.
+    deliver(settings.simulation_dir, settings.landing, through=last - dt.timedelta(days=1))
+    du = subprocess.run(["du", "-sb", str(settings.landing)], capture_output=True, text=True)
+    result["landing_bytes"] = int(du.stdout.split()[0])
+    print(f"  simulated in {result['simulate_s']} s, landing {result['landing_bytes'] / 2**20:.0f} MiB")
+
+    with start_server(settings.simulation_dir / "crm", token=token) as server:
+        env["C360_CRM_BASE_URL"] = server.base_url
+        full = run_pipeline(last - dt.timedelta(days=1), env, "full")
+        result["bare_read"] = bare_read(settings.landing)
+        print(f"  bare DuckDB read of the landing: {result['bare_read']}", flush=True)
+        deliver(settings.simulation_dir, settings.landing, through=last + dt.timedelta(days=3))
+        incr = run_pipeline(last, env, "incremental")
+    result["stages"] = full + incr
+    full_s = sum(r["wall_s"] for r in full)
+    incr_s = sum(r["wall_s"] for r in incr)
+    load_s = sum(r["wall_s"] for r in full if r["stage"].startswith("extract_"))
+    records = sum(r["records"] for r in full if r["stage"].startswith("extract_"))
+    result["summary"] = {
+        "full_refresh_s": round(full_s, 1), "incremental_day_s": round(incr_s, 1),
+        "incremental_over_full": round(incr_s / full_s, 4),
+        "extract_s": round(load_s, 1), "records_landed": records,
+        "end_to_end_records_per_s": round(records / full_s),
+        "pipeline_over_bare_read": round(full_s / result["bare_read"]["wall_s"], 2),
+        "extract_over_bare_read": round(load_s / result["bare_read"]["wall_s"], 2),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in full + incr),
+        "warehouse_rows": warehouse_rows(settings),
+    }
+    if args.splink:
+        result["splink_version"] = ensure_splink()
+    out = HERE / "results" / f"pipeline-{args.scale}x{args.days}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+    print(markdown(result))
+    print(f"written {out}")
+    return 0
+
+
+def markdown(result: dict) -> str:
+    lines = [f"| run | stage | wall s | records | records/s | peak RSS MB |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in result["stages"]:
+        rps = f"{r['records_per_s']:,}" if r["records_per_s"] else ""
+        rec = f"{r['records']:,}" if r["records"] else ""
+        lines.append(f"| {r['run']} | {r['stage']} | {r['wall_s']} | {rec} | {rps} | {r['peak_rss_mb']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

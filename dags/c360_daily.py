@@ -1,7 +1,8 @@
 """c360_daily: the customer 360 airflow DAG for one logical date (wiring only).
 
-extract (CRM, web, POS in parallel) -> raw gate -> dbt staging -> dbt intermediate -> core gate
--> dbt marts -> ML -> marts gate -> publish -> report. All logic lives in customer360.pipeline;
+extract (CRM, web, POS in parallel) -> erasure of archived contacts -> raw gate -> dbt staging
+-> dbt intermediate -> core gate -> dbt marts -> ML -> customer_360 with scores -> marts gate
+-> publish -> compact the warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline;
 this file only wires it, so it parses in milliseconds.
 """
 
@@ -65,6 +66,13 @@ def c360_daily():
         return [extract_crm(), extract_web(), extract_pos()]
 
     @task(pool=WAREHOUSE_POOL)
+    def erasure(**ctx):
+        """Archived CRM contacts (erasure requests) are purged before anything is built."""
+        from customer360.privacy import tasks as privacy
+
+        return privacy.erasure(_day(ctx))
+
+    @task(pool=WAREHOUSE_POOL)
     def gate_raw(**ctx):
         return pipeline.gate("raw", _day(ctx), ctx["run_id"])
 
@@ -100,12 +108,25 @@ def c360_daily():
     def publish(**ctx):
         return pipeline.publish(_day(ctx))
 
+    @task(pool=WAREHOUSE_POOL)
+    def compact_warehouse(**ctx):
+        from customer360.privacy import tasks as privacy
+
+        return privacy.compact(_day(ctx))
+
+    @task(pool=WAREHOUSE_POOL)
+    def audiences(**ctx):
+        from customer360.privacy import tasks as privacy
+
+        return privacy.audiences(_day(ctx))
+
     @task
     def report(**ctx):
         return pipeline.report(_day(ctx), ctx["run_id"])
 
     (
         extract_group()
+        >> erasure()
         >> gate_raw()
         >> dbt_staging()
         >> dbt_intermediate()
@@ -115,6 +136,8 @@ def c360_daily():
         >> dbt_customer_360()
         >> gate_marts()
         >> publish()
+        >> compact_warehouse()
+        >> audiences()
         >> report()
     )
 

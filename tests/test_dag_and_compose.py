@@ -44,9 +44,9 @@ def test_dagbag_imports_without_errors_and_wires_the_stages(tmp_path):
     assert rep["dag_ids"] == ["c360_daily"]
     t = rep["tasks"]
     assert t["extract.extract_crm"] == [] and t["extract.extract_web"] == [] and t["extract.extract_pos"] == []
-    assert t["gate_raw"] == ["extract.extract_crm", "extract.extract_pos", "extract.extract_web"]
-    chain = ["gate_raw", "dbt_staging", "dbt_intermediate", "gate_core", "dbt_marts", "ml",
-             "dbt_customer_360", "gate_marts", "publish", "report"]
+    assert t["erasure"] == ["extract.extract_crm", "extract.extract_pos", "extract.extract_web"]
+    chain = ["erasure", "gate_raw", "dbt_staging", "dbt_intermediate", "gate_core", "dbt_marts", "ml",
+             "dbt_customer_360", "gate_marts", "publish", "compact_warehouse", "audiences", "report"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert t[downstream] == [upstream]
     # Every task that writes the warehouse DuckDB file shares the one-slot pool.

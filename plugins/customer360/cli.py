@@ -148,9 +148,6 @@ def extract(
     print_reconciliation(recs)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    app()
-
 
 def _print_dag_result(result) -> None:
     status = "[green]success[/green]" if result.success else "[red]failed[/red]"
@@ -310,6 +307,8 @@ def erase(
     table = Table(title=f"erasure: {result.status}")
     table.add_column("where")
     table.add_column("removed", justify="right")
+    if dry_run:
+        console.print("[yellow]dry run: nothing was changed or logged[/yellow]")
     for e in result.erasures:
         console.print(f"erasure {e['erasure_id']} ({e['reason']}, {e['request_kind']}; request token "
                       f"{e['request_token'][:16]}...): " + ", ".join(f"{k} {v}" for k, v in e["keys"].items() if v))
@@ -387,3 +386,7 @@ def audit_verify() -> None:
             console.print(f"  {b}")
         raise typer.Exit(1)
     console.print(f"[green]audit log intact:[/green] {entries} entries, hash chain verified")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -105,6 +105,10 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
         from customer360.publish_postgres import publish_postgres
 
         out["postgres"] = publish_postgres(s)
+    from customer360 import audit
+
+    audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(),
+                                       "tables": out["tables"], "postgres": "postgres" in out})
     return out
 
 

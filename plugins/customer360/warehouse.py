@@ -144,10 +144,17 @@ def run_dbt(settings: Settings, args: list[str]):
                  "--profiles-dir", str(proj),
                  "--target-path", str(target),
                  "--log-path", str(artifacts_dir(settings) / "logs")]
+    import sys
+
+    saved_argv = sys.argv
+    # dbt records the process command line in dbt.log and run_results.json; the caller's
+    # (e.g. `c360 erase --email ...`) must not end up there.
+    sys.argv = ["dbt", *args]
     with _environment(build_env(settings)):
         try:
             return dbtRunner().invoke(full_args)
         finally:
+            sys.argv = saved_argv
             _release_duckdb()
 
 

@@ -13,8 +13,10 @@ pipeline links to it, found the way the pipeline links records:
 4. raw POS rows carrying any of the keys give the person's transactions, raw web
    "Order Completed" events of the person give their web orders.
 
-Steps 1-3 repeat until nothing new turns up. A request that resolves to several people (a
-key shared by a household) is refused unless forced: see :class:`ErasureRefused`.
+Steps 1-3 repeat until nothing new turns up. Keys on more CRM contacts than the identity
+graph links (a shop's phone typed for walk-ins, a placeholder address) belong to nobody in
+particular and are never followed; a request naming one, or resolving to more contacts and
+customers than one person has, is refused unless forced (:class:`ErasureRefused`).
 
 :class:`Needles` are what free text is searched for (ticket text, quarantined lines,
 landing files): the emails, the phone numbers' digit strings, loyalty ids, device ids and
@@ -36,6 +38,11 @@ from customer360.settings import Settings
 MAX_ROUNDS = 5
 # as the warehouse's var identity_max_contacts_per_key: a key on more contacts links nobody
 MAX_CONTACTS_PER_KEY = 2
+# A person has a contact and perhaps a duplicate; their records can sit in up to three
+# customers when the record that linked them is gone (an archived contact leaves its web
+# logins in one customer and its till purchases in another). More means a shared key.
+MAX_CONTACTS_PER_PERSON = 2
+MAX_CUSTOMERS_PER_PERSON = 3
 
 
 class ErasureRefused(RuntimeError):
@@ -364,8 +371,7 @@ class Resolver:
                 FROM {parquet_sql(self.pos)} WHERE {pos_keys_predicate()}""").fetchall()
             keys.pos_transactions.update((s, t) for s, t in rows if t)
 
-    def resolve(self, request: ErasureRequest, max_customers: int = 1,
-                force: bool = False) -> PersonKeys:
+    def resolve(self, request: ErasureRequest, force: bool = False) -> PersonKeys:
         keys = PersonKeys()
         seed = request.identity_key
         if seed in self.ambiguous and not force:
@@ -387,10 +393,12 @@ class Resolver:
             or keys.web_order_ids
         if not found_anything:
             raise ErasureRefused(f"no record carries the {request.kind} given: nothing to erase")
-        if len(keys.customer_ids) > max_customers and not force:
+        if (len(keys.contact_ids) > MAX_CONTACTS_PER_PERSON
+                or len(keys.customer_ids) > MAX_CUSTOMERS_PER_PERSON) and not force:
             raise ErasureRefused(
-                f"the {request.kind} given links {len(keys.customer_ids)} customers (a shared key?); "
-                "check with --dry-run and pass --force to erase all of them")
+                f"the {request.kind} given links {len(keys.contact_ids)} CRM contacts and "
+                f"{len(keys.customer_ids)} customers, more than one person has; check with "
+                "--dry-run and pass --force to erase all of them")
         return keys
 
 

@@ -69,13 +69,12 @@ def _web_expected(landing: Path, through: dt.date) -> int:
 
 
 def _pos_expected(landing: Path, through: dt.date) -> int:
-    """Records in the POS landing: non-empty data lines after the header, 1 for an empty file."""
+    """Records in the POS landing: non-empty data lines after the header (an empty file has none)."""
     total = 0
     for f in sorted((landing / "pos").glob("date=*/store_*.csv")):
         if dt.date.fromisoformat(f.parent.name.removeprefix("date=")) > through:
             continue
-        lines = [ln for ln in f.read_bytes().splitlines()[1:] if ln.strip()]
-        total += len(lines) if f.stat().st_size else 1
+        total += sum(1 for ln in f.read_bytes().splitlines()[1:] if ln.strip())
     return total
 
 
@@ -177,7 +176,8 @@ def plant_bad_files(landing: Path) -> dict[str, str]:
     pos_day = landing / "pos" / f"date={BAD_DAY.isoformat()}"
     stores = sorted(pos_day.glob("store_*.csv"), key=lambda p: p.stat().st_size, reverse=True)
     utf8 = [s for s in stores if _is_utf8(s)]
-    truncated, extra, wrong, empty = utf8[0], utf8[1], utf8[2], stores[-1]
+    truncated, extra, wrong = utf8[:3]
+    empty = next(s for s in reversed(stores) if s not in (truncated, extra, wrong))
     data = truncated.read_bytes()
     truncated.write_bytes(data[: int(len(data) * 0.6)])  # cut mid-line
     _rewrite_csv(extra, lambda rows: [rows[0] + ["loyalty_tier"]] + [r + ["gold"] for r in rows[1:]])
@@ -327,6 +327,12 @@ def test_reference_run_accounts_for_every_bad_file(reference, template):
         assert any(f.endswith(name) for f in reasons), f"{name} not quarantined"
     assert all(r for r in reasons.values()), "a quarantined record without a reason"
     planted = template[1]
+    # Every planted file is on record, loaded or quarantined; none silently skipped.
+    seen = {f for (f,) in duckdb.connect().execute(
+        "SELECT source_file FROM read_parquet(?, union_by_name=true)",
+        [[str(p) for p in settings.lake_raw.glob("*/files/load_date=*/*.parquet")]]).fetchall()}
+    for name in [*planted.values(), "part-0901.jsonl.gz", "part-0902.jsonl.gz", "part-0903.jsonl.gz"]:
+        assert any(f.endswith(f"date={BAD_DAY.isoformat()}/{name}") for f in seen), f"{name} not on record"
     for fault in ("corrupt gzip", "truncated gzip", "same file delivered twice", *planted):
         note(fault, True, lost(acc), "reference run (no infrastructure fault)")
 

@@ -14,7 +14,16 @@ select
     phone_hash,
     loyalty_id_hash,
     gender,
-    birth_year,
+    -- A coarse age band, never the date or year of birth (PII minimisation), as of the run.
+    case
+        when birth_year is null then null
+        when year(run.as_of_date) - birth_year < 25 then 'under 25'
+        when year(run.as_of_date) - birth_year < 35 then '25-34'
+        when year(run.as_of_date) - birth_year < 45 then '35-44'
+        when year(run.as_of_date) - birth_year < 55 then '45-54'
+        when year(run.as_of_date) - birth_year < 65 then '55-64'
+        else '65 and over'
+    end as age_band,
     city,
     country,
     signup_channel,
@@ -23,3 +32,4 @@ select
     has_crm_contact,
     first_seen_at
 from {{ ref('snap_customer_profile') }}
+cross join {{ ref('int_run__as_of') }} as run

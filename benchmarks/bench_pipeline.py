@@ -14,6 +14,7 @@ last one, serves the CRM on 127.0.0.1, and then:
 * incremental day: the last day's files delivered and every stage run for the last day; the
   ratio incremental / full refresh (target < 5% at one year of history).
 
+Peak memory is the stage process's high-water RSS (VmHWM); the dbt and ML work runs inside it.
 Stages run through :mod:`customer360.pipeline` (the functions the DAG's tasks call), not through
 Airflow, so Airflow's own start-up (about 30 s a run) is not part of the figures. Results are
 appended to ``benchmarks/results/pipeline-<scale>x<days>.json`` and printed as a markdown table
@@ -40,7 +41,7 @@ START = dt.date(2025, 1, 1)
 
 # One child process a stage: its peak RSS is then the stage's own, not the benchmark's.
 STAGE_CHILD = r"""
-import datetime as dt, json, resource, sys, time
+import datetime as dt, json, sys, time
 from customer360 import pipeline
 from customer360.settings import get_settings
 stage, day = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
@@ -57,9 +58,10 @@ elif stage == "publish":
 else:
     raise SystemExit(f"unknown stage {stage}")
 wall = time.monotonic() - t0
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print("@@RESULT@@" + json.dumps({"wall": wall, "peak_rss_mb": rss / 1024, "out": out}, default=str))
+# VmHWM, not getrusage: ru_maxrss is inherited across fork+exec, so a child of a large
+# parent would report the parent's peak.
+rss_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print("@@RESULT@@" + json.dumps({"wall": wall, "peak_rss_mb": rss_kb / 1024, "out": out}, default=str))
 """
 
 STAGES = ("extract_crm", "extract_web", "extract_pos", "staging", "intermediate", "marts", "ml",

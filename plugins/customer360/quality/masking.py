@@ -26,10 +26,18 @@ _DATE_OR_PHONE = re.compile(
 
 # The same patterns as DuckDB regular expressions (RE2), for scanning whole tables in SQL.
 SQL_EMAIL_PATTERN = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-# E.164 numbers and Chinese mobile numbers as typed; bounded by non-alphanumerics so that hex
-# hashes (which contain digit runs) do not match.
-SQL_PHONE_PATTERN = (r"(^|[^0-9A-Za-z])(\+[1-9][0-9 \-]{7,17}[0-9]|1[3-9][0-9][ \-]?[0-9]{4}[ \-]?[0-9]{4})"
-                     r"($|[^0-9A-Za-z])")
+# Phone numbers as people type them: E.164 / international ("+86 138-0013-8000",
+# "0085291239904"), Chinese mobiles ("13800138000"), and national numbers written with
+# separators ("(212) 555-0101", "020 7946 0018", "9123 9904"). Bounded by characters that
+# are not letters, digits, "_", "." or "-", so that hex hashes, ids such as "c_0012...", UUID
+# groups ("a1b2-2014-4079") and decimals ("0.00123...") do not match.
+SQL_PHONE_PATTERN = (r"(^|[^0-9A-Za-z_.\-])("
+                     r"\+[1-9][0-9 \-]{7,17}[0-9]"
+                     r"|00[1-9][0-9]{8,13}"
+                     r"|1[3-9][0-9][ \-]?[0-9]{4}[ \-]?[0-9]{4}"
+                     r"|\(?0?[1-9][0-9]{1,3}\)?[ \-][0-9]{3,4}[ \-][0-9]{4}"
+                     r"|[2-9][0-9]{3}[ \-][0-9]{4}"
+                     r")($|[^0-9A-Za-z_.\-])")
 
 
 def mask_email(value: str) -> str:

@@ -58,6 +58,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]) -> None:
+    """Make a fully written publication visible: sync everything, then rename each staged
+    file over its final name (the database first, then the Parquet copies)."""
+    for tmp, _ in staged:
+        _fsync(tmp)
+    _fsync(tmp_db)
+    os.replace(tmp_db, db_path)
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    for folder in {db_path.parent, *(final.parent for _, final in staged)}:
+        _fsync(folder)
+
+
 def list_publishable_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
@@ -120,15 +133,7 @@ def publish(settings: Settings, logical_date: dt.date) -> Publication:
         tmp_db.unlink(missing_ok=True)
         raise
     con.close()
-    # Everything is written and synced; only now do the renames make it visible.
-    for tmp, _ in staged_parquet:
-        _fsync(tmp)
-    _fsync(tmp_db)
-    os.replace(tmp_db, db_path)
-    for tmp, final in staged_parquet:
-        os.replace(tmp, final)
-    _fsync(out_dir)
-    _fsync(marts_dir)
+    swap_into_place(tmp_db, db_path, staged_parquet)
     manifest_tmp = out_dir / f".publication.json.{uuid.uuid4().hex[:8]}.tmp"
     manifest_tmp.write_text(json.dumps(pub.as_dict(), indent=2))
     os.replace(manifest_tmp, out_dir / "publication.json")

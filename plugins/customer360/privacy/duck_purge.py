@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 
 from customer360.privacy.person import Needles, PersonKeys, load_key_tables
+from customer360.publish import swap_into_place
 from customer360.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -213,11 +214,5 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
             tmp.unlink(missing_ok=True)
         raise
     con.close()
-    for tmp, _ in staged:
-        _fsync(tmp)
-    _fsync(tmp_db)
-    os.replace(tmp_db, db_path)
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    _fsync(out_dir)
+    swap_into_place(tmp_db, db_path, staged)
     return {"tables": removed, "parquet_files": len(staged)}

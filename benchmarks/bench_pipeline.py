@@ -1,7 +1,7 @@
 """The whole pipeline, stage by stage, at several scales (issue 10.3; never part of the tests).
 
     python benchmarks/bench_pipeline.py --scale 10k --days 365
-    python benchmarks/bench_pipeline.py --scale 100k --days 90 --skip-splink
+    python benchmarks/bench_pipeline.py --scale 100k --days 90
 
 For one scale it simulates ``people x days`` under $C360_BENCH_HOME (default
 $C360_HOME/bench_pipeline/<scale>x<days>), delivers every landing file up to the day before the
@@ -173,9 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     from customer360.settings import get_settings
 
-    if home.exists():
+    marker = home / ".bench_pipeline"
+    if home.exists() and any(home.iterdir()):
+        # Only ever wipe a folder this script made: --home may point anywhere.
+        if not marker.exists():
+            raise SystemExit(f"{home} is not empty and was not made by this benchmark; pick another --home")
         import shutil
         shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     settings = get_settings()
     last = START + dt.timedelta(days=args.days - 1)
     result: dict = {"scale": args.scale, "people": people, "days": args.days, "machine": machine(),

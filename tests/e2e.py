@@ -48,7 +48,7 @@ def pipeline_env(home: Path, people: int = 200, days: int = 21, seed: int = 7, k
         os.environ.update(saved)
 
 
-def published_checksums(settings, exclude_columns=("scored_at", "published_at")) -> dict[str, str]:
+def published_checksums(settings, exclude_columns=("scored_at", "published_at", "_loaded_at")) -> dict[str, str]:
     """Content checksum a published table (order-independent), ignoring wall-clock columns."""
     path = settings.published_dir / "c360.duckdb"
     con = duckdb.connect(str(path), read_only=True)

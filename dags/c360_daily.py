@@ -120,7 +120,7 @@ def c360_daily():
 
         return privacy.audiences(_day(ctx))
 
-    @task
+    @task(pool=WAREHOUSE_POOL)  # dbt docs generate reads the warehouse catalog
     def report(**ctx):
         return pipeline.report(_day(ctx), ctx["run_id"])
 

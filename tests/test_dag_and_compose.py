@@ -50,7 +50,7 @@ def test_dagbag_imports_without_errors_and_wires_the_stages(tmp_path):
     for upstream, downstream in zip(chain, chain[1:]):
         assert t[downstream] == [upstream]
     # Every task that writes the warehouse DuckDB file shares the one-slot pool.
-    for task in chain[:-1]:
+    for task in chain:
         assert rep["pools"][task] == "c360_warehouse", task
     assert all(rep["retries"][f"extract.extract_{s}"] == 3 for s in ("crm", "web", "pos"))
     assert rep["max_active_runs"] == 1

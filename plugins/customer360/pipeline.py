@@ -114,6 +114,13 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
 
 def report(logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
     from customer360.report import build_report
+    from customer360.warehouse import generate_docs
 
-    path = build_report(_settings(settings), logical_date, run_id=run_id)
-    return {"report": str(path)}
+    s = _settings(settings)
+    docs = None
+    try:  # lineage for the report's readers; a docs failure must not fail a published run
+        docs = generate_docs(s) / "index.html"
+    except Exception as exc:
+        log.warning("dbt docs generate failed (%s); the report links no lineage", exc)
+    path = build_report(s, logical_date, run_id=run_id, dbt_docs=docs)
+    return {"report": str(path), "dbt_docs": str(docs) if docs else None}

@@ -138,7 +138,8 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
     return data
 
 
-def render(data: dict[str, pd.DataFrame], logical_date: dt.date, run_id: str) -> str:
+def render(data: dict[str, pd.DataFrame], logical_date: dt.date, run_id: str,
+           dbt_docs: Path | None = None) -> str:
     charts: list[tuple[str, str]] = []
     kpi = data["kpi"]
     if not kpi.empty:
@@ -159,6 +160,8 @@ def render(data: dict[str, pd.DataFrame], logical_date: dt.date, run_id: str) ->
     headline = data["headline"].iloc[0].to_dict() if not data["headline"].empty else {}
     head = "".join(f"<div class='kpi'><b>{html.escape(str(v))}</b><span>{html.escape(k)}</span></div>"
                    for k, v in headline.items())
+    lineage = (f"<p>Lineage and model documentation: <a href='{html.escape(dbt_docs.as_uri())}'>dbt docs</a></p>"
+               if dbt_docs and dbt_docs.exists() else "<p>dbt docs were not generated for this run.</p>")
     figures = "".join(f"<figure class='chart' id='{cid}'>{svg}</figure>" for cid, svg in charts)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -176,15 +179,16 @@ generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC</p>
 <h2>Charts</h2><section class="charts">{figures}</section>
 <h2>Quality gates</h2>{_table_html(data["gates"])}
 <h2>Reconciliation (read = landed + quarantined)</h2>{_table_html(data["reconciliation"])}
-<p>Lineage: see the dbt docs under <code>artifacts/dbt_docs/</code>.</p>
+{lineage}
 </body></html>"""
 
 
-def build_report(settings: Settings, logical_date: dt.date, run_id: str) -> Path:
+def build_report(settings: Settings, logical_date: dt.date, run_id: str,
+                 dbt_docs: Path | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    page = render(gather(settings, run_id), logical_date, run_id)
+    page = render(gather(settings, run_id), logical_date, run_id, dbt_docs)
     folder = settings.artifacts / "reports"
     folder.mkdir(parents=True, exist_ok=True)
     safe_run = re.sub(r"[^0-9A-Za-z_.-]+", "_", run_id)[:80]

@@ -2,15 +2,7 @@
 -- An archived (erased) contact keeps its id and flags but loses every personal attribute.
 with versions as (
 
-    select
-        raw.*,
-        row_number() over (
-            partition by raw.id
-            order by {{ iso_to_utc('raw."updatedAt"') }} desc nulls last,
-                     raw._loaded_at desc, raw._batch_id desc, raw._source_line desc
-        ) as version_rank
-    from {{ raw_source('crm', 'contacts') }} as raw
-    where raw.id is not null
+    {{ crm_versions('contacts') }}
 
 ),
 

@@ -1,15 +1,7 @@
 -- The latest version of each survey answer, typed.
 with versions as (
 
-    select
-        raw.*,
-        row_number() over (
-            partition by raw.id
-            order by {{ iso_to_utc('raw."updatedAt"') }} desc nulls last,
-                     raw._loaded_at desc, raw._batch_id desc, raw._source_line desc
-        ) as version_rank
-    from {{ raw_source('crm', 'feedback_submissions') }} as raw
-    where raw.id is not null
+    {{ crm_versions('feedback_submissions') }}
 
 )
 

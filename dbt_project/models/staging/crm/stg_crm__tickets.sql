@@ -2,15 +2,7 @@
 -- layer): it can contain the customer's email or phone.
 with versions as (
 
-    select
-        raw.*,
-        row_number() over (
-            partition by raw.id
-            order by {{ iso_to_utc('raw."updatedAt"') }} desc nulls last,
-                     raw._loaded_at desc, raw._batch_id desc, raw._source_line desc
-        ) as version_rank
-    from {{ raw_source('crm', 'tickets') }} as raw
-    where raw.id is not null
+    {{ crm_versions('tickets') }}
 
 )
 

@@ -190,6 +190,20 @@ def test_spine_labels_only_fully_observed_snapshots(warehouse: Path):
     assert steps == {7}
 
 
+def test_scoring_only_build_gives_the_same_scoring_rows(warehouse: Path, monkeypatch):
+    """A day no model trains builds the scoring snapshot alone: its rows must equal the scoring
+    rows of the full build, or scores would depend on the training cadence."""
+    with duckdb.connect(str(warehouse)) as con:
+        full = _features(con)
+        monkeypatch.setenv("C360_ML_SCORING_ONLY", "1")
+        _rebuild(con)
+        scoring_only = _features(con)
+    expected = full[full.is_scoring_snapshot].reset_index(drop=True)
+    assert len(full) > 3 * len(expected) > 0  # the full build has labelled snapshots too
+    assert scoring_only.is_scoring_snapshot.all()
+    pd.testing.assert_frame_equal(scoring_only, expected)
+
+
 def test_short_history_gives_only_the_scoring_snapshot(tmp_path: Path):
     cfg = SyntheticConfig(people=120, days=70, seed=3)
     build_home(tmp_path, cfg, ground_truth=False)

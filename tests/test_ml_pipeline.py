@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from customer360.ml import drift, registry
-from customer360.ml.pipeline import run_ml
+from customer360.ml.pipeline import run_ml, training_due_any
 from customer360.ml.spec import load_specs, repo_root
 from customer360.ml.synthetic import SyntheticConfig, build_home, generate
 from customer360.settings import get_settings
@@ -164,6 +164,18 @@ def test_next_day_scores_with_the_current_models_without_training(history, tmp_p
     runs = _query(home, "select count(*) as n from ml.ml_model_runs where logical_date > ?", [DAY2])
     assert runs.n[0] == 0
     assert any("not the logical date" in w for w in summary["warnings"])  # features are as of DAY2
+
+
+def test_training_due_any_follows_the_cadence(history, tmp_path: Path, monkeypatch):
+    """The ML task builds the scoring snapshot alone exactly on the days run_ml will not train."""
+    home = history[0]
+    monkeypatch.setenv("C360_HOME", str(home))
+    settings = get_settings()
+    assert training_due_any(settings, DAY2) is True  # a rerun of a training day trains again
+    assert training_due_any(settings, DAY2 + dt.timedelta(days=1)) is False
+    assert training_due_any(settings, DAY2 + dt.timedelta(days=7)) is True  # retrain_every_days
+    monkeypatch.setenv("C360_HOME", str(tmp_path / "empty"))
+    assert training_due_any(get_settings(), DAY2) is True  # no warehouse, no registry yet
 
 
 def test_rerun_of_a_date_gives_the_same_tables(history, tmp_path: Path):

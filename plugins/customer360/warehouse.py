@@ -108,6 +108,8 @@ def build_env(settings: Settings) -> dict[str, str]:
         "C360_DUCKDB_TEMP_DIR": str(settings.duckdb_temp_dir),
         "C360_DBT_THREADS": os.environ.get("C360_DBT_THREADS", "").strip() or "1",
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Full point-in-time history unless the ML task asks for the scoring snapshot only.
+        "C360_ML_SCORING_ONLY": "0",
     }
 
 
@@ -126,11 +128,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
-def run_dbt(settings: Settings, args: list[str]):
+def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = None):
     """Run one dbt command (``["build", "--select", "x"]``) against the warehouse.
 
     Returns dbt's ``dbtRunnerResult`` (``.success``, ``.result``, ``.exception``). The
-    project, profile, target and log folders are added here.
+    project, profile, target and log folders are added here; ``env`` overrides entries of
+    :func:`build_env` for this command.
     """
     from dbt.cli.main import dbtRunner
 
@@ -150,7 +153,7 @@ def run_dbt(settings: Settings, args: list[str]):
     # dbt records the process command line in dbt.log and run_results.json; the caller's
     # (e.g. `c360 erase --email ...`) must not end up there.
     sys.argv = ["dbt", *args]
-    with _environment(build_env(settings)):
+    with _environment({**build_env(settings), **(env or {})}):
         try:
             return dbtRunner().invoke(full_args)
         finally:
@@ -246,10 +249,10 @@ def _first_lines(message: str, n: int = 2) -> str:
 
 
 def _invoke_checked(settings: Settings, args: list[str], *, what: str,
-                    results: bool = True) -> RunResults:
+                    results: bool = True, env: dict[str, str] | None = None) -> RunResults:
     stale = target_dir(settings) / "run_results.json"
     stale.unlink(missing_ok=True)  # never report an earlier command's results as this one's
-    outcome = run_dbt(settings, args)
+    outcome = run_dbt(settings, args, env)
     if outcome.exception is not None:
         raise WarehouseBuildError(f"{what} could not run: {outcome.exception}") from outcome.exception
     if not results:
@@ -271,8 +274,10 @@ def _invoke_checked(settings: Settings, args: list[str], *, what: str,
     return summary
 
 
-def build_select(settings: Settings, select: str, as_of: dt.date | None = None) -> RunResults:
+def build_select(settings: Settings, select: str, as_of: dt.date | None = None,
+                 env: dict[str, str] | None = None) -> RunResults:
     """``dbt build --select <select>``: the ML feature models, or customer_360 again once the
-    ML stage has written its scores. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    ML stage has written its scores. ``env`` as in :func:`run_dbt`. Raises
+    :class:`WarehouseBuildError` like :func:`run_layer`."""
     return _invoke_checked(settings, ["build", "--select", select, *_vars(as_of)],
-                           what=f"dbt build --select {select}")
+                           what=f"dbt build --select {select}", env=env)

@@ -30,7 +30,12 @@
 
 {%- set horizon = var('ml_churn_horizon_days', 90) | int -%}
 {%- set step = var('ml_snapshot_step_days', 7) | int -%}
-{%- set labelled_snapshots = var('ml_labelled_snapshots', 20) | int -%}
+{#- C360_ML_SCORING_ONLY=1 (set by the ML task on a day no model is due for training) builds the
+    scoring snapshot alone: scoring needs nothing else, and the labelled snapshots multiply the
+    work by their number. An env var rather than a --vars entry because changing --vars makes
+    dbt re-parse the whole project; an env var re-parses this file only. -#}
+{%- set scoring_only = env_var('C360_ML_SCORING_ONLY', '0') == '1' -%}
+{%- set labelled_snapshots = 0 if scoring_only else var('ml_labelled_snapshots', 20) | int -%}
 {%- set min_history = var('ml_min_history_days', 28) | int -%}
 {%- set as_of = var('as_of_date', none) -%}
 

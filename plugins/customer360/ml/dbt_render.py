@@ -10,6 +10,8 @@ rendered SQL builds, and a dbt run of the same files must give the same tables.
 
 from __future__ import annotations
 
+import os
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,7 @@ def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | Non
     return template.render(
         ref=lambda name: _Relation(schema_of(name), name),
         var=var,
+        env_var=lambda name, default=None: os.environ.get(name, default),
         config=lambda *a, **k: "",
         execute=True,
         adapter=_Adapter(con),

@@ -364,6 +364,24 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 
 # --- the stage ---------------------------------------------------------------------------------
 
+def training_due_any(settings, logical_date, *, models_dir: Path | None = None) -> bool:
+    """Whether any model will train on ``logical_date`` (then the feature build must include the
+    labelled snapshots). True when the warehouse or the registry does not exist yet."""
+    specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
+    if not Path(settings.warehouse_path).exists():
+        return True
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        registry_exists = con.execute("select count(*) from information_schema.tables where "
+                                      "table_schema = 'ml' and table_name = 'ml_model_runs'").fetchone()[0]
+        if not registry_exists:
+            return True
+        day = _as_date(logical_date)
+        return any(registry.training_due(con, spec, day)[0] for spec in specs.values())
+    finally:
+        con.close()
+
+
 def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
     """Train (if due) and score churn, segments and recommendations for one logical date."""
     started = time.monotonic()

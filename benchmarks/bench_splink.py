@@ -45,7 +45,6 @@ import os
 import platform
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -323,11 +322,61 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def time_methods(home: Path, python: Path, settings, work: Path, repeat: int) -> dict:
+    """Export the input, time every method ``repeat`` times and score each (median run)."""
+    from customer360.identity_eval import scored_records
+    from customer360.settings import get_settings
+
+    exported = export_records(settings.warehouse_path, work)
+    result: dict = {"export": {k: {"records": v["records"], "seconds": v["seconds"]}
+                               for k, v in exported.items()}}
+    print(f"  exported {result['export']}", flush=True)
+
+    ours_home = scratch_home(home, work)
+    ours = median_run([run_ours(ours_home) for _ in range(repeat)])
+    print(f"  ours: {ours['process_s_runs']} s process, {ours['link_s_runs']} s models", flush=True)
+    splink = {}
+    for variant in ("raw", "guarded"):
+        labels = work / f"labels_{variant}.parquet"
+        splink[variant] = median_run([run_splink(python, exported[variant]["path"], labels,
+                                                 settings) for _ in range(repeat)])
+        print(f"  splink {variant}: {splink[variant]['process_s_runs']} s process, "
+              f"{splink[variant]['link_s_runs']} s link", flush=True)
+
+    os.environ["C360_HOME"] = str(ours_home)  # score the customer ids the timed runs wrote
+    scored = scored_records(get_settings())
+    result["scored_records"] = scored.groupby("record_type").size().to_dict()
+    result["methods"] = [
+        {"method": "ours (dbt identity models)", **_times(ours),
+         "records": exported["raw"]["records"], "pairs": graph_edges(ours_home),
+         "scores": score(scored, scored["customer_id"])},
+        *({"method": name, **_times(splink[v]), "records": exported[v]["records"],
+           "pairs": splink[v]["pairs"],
+           "scores": score(scored, splink_labels(scored, work / f"labels_{v}.parquet"))}
+          for name, v in (("splink deterministic_link", "raw"),
+                          ("splink deterministic_link + our guards", "guarded"))),
+    ]
+    result["ours_models_s"] = ours["models_s"]
+    result["ours_dbt_elapsed_s"] = ours["dbt_elapsed_s"]
+    result["splink_version"] = splink["raw"]["version"]
+    result["splink_duckdb"] = splink["raw"]["duckdb"]
+    result["splink_stages_s"] = {v: {k: round(splink[v][k], 3) for k in
+                                     ("import_s", "load_s", "deterministic_link_s", "cluster_s")}
+                                 for v in splink}
+    return result
+
+
+def _times(run: dict) -> dict:
+    return {"link_s": run["link_s"], "process_s": run["process_s"],
+            "link_s_runs": run["link_s_runs"], "process_s_runs": run["process_s_runs"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     env_scale = os.environ.get("C360_BENCH_SCALE", "medium")
+    env_scale = BENCH_SCALES.get(env_scale, env_scale)
     ap.add_argument("--scale", choices=sorted(SCALES),
-                    default=BENCH_SCALES.get(env_scale, env_scale if env_scale in SCALES else "10k"))
+                    default=env_scale if env_scale in SCALES else "10k")
     ap.add_argument("--days", type=int, default=120)
     ap.add_argument("--home", type=Path, default=None,
                     help="a home with a built warehouse, or where to make one")
@@ -342,55 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(C360_HOME=str(home))
     os.environ.setdefault("C360_PII_KEY", PII_KEY)
     os.environ.pop("C360_LANDING", None)
-    from customer360.identity_eval import scored_records
     from customer360.settings import get_settings
 
-    venv = Path(os.environ.get("C360_BENCH_SPLINK_VENV") or REPO / ".venv-splink")
-    python = ensure_splink_venv(venv)
+    python = ensure_splink_venv(Path(os.environ.get("C360_BENCH_SPLINK_VENV")
+                                     or REPO / ".venv-splink"))
     result: dict = {"scale": args.scale, "people": SCALES[args.scale], "days": args.days,
                     "home": str(home), "machine": machine(), "repeat": args.repeat,
                     "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     result["prepare"] = prepare_home(home, SCALES[args.scale], args.days)
-    settings = get_settings()
     work = Path(tempfile.mkdtemp(prefix="bench_splink_"))
     try:
-        exported = export_records(settings.warehouse_path, work)
-        result["export"] = {k: {"records": v["records"], "seconds": v["seconds"]}
-                            for k, v in exported.items()}
-        print(f"  exported {result['export']}", flush=True)
-
-        ours_home = scratch_home(home, work)
-        ours = median_run([run_ours(ours_home) for _ in range(args.repeat)])
-        print(f"  ours: {ours['process_s_runs']} s process, {ours['link_s_runs']} s models",
-              flush=True)
-        splink = {}
-        for variant in ("raw", "guarded"):
-            labels = work / f"labels_{variant}.parquet"
-            splink[variant] = median_run([run_splink(python, exported[variant]["path"], labels,
-                                                     settings) for _ in range(args.repeat)])
-            print(f"  splink {variant}: {splink[variant]['process_s_runs']} s process, "
-                  f"{splink[variant]['link_s_runs']} s link", flush=True)
-        result["splink_version"] = splink["raw"]["version"]
-        result["splink_duckdb"] = splink["raw"]["duckdb"]
-
-        os.environ["C360_HOME"] = str(ours_home)
-        scored = scored_records(get_settings())
-        result["scored_records"] = scored.groupby("record_type").size().to_dict()
-        result["methods"] = [
-            {"method": "ours (dbt identity models)", **_times(ours),
-             "records": exported["raw"]["records"], "pairs": graph_edges(ours_home),
-             "scores": score(scored, scored["customer_id"])},
-            *({"method": name, **_times(splink[v]), "records": exported[v]["records"],
-               "pairs": splink[v]["pairs"],
-               "scores": score(scored, splink_labels(scored, work / f"labels_{v}.parquet"))}
-              for name, v in (("splink deterministic_link", "raw"),
-                              ("splink deterministic_link + our guards", "guarded"))),
-        ]
-        result["ours_models_s"] = ours["models_s"]
-        result["ours_dbt_elapsed_s"] = ours["dbt_elapsed_s"]
-        result["splink_stages_s"] = {v: {k: round(splink[v][k], 3) for k in
-                                         ("import_s", "load_s", "deterministic_link_s", "cluster_s")}
-                                     for v in splink}
+        result.update(time_methods(home, python, get_settings(), work, args.repeat))
     finally:
         if args.keep:
             print(f"  scratch kept in {work}")
@@ -403,11 +414,6 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(result))
     print(f"written {out}")
     return 0
-
-
-def _times(run: dict) -> dict:
-    return {"link_s": run["link_s"], "process_s": run["process_s"],
-            "link_s_runs": run["link_s_runs"], "process_s_runs": run["process_s_runs"]}
 
 
 if __name__ == "__main__":

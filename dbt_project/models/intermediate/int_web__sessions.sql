@@ -1,0 +1,149 @@
+-- Web sessions without their customer: a device's events split wherever more than
+-- {{ var('session_timeout_minutes') }} minutes pass without an event. fct_web_sessions adds
+-- the customer (identity can change any day, so the customer is joined there, never stored here).
+--
+-- Incremental, because sessionizing is a window over every event of every device: each run
+-- re-sessionizes only the devices with events staged since the last run, and for each such
+-- device only from the last existing session that started at or before its earliest new event
+-- (a late event can join, extend or bridge sessions from there on, never earlier ones). The
+-- post-hook then deletes that device's older rows from that point on: what this run inserted
+-- replaces them. A full refresh gives the same table (tests/test_incremental.py).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        post_hook="
+            delete from {{ this }} as old
+            using (
+                select anonymous_id, min(started_at) as recomputed_from
+                from {{ this }}
+                where _invocation_id = '{{ invocation_id }}'
+                group by anonymous_id
+            ) as fresh
+            where old.anonymous_id = fresh.anonymous_id
+              and old.started_at >= fresh.recomputed_from
+              and old._invocation_id <> '{{ invocation_id }}'
+        "
+    )
+}}
+
+with
+
+{% if is_incremental() %}
+new_events as (
+
+    select anonymous_id, min(event_at) as first_new_at
+    from {{ ref('stg_web__events') }}
+    where anonymous_id is not null and event_at is not null
+      and _loaded_at > (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+    group by anonymous_id
+
+),
+
+recompute as (
+
+    -- from the start of the last session that started at or before the first new event
+    select
+        new_events.anonymous_id,
+        coalesce(max(kept.started_at), new_events.first_new_at) as recompute_from
+    from new_events
+    left join {{ this }} as kept
+        on kept.anonymous_id = new_events.anonymous_id
+       and kept.started_at <= new_events.first_new_at
+    group by new_events.anonymous_id, new_events.first_new_at
+
+),
+{% endif %}
+
+events as (
+
+    select
+        events.message_id, events.anonymous_id, events.user_id, events.event_at, events.event_type,
+        events.event_name, events.page_path, events.campaign_source, events._loaded_at
+    from {{ ref('stg_web__events') }} as events
+    {% if is_incremental() %}
+    inner join recompute
+        on recompute.anonymous_id = events.anonymous_id
+       and events.event_at >= recompute.recompute_from
+    {% endif %}
+    where events.anonymous_id is not null and events.event_at is not null
+
+),
+
+gaps as (
+
+    select
+        events.*,
+        case
+            when lag(event_at) over device_order is null then 1
+            when {{ dbt.datediff('lag(event_at) over device_order', 'event_at', 'second') }}
+                 > {{ var('session_timeout_minutes') }} * 60 then 1
+            else 0
+        end as starts_session
+    from events
+    window device_order as (partition by anonymous_id order by event_at, message_id)
+
+),
+
+numbered as (
+
+    select
+        gaps.*,
+        sum(starts_session) over (partition by anonymous_id order by event_at, message_id
+                                  rows between unbounded preceding and current row) as session_no
+    from gaps
+
+),
+
+sessions as (
+
+    select
+        anonymous_id,
+        session_no,
+        min(event_at) as started_at,
+        max(event_at) as ended_at,
+        count(*) as events,
+        count(case when event_type = 'page' then 1 end) as page_views,
+        max(case when event_name = 'Order Completed' then 1 else 0 end) = 1 as converted,
+        min_by(page_path, event_at) filter (where event_type = 'page') as landing_path,
+        min_by(campaign_source, event_at) filter (where campaign_source is not null) as campaign_source,
+        max(_loaded_at) as _loaded_at
+    from numbered
+    group by anonymous_id, session_no
+
+),
+
+session_users as (
+
+    select anonymous_id, session_no, user_id
+    from (
+        select
+            anonymous_id, session_no, user_id,
+            row_number() over (partition by anonymous_id, session_no
+                               order by count(*) desc, user_id) as user_rank
+        from numbered
+        where user_id is not null
+        group by anonymous_id, session_no, user_id
+    ) as ranked
+    where user_rank = 1
+
+)
+
+select
+    {{ dbt.hash("sessions.anonymous_id || '|' || cast(sessions.started_at as varchar)") }} as session_id,
+    sessions.anonymous_id,
+    session_users.user_id,
+    sessions.started_at,
+    sessions.ended_at,
+    cast(sessions.page_views as integer) as page_views,
+    cast(sessions.events as integer) as events,
+    sessions.converted,
+    sessions.landing_path,
+    sessions.campaign_source,
+    sessions._loaded_at,
+    '{{ invocation_id }}' as _invocation_id
+from sessions
+left join session_users
+    on session_users.anonymous_id = sessions.anonymous_id
+   and session_users.session_no = sessions.session_no

@@ -18,8 +18,8 @@ Peak memory is the stage process's high-water RSS (VmHWM); the dbt and ML work r
 Stages run through :mod:`customer360.pipeline` (the functions the DAG's tasks call), not through
 Airflow, so Airflow's own start-up (about 30 s a run) is not part of the figures. Results are
 appended to ``benchmarks/results/pipeline-<scale>x<days>.json`` and printed as a markdown table
-for BENCHMARKS.md. Identity resolution next to Splink: ``--splink`` installs splink into the
-running virtualenv for the benchmark only (never a project requirement).
+for BENCHMARKS.md. Identity resolution next to Splink is ``benchmarks/bench_splink.py`` (its
+own virtualenv, never the project's).
 """
 
 from __future__ import annotations
@@ -138,25 +138,11 @@ def bare_read(landing: Path) -> dict:
     return {"wall_s": round(wall, 2), "web_rows": web, "pos_rows": pos}
 
 
-def ensure_splink() -> str | None:
-    try:
-        import splink  # noqa: F401
-        return splink.__version__
-    except ImportError:
-        pass
-    rc = subprocess.call([sys.executable, "-m", "pip", "install", "--quiet", "splink==5.0.0"])
-    if rc != 0:
-        return None
-    import splink
-    return splink.__version__
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="10k")
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--home", type=Path, default=None)
-    ap.add_argument("--splink", action="store_true", help="also time Splink (installs it)")
     args = ap.parse_args(argv)
 
     from customer360.demo.crm_server import start_server
@@ -221,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": max(r["peak_rss_mb"] for r in full + incr),
         "warehouse_rows": warehouse_rows(settings),
     }
-    if args.splink:
-        result["splink_version"] = ensure_splink()
     out = HERE / "results" / f"pipeline-{args.scale}x{args.days}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -82,8 +85,11 @@ def test_profile_and_project_read_only_the_environment():
     profile = yaml.safe_load((project_dir() / "profiles.yml").read_text())
     output = profile["customer360"]["outputs"]["local"]
     assert "env_var('C360_HOME')" in output["path"]
-    for key in ("memory_limit", "threads", "temp_directory"):
+    for key in ("memory_limit", "threads"):
         assert "env_var(" in output["settings"][key]
+    # set when the database opens, not per cursor: DuckDB refuses a second SET once it spilled
+    assert "env_var(" in output["config_options"]["temp_directory"]
+    assert "temp_directory" not in output["settings"]
     assert output["plugins"] == [{"module": "customer360.dbt_plugin"}]
 
 
@@ -114,3 +120,31 @@ def test_run_layer_knows_only_the_three_layers(empty_home):
 def test_selectors_cover_exactly_the_warehouse_folders():
     selectors = yaml.safe_load((project_dir() / "selectors.yml").read_text())["selectors"]
     assert [s["name"] for s in selectors] == ["staging", "intermediate", "marts", "warehouse"]
+
+
+def test_a_model_that_spills_to_disk_does_not_break_the_next_one(tmp_path, monkeypatch):
+    """Regression (found at 100k people x 365 days): once a query spilled to the temporary
+    directory, dbt-duckdb's next cursor re-SET temp_directory and DuckDB refused it. Our profile
+    gives temp_directory when the database opens; two models under a tiny memory limit, the
+    first of which must spill, build in one invocation."""
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        'name: spill_check\nversion: "1.0.0"\nconfig-version: 2\nprofile: customer360\n')
+    (project / "models" / "a_spill.sql").write_text(
+        "{{ config(materialized='table') }} select range as i, random() as r, repeat('x', 50) as pad "
+        "from range(3000000) order by r")
+    (project / "models" / "b_after.sql").write_text(
+        "{{ config(materialized='table') }} select count(*) as n from {{ ref('a_spill') }}")
+    home = tmp_path / "home"
+    (home / "warehouse").mkdir(parents=True)
+    monkeypatch.setenv("C360_HOME", str(home))
+    monkeypatch.setenv("C360_DUCKDB_MEMORY_LIMIT", "60MB")
+    monkeypatch.setenv("C360_DUCKDB_THREADS", "1")
+    monkeypatch.setenv("C360_DUCKDB_TEMP_DIR", str(home / "spill"))
+    dbt = Path(sys.executable).with_name("dbt")
+    proc = subprocess.run([str(dbt), "run", "--project-dir", str(project), "--profiles-dir", str(project_dir()),
+                           "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "PASS=2" in proc.stdout

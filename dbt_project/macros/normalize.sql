@@ -17,9 +17,11 @@
     nullif(upper(regexp_replace({{ expr }}, '[^0-9A-Za-z]', '', 'g')), '')
 {%- endmacro %}
 
-{# E.164 phone (the normalize_phone function from customer360.sql_functions). #}
+{# E.164 phone (the normalize_phone function from customer360.sql_functions). The CASE keeps
+   null phones (most web events) from ever reaching the Python function. #}
 {% macro normalize_phone(raw_expr, country_expr) -%}
-    normalize_phone({{ raw_expr }}, upper({{ clean_text(country_expr) }}))
+    case when {{ raw_expr }} is not null
+         then normalize_phone({{ raw_expr }}, upper({{ clean_text(country_expr) }})) end
 {%- endmacro %}
 
 {# An ISO-8601 text with offset ("2026-03-01T09:12:44.120Z") as a UTC timestamp. #}
@@ -30,6 +32,12 @@
 {# A local wall-clock timestamp in an IANA zone as a UTC timestamp (ICU rules, DST included). #}
 {% macro local_to_utc(ts_expr, tz_expr) -%}
     timezone('UTC', timezone({{ tz_expr }}, {{ ts_expr }}))
+{%- endmacro %}
+
+{# Several string fields out of a JSON text column in one parse: a list, in the order of
+   `paths` (like '$.page.url'); each element is what json_text gives for that path. #}
+{% macro json_text_list(expr, paths) -%}
+    json_extract_string({{ expr }}, [{% for path in paths %}'{{ path }}'{{ ", " if not loop.last }}{% endfor %}])
 {%- endmacro %}
 
 {# One string field out of a JSON text column; path like '$.page.url'. #}

@@ -10,6 +10,20 @@
     )
 }}
 
+{#- The JSON fields kept, by column: each JSON text is parsed once for all its paths
+    (json_text_list), not once a field - most of this model's cost at a year of events. -#}
+{%- set json_fields = {
+    'context': {
+        'page_url': '$.page.url', 'page_path': '$.page.path', 'page_referrer': '$.page.referrer',
+        'page_title': '$.page.title', 'campaign_source': '$.campaign.source',
+        'campaign_medium': '$.campaign.medium', 'campaign_name': '$.campaign.name',
+        'user_agent': '$.userAgent', 'ip': '$.ip', 'locale': '$.locale'},
+    'properties': {
+        'order_id_raw': '$.order_id', 'revenue_raw': '$.revenue', 'currency_raw': '$.currency',
+        'order_products': '$.products', 'sku_raw': '$.sku'},
+    'traits': {'trait_email_raw': '$.email', 'trait_phone_raw': '$.phone'},
+} -%}
+
 with landed as (
 
     select *
@@ -22,15 +36,52 @@ with landed as (
 
 ),
 
-first_copies as (
+-- messageIds landed more than once, with the position of the first copy. Found on the key
+-- columns alone (a window over whole rows sorted every event, spilling at a year of data);
+-- nearly every id is unique, so this set is small.
+repeated as (
 
     select
-        landed.*,
-        row_number() over (
-            partition by landed."messageId"
-            order by landed._loaded_at, landed._batch_id, landed._source_file, landed._source_line
-        ) as copy_rank
+        "messageId" as message_id,
+        min((_loaded_at, _batch_id, _source_file, _source_line)) as first_copy
     from landed
+    group by "messageId"
+    having count(*) > 1
+
+),
+
+first_copies as (
+
+    select landed.*
+    from landed
+    left join repeated on repeated.message_id = landed."messageId"
+    where repeated.message_id is null
+       or repeated.first_copy is not distinct from (landed._loaded_at, landed._batch_id, landed._source_file, landed._source_line)
+
+),
+
+parsed as (
+
+    select
+        first_copies.*,
+        {%- for column, fields in json_fields.items() %}
+        {{ json_text_list(column, fields.values() | list) }} as _{{ column }}_texts{{ "," if not loop.last }}
+        {%- endfor %}
+    from first_copies
+
+),
+
+unpacked as (
+
+    select
+        parsed.*,
+        {%- for column, fields in json_fields.items() %}
+        {%- set outer = loop %}
+        {%- for name in fields %}
+        _{{ column }}_texts[{{ loop.index }}] as {{ name }}{{ "," if not (outer.last and loop.last) }}
+        {%- endfor %}
+        {%- endfor %}
+    from parsed
 
 ),
 
@@ -44,30 +95,29 @@ typed as (
         {{ clean_text('"userId"') }} as user_id,
         {{ iso_to_utc('"timestamp"') }} as event_at,
         {{ iso_to_utc('"receivedAt"') }} as received_at,
-        {{ json_text('context', '$.page.url') }} as page_url,
-        {{ json_text('context', '$.page.path') }} as page_path,
-        {{ json_text('context', '$.page.referrer') }} as page_referrer,
-        {{ json_text('context', '$.page.title') }} as page_title,
-        {{ json_text('context', '$.campaign.source') }} as campaign_source,
-        {{ json_text('context', '$.campaign.medium') }} as campaign_medium,
-        {{ json_text('context', '$.campaign.name') }} as campaign_name,
-        {{ json_text('context', '$.userAgent') }} as user_agent,
-        {{ json_text('context', '$.ip') }} as ip,
-        {{ json_text('context', '$.locale') }} as locale,
-        {{ clean_text(json_text('properties', '$.order_id')) }} as order_id,
-        {{ to_money(json_text('properties', '$.revenue')) }} as order_revenue,
-        upper({{ clean_text(json_text('properties', '$.currency')) }}) as order_currency,
-        {{ json_text('properties', '$.products') }} as order_products,
-        {{ clean_text(json_text('properties', '$.sku')) }} as sku,
-        {{ json_text('traits', '$.email') }} as trait_email_raw,
-        {{ json_text('traits', '$.phone') }} as trait_phone_raw,
+        page_url,
+        page_path,
+        page_referrer,
+        page_title,
+        campaign_source,
+        campaign_medium,
+        campaign_name,
+        user_agent,
+        ip,
+        locale,
+        {{ clean_text('order_id_raw') }} as order_id,
+        {{ to_money('revenue_raw') }} as order_revenue,
+        upper({{ clean_text('currency_raw') }}) as order_currency,
+        order_products,
+        {{ clean_text('sku_raw') }} as sku,
+        trait_email_raw,
+        trait_phone_raw,
         _folder_date as folder_date,
         _batch_id,
         _source_file,
         _source_line,
         _loaded_at
-    from first_copies
-    where copy_rank = 1
+    from unpacked
 
 )
 

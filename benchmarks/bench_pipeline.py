@@ -105,6 +105,27 @@ def warehouse_rows(settings) -> int:
         con.close()
 
 
+# The dbt run_results a stage leaves (customer360.pipeline keeps one per layer).
+DBT_RESULTS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts",
+               "ml": "ml_features", "customer_360": "customer_360"}
+
+
+def dbt_breakdown(home: Path, stage: str, top: int = 6) -> dict | None:
+    """Where a dbt stage's time went: dbt's own elapsed time (the rest of the stage's wall time
+    is Python start-up, dbt's parse and, for ml, the models) and its slowest nodes."""
+    name = DBT_RESULTS.get(stage)
+    path = home / "artifacts" / "dbt" / "run_results" / f"{name}.json"
+    if name is None or not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    nodes = sorted(data.get("results", []), key=lambda r: r.get("execution_time") or 0, reverse=True)
+    return {"dbt_elapsed_s": round(data.get("elapsed_time") or 0, 2),
+            "nodes_s": round(sum(r.get("execution_time") or 0 for r in nodes), 2),
+            "slowest": [[r["unique_id"].split(".")[-1] if not r["unique_id"].startswith("test.")
+                         else r["unique_id"].split(".")[2], round(r["execution_time"], 2)]
+                        for r in nodes[:top]]}
+
+
 def run_pipeline(day: dt.date, env: dict, label: str) -> list[dict]:
     rows = []
     for stage in STAGES:
@@ -112,7 +133,8 @@ def run_pipeline(day: dt.date, env: dict, label: str) -> list[dict]:
         n = stage_records(stage, res["out"])
         rows.append({"run": label, "stage": stage, "wall_s": round(res["wall"], 2), "records": n,
                      "records_per_s": round(n / res["wall"]) if n and res["wall"] else None,
-                     "peak_rss_mb": round(res["peak_rss_mb"])})
+                     "peak_rss_mb": round(res["peak_rss_mb"]),
+                     "dbt": dbt_breakdown(Path(env["C360_HOME"]), stage)})
         print(f"  {label:11} {stage:13} {res['wall']:8.1f} s  {n:>11,} records  "
               f"{res['peak_rss_mb']:7.0f} MB", flush=True)
     return rows
@@ -122,7 +144,7 @@ def bare_read(landing: Path) -> dict:
     """DuckDB alone reading every landing file into memory: the floor for any loader."""
     import duckdb
 
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     t0 = time.monotonic()
     web = con.execute(
         "SELECT count(*) FROM read_json(?, format='newline_delimited', columns={'messageId': 'VARCHAR', "
@@ -217,12 +239,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"| run | stage | wall s | records | records/s | peak RSS MB |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| run | stage | wall s | records | records/s | peak RSS MB | dbt s | slowest dbt nodes (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in result["stages"]:
         rps = f"{r['records_per_s']:,}" if r["records_per_s"] else ""
         rec = f"{r['records']:,}" if r["records"] else ""
-        lines.append(f"| {r['run']} | {r['stage']} | {r['wall_s']} | {rec} | {rps} | {r['peak_rss_mb']} |")
+        dbt = r.get("dbt") or {}
+        slowest = ", ".join(f"{name} {secs}" for name, secs in dbt.get("slowest", [])[:3])
+        lines.append(f"| {r['run']} | {r['stage']} | {r['wall_s']} | {rec} | {rps} | {r['peak_rss_mb']} "
+                     f"| {dbt.get('dbt_elapsed_s', '')} | {slowest} |")
     return "\n".join(lines)
 
 

@@ -66,14 +66,7 @@ IDENTITY_MODELS = ("int_identity__ambiguous_keys", "int_identity__nodes", "int_i
 # warehouse's identity keys ("email:...") so equality is exactly our model's equality
 # (normalised upstream in staging). {guard} blanks the keys our model leaves out.
 EXPORT_SQL = """
-with web_orders as (
-    select order_id, user_id, anonymous_id
-    from (select order_id, user_id, anonymous_id,
-                 row_number() over (partition by order_id order by event_at, message_id) as rn
-          from staging.stg_web__events
-          where event_name = 'Order Completed' and order_id is not null)
-    where rn = 1
-),
+with {web_orders},
 keyed as (
     select record_type, record_id, key_type, identity_key
     from intermediate.int_identity__observations
@@ -203,12 +196,14 @@ def export_records(warehouse: Path, work: Path) -> dict:
     warehouse, read-only; returns paths, row counts and seconds."""
     import duckdb
 
+    from customer360.identity_eval import WEB_ORDERS_CTE
+
     out = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
         for variant, guard in (("raw", ""), ("guarded", GUARD_SQL)):
             path = work / f"records_{variant}.parquet"
             t0 = time.perf_counter()
-            con.execute(f"copy ({EXPORT_SQL.format(guard=guard)}) to '{path}' (format parquet)")
+            con.execute(f"copy ({EXPORT_SQL.format(guard=guard, web_orders=WEB_ORDERS_CTE)}) to '{path}' (format parquet)")
             rows = con.execute(f"select count(*) from read_parquet('{path}')").fetchone()[0]
             out[variant] = {"path": path, "records": rows,
                             "seconds": round(time.perf_counter() - t0, 2)}

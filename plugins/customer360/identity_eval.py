@@ -37,6 +37,17 @@ TRUTH_RECORD_TYPES = {"crm_contact_id": "crm_contact", "pos_transaction_id": "po
 TRUTH_KEY_PREFIXES = {"crm_contact_id": "contact", "web_user_id": "contact", "email": "email",
                       "phone": "phone", "loyalty_id": "loyalty", "anonymous_id": "anon"}
 
+# A web order is its first Order Completed event (as int_identity__record_customers reads it);
+# a CTE for SQL that scores or exports the same records (benchmarks/bench_splink.py).
+WEB_ORDERS_CTE = """web_orders as (
+    select order_id, user_id, anonymous_id
+    from (select order_id, user_id, anonymous_id,
+                 row_number() over (partition by order_id order by event_at, message_id) as rn
+          from staging.stg_web__events
+          where event_name = 'Order Completed' and order_id is not null)
+    where rn = 1
+)"""
+
 # Records the warehouse saw, with whether their source carries a linking key.
 _RECORDS_SQL = """
 with devices_linked as (
@@ -45,14 +56,7 @@ with devices_linked as (
     where key_type = 'anon'
       and identity_key not in (select identity_key from intermediate.int_identity__ambiguous_keys)
 ),
-web_orders as (
-    select order_id, user_id, anonymous_id
-    from (select order_id, user_id, anonymous_id,
-                 row_number() over (partition by order_id order by event_at, message_id) as rn
-          from staging.stg_web__events
-          where event_name = 'Order Completed' and order_id is not null)
-    where rn = 1
-)
+{web_orders}
 select 'crm_contact' as record_type, contact_id as record_id, true as linkable
 from staging.stg_crm__contacts where not is_archived
 union all
@@ -64,6 +68,7 @@ select 'web_order', order_id,
        user_id is not null or anonymous_id in (select anonymous_id from devices_linked)
 from web_orders
 """
+_RECORDS_SQL = _RECORDS_SQL.replace("{web_orders}", WEB_ORDERS_CTE)
 
 # Every record's keys as the warehouse saw them (ambiguous keys included), web orders too.
 _EVIDENCE_SQL = """

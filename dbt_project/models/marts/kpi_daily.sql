@@ -64,13 +64,51 @@ daily_orders as (
 
 ),
 
+-- Active customers without joining every day to 30 days of activity (30 copies of every
+-- customer-day, then a distinct count): an activity on day a makes its customer active on
+-- days a..a+29, so each customer's activities are merged into runs whose gaps are at most 30
+-- days, each run covers [first activity, last activity + 29], and a day's count is the number
+-- of runs covering it: a running sum of +1 at each run's start and -1 after its end.
+activity_runs as (
+
+    select
+        customer_id,
+        activity_date,
+        sum(starts_run) over (partition by customer_id order by activity_date
+                              rows between unbounded preceding and current row) as run_no
+    from (
+        select
+            customer_id,
+            activity_date,
+            case when activity_date - lag(activity_date) over (partition by customer_id order by activity_date) <= 30
+                 then 0 else 1 end as starts_run
+        from activity
+    ) as marked
+
+),
+
+coverage_changes as (
+
+    select change_day, sum(delta) as delta
+    from (
+        select min(activity_date) as change_day, 1 as delta
+        from activity_runs group by customer_id, run_no
+        union all
+        select max(activity_date) + 30, -1
+        from activity_runs group by customer_id, run_no
+    ) as changes
+    group by change_day
+
+),
+
 daily_active as (
 
-    select days.date_day, count(distinct activity.customer_id) as active_customers
+    select
+        days.date_day,
+        sum(coalesce(coverage_changes.delta, 0)) over (order by days.date_day
+                                                       rows between unbounded preceding and current row) as active_customers
     from days
-    inner join activity
-        on activity.activity_date between days.date_day - 29 and days.date_day
-    group by days.date_day
+    left join coverage_changes on coverage_changes.change_day = days.date_day
 
 ),
 

@@ -144,7 +144,8 @@ def bare_read(landing: Path) -> dict:
     """DuckDB alone reading every landing file into memory: the floor for any loader."""
     import duckdb
 
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("set enable_progress_bar = false")
     t0 = time.monotonic()
     web = con.execute(
         "SELECT count(*) FROM read_json(?, format='newline_delimited', columns={'messageId': 'VARCHAR', "

@@ -11,7 +11,7 @@ import duckdb
 import psycopg
 import pytest
 
-from customer360.publish import publish
+from customer360.publish import publish, table_checksum
 from customer360.settings import get_settings
 from tests.pg_server import postgres_server
 
@@ -137,3 +137,16 @@ def test_postgres_publish_and_analyst_role(env, monkeypatch):
         publish_postgres(settings)
         with psycopg.connect(analyst_dsn, autocommit=True) as ana:
             assert ana.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 40
+
+
+def test_table_checksum_sees_every_column_and_ignores_row_order():
+    con = duckdb.connect()
+    con.execute("create table a as select * from (values (1, 'x', 2.50::decimal(18, 2)), "
+                "(2, 'y', null)) t(id, name, amount)")
+    con.execute("create table b as select * from a order by id desc")
+    con.execute("create table c as select id, name, case when id = 2 then 0.01 end::decimal(18, 2) "
+                "as amount from a")
+    con.execute("create table d as select id, case when id = 1 then 'X' else name end as name, amount from a")
+    sums = {t: table_checksum(con, t) for t in "abcd"}
+    assert sums["a"] == sums["b"] and sums["a"][0] == 2
+    assert sums["c"] != sums["a"] and sums["d"] != sums["a"] and sums["c"] != sums["d"]

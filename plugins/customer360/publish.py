@@ -83,9 +83,11 @@ def list_publishable_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> lis
 
 
 def table_checksum(con: duckdb.DuckDBPyConnection, qualified: str) -> tuple[int, str]:
-    """Order-independent content checksum: row count and the sum of per-row hashes."""
+    """Order-independent content checksum: row count and the sum of per-row hashes. The row is
+    hashed as a struct (every column): casting it to text first cost 6x as much (every value
+    formatted), most of the checksum's time at 100k people."""
     n, h = con.execute(
-        f"SELECT count(*), coalesce(sum(hash(CAST(t AS VARCHAR)))::VARCHAR, '0') FROM {qualified} t"
+        f"SELECT count(*), coalesce(sum(hash(t))::VARCHAR, '0') FROM {qualified} t"
     ).fetchone()
     return int(n), hashlib.sha256(f"{n}:{h}".encode()).hexdigest()[:16]
 

@@ -1,7 +1,8 @@
 -- Which identity keys each source record carries: the evidence the identity graph is built
 -- from. One row per (record, key). Records are CRM contacts (id, email, phone, loyalty id),
 -- POS transactions (the keys typed at the till), web logins (device + contact id) and web
--- identify calls (traits email/phone with the contact id, or with the device when logged out).
+-- identify calls (traits email/phone with the contact id, or with the device when logged out;
+-- both from int_identity__web_observations).
 with contacts as (
 
     select * from {{ ref('stg_crm__contacts') }} where not is_archived
@@ -18,12 +19,6 @@ pos_keys as (
         max(customer_email) as customer_email
     from {{ ref('stg_pos__transactions') }}
     group by transaction_id
-
-),
-
-web as (
-
-    select * from {{ ref('stg_web__events') }}
 
 ),
 
@@ -46,28 +41,10 @@ observations as (
     union all
     select 'pos_transaction', transaction_id, observed_at, {{ identity_key('email', 'customer_email') }} from pos_keys
 
-    -- a login ties the device to the contact id (web userId = CRM contact id)
+    -- logins and identify calls (int_identity__web_observations keeps them incrementally)
     union all
-    select 'web_login', anonymous_id || '|' || user_id, min(event_at), {{ identity_key('contact', 'user_id') }}
-    from web where user_id is not null and anonymous_id is not null
-    group by anonymous_id, user_id
-    union all
-    select 'web_login', anonymous_id || '|' || user_id, min(event_at), {{ identity_key('anon', 'anonymous_id') }}
-    from web where user_id is not null and anonymous_id is not null
-    group by anonymous_id, user_id
-
-    -- identify traits belong to the logged-in contact, else to the device
-    union all
-    select 'web_identify', message_id, event_at,
-           coalesce({{ identity_key('contact', 'user_id') }}, {{ identity_key('anon', 'anonymous_id') }})
-    from web where trait_email is not null or trait_phone is not null
-    union all
-    select 'web_identify', message_id, event_at, {{ identity_key('email', 'trait_email') }}
-    from web where trait_email is not null
-    union all
-    select 'web_identify', message_id, event_at, {{ identity_key('phone', 'trait_phone') }}
-    from web where trait_phone is not null
-
+    select record_type, record_id, observed_at, identity_key
+    from {{ ref('int_identity__web_observations') }}
 )
 
 select distinct

@@ -246,7 +246,8 @@ def markdown(result: dict) -> str:
         rps = f"{r['records_per_s']:,}" if r["records_per_s"] else ""
         rec = f"{r['records']:,}" if r["records"] else ""
         dbt = r.get("dbt") or {}
-        slowest = ", ".join(f"{name} {secs}" for name, secs in dbt.get("slowest", [])[:3])
+        slowest = ", ".join(f"{name if len(name) <= 32 else name[:30] + '..'} {secs}"
+                            for name, secs in dbt.get("slowest", [])[:3])
         lines.append(f"| {r['run']} | {r['stage']} | {r['wall_s']} | {rec} | {rps} | {r['peak_rss_mb']} "
                      f"| {dbt.get('dbt_elapsed_s', '')} | {slowest} |")
     return "\n".join(lines)

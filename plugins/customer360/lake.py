@@ -47,7 +47,8 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (after a rename into it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,7 +68,7 @@ def _copy_atomically(con: duckdb.DuckDBPyConnection, select_sql: str, dest: Path
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_path(dest.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer360.lake import fsync_path
 from customer360.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,25 +51,17 @@ class Publication:
         return asdict(self)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]) -> None:
     """Make a fully written publication visible: sync everything, then rename each staged
     file over its final name (the database first, then the Parquet copies)."""
     for tmp, _ in staged:
-        _fsync(tmp)
-    _fsync(tmp_db)
+        fsync_path(tmp)
+    fsync_path(tmp_db)
     os.replace(tmp_db, db_path)
     for tmp, final in staged:
         os.replace(tmp, final)
     for folder in {db_path.parent, *(final.parent for _, final in staged)}:
-        _fsync(folder)
+        fsync_path(folder)
 
 
 def list_publishable_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer360.lake import fsync_path
 from customer360.privacy.person import Needles, PersonKeys, load_key_tables
 from customer360.publish import swap_into_place
 from customer360.settings import Settings
@@ -102,14 +103,6 @@ def purge_tables(con: duckdb.DuckDBPyConnection, catalog: str, keys: PersonKeys,
     return removed
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def compact(path: Path) -> dict:
     """Rewrite a DuckDB file into a fresh one (no free blocks, so no deleted value left in
     it) and rename it into place. Needs the file to have no other open connection."""
@@ -135,10 +128,10 @@ def compact(path: Path) -> dict:
         Path(f"{tmp}.wal").unlink(missing_ok=True)
         raise
     con.close()
-    _fsync(tmp)
+    fsync_path(tmp)
     os.replace(tmp, path)
     Path(f"{path}.wal").unlink(missing_ok=True)
-    _fsync(path.parent)
+    fsync_path(path.parent)
     return {"compacted": True, "bytes_before": before, "bytes_after": path.stat().st_size}
 
 

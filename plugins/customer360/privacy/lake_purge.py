@@ -38,6 +38,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from customer360.lake import fsync_path
 from customer360.landing.layout import scan_landing
 from customer360.landing.manifest import sha256_of, source_lock
 from customer360.privacy.person import (Needles, crm_contact_predicate, json_id_predicate,
@@ -121,14 +122,6 @@ def entity_predicate(source: str, entity: str, columns: dict[str, str], needles:
 
 # --------------------------------------------------------------------------- parquet files
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _one_file(path: Path) -> str:
     return f"read_parquet('{_sql_path(path)}', hive_partitioning = false)"
 
@@ -146,9 +139,9 @@ def rewrite_parquet(con: duckdb.DuckDBPyConnection, path: Path, predicate: str) 
     try:
         con.execute(f"COPY (SELECT * FROM {_one_file(path)} WHERE NOT coalesce(({predicate}), false)) "
                     f"TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return int(removed)
@@ -293,7 +286,7 @@ def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> tu
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
     if not whole:

@@ -5,6 +5,8 @@ and the reconciliation count, in the order that keeps a crash from counting anyt
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +18,8 @@ from customer360.lake import (Reconciliation, batch_path, new_batch_id, record_r
 from customer360.landing.manifest import FileOutcome, Manifest
 from customer360.settings import Settings
 
+log = logging.getLogger(__name__)
+
 FILES_ENTITY = "files"
 # Rows handed to the raw zone come in Arrow batches of this size, so that DuckDB scans them
 # on all its threads when it writes the Parquet file (one big batch is read by one thread).
@@ -24,13 +28,15 @@ ARROW_BATCH_ROWS = 122_880
 
 @dataclass
 class Batch:
-    """One batch of one entity; ``outputs`` are the paths it may write, by role."""
+    """One batch of one entity; ``outputs`` are the paths it may write, by role; ``started``
+    is when it began (perf_counter), so :func:`land` can log how long reading took."""
 
     source: str
     entity: str
     load_date: dt.date
     batch_id: str
     outputs: dict[str, Path]
+    started: float = field(default_factory=time.perf_counter)
 
     @classmethod
     def start(cls, settings: Settings, manifest: Manifest, source: str, entity: str,
@@ -95,6 +101,7 @@ def land(settings: Settings, manifest: Manifest, batch: Batch,
             f"{batch.source}/{batch.entity} batch {batch.batch_id}: read {rec.read}, counted "
             f"{rec.landed} landed and {rec.quarantined} quarantined, but has "
             f"{content.rows.num_rows} rows and {len(content.quarantine)} quarantined rows")
+    checked_at = time.perf_counter()
     loaded_at = utcnow()
     write_raw_batch(settings, content.rows, source=batch.source, entity=batch.entity,
                     load_date=batch.load_date, batch_id=batch.batch_id, loaded_at=loaded_at)
@@ -106,4 +113,7 @@ def land(settings: Settings, manifest: Manifest, batch: Batch,
                         loaded_at=loaded_at)
     manifest.commit(batch.batch_id, batch.entity, batch.load_date, batch.outputs, outs)
     record_reconciliation(settings, rec)
+    log.info("%s/%s batch %s: %d files, %d records read and checked in %.1f s, written in %.1f s",
+             batch.source, batch.entity, batch.batch_id, len(outs), rec.read,
+             checked_at - batch.started, time.perf_counter() - checked_at)
     return rec

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from typing import Sequence
 
 import duckdb
@@ -116,7 +115,6 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
                        group: list[FileVersion], stores: dict[str, Store],
                        logical_date: dt.date) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, "transactions", logical_date)
-    started = time.perf_counter()
     parsed = parse_pos_files(con, [v.file for v in group], stores)
     outcomes = _outcomes(con, parsed, group)
     corrections = sum(1 for v in group if v.previous_batch_id)
@@ -133,12 +131,7 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
         file_extra={"store_id": [v.file.store_id for v in group],
                     "business_date": [v.file.folder_date.isoformat() for v in group]},
         note="; ".join(notes))
-    parsed_at = time.perf_counter()
-    rec = land(settings, manifest, batch, content)
-    log.info("pos batch %s: %d files, %d rows read and checked in %.1f s, written in %.1f s",
-             batch.batch_id, len(group), rec.read, parsed_at - started,
-             time.perf_counter() - parsed_at)
-    return rec
+    return land(settings, manifest, batch, content)
 
 
 def _reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,

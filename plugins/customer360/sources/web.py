@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections import Counter
 from typing import Sequence
 
@@ -88,7 +87,6 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Ma
                 group: list[FileVersion], logical_date: dt.date,
                 seen: SeenMessageIds) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, ENTITY, logical_date)
-    started = time.perf_counter()
     parsed = parse_web_files(con, [v.file for v in group])
     view = parsed.view
     stats = {fid: (read, bad, late) for fid, read, bad, late in con.execute(f"""
@@ -131,12 +129,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Ma
         rows=rows, quarantine=quarantine, outcomes=outcomes,
         file_extra={"duplicate_message_ids": [o.duplicates for o in outcomes]},
         duplicates=sum(o.duplicates for o in outcomes), note="; ".join(notes))
-    parsed_at = time.perf_counter()
-    rec = land(settings, manifest, batch, content)
-    log.info("web batch %s: %d files, %d lines read and checked in %.1f s, written in %.1f s",
-             batch.batch_id, len(group), rec.read, parsed_at - started,
-             time.perf_counter() - parsed_at)
-    return rec
+    return land(settings, manifest, batch, content)
 
 
 def load_web(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:

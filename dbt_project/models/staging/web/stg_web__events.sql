@@ -110,8 +110,9 @@ typed as (
         upper({{ clean_text('currency_raw') }}) as order_currency,
         order_products,
         {{ clean_text('sku_raw') }} as sku,
-        trait_email_raw,
-        trait_phone_raw,
+        {{ normalize_email('trait_email_raw') }} as trait_email,
+        -- A phone typed without its country code is read in the browser locale's country (zh-CN).
+        {{ normalize_phone('trait_phone_raw', "regexp_extract(locale, '[-_]([A-Za-z]{2})$', 1)") }} as trait_phone,
         _folder_date as folder_date,
         _batch_id,
         _source_file,
@@ -121,37 +122,7 @@ typed as (
 
 )
 
-select
-    message_id,
-    event_type,
-    event_name,
-    anonymous_id,
-    user_id,
-    event_at,
-    received_at,
-    page_url,
-    page_path,
-    page_referrer,
-    page_title,
-    campaign_source,
-    campaign_medium,
-    campaign_name,
-    user_agent,
-    ip,
-    locale,
-    order_id,
-    order_revenue,
-    order_currency,
-    order_products,
-    sku,
-    {{ normalize_email('trait_email_raw') }} as trait_email,
-    -- A phone typed without its country code is read in the browser locale's country (zh-CN).
-    {{ normalize_phone('trait_phone_raw', "regexp_extract(locale, '[-_]([A-Za-z]{2})$', 1)") }} as trait_phone,
-    folder_date,
-    _batch_id,
-    _source_file,
-    _source_line,
-    _loaded_at
+select *
 from typed
 {% if is_incremental() %}
 where not exists (select 1 from {{ this }} as kept where kept.message_id = typed.message_id)

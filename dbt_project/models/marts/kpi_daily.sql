@@ -87,15 +87,21 @@ activity_runs as (
 
 ),
 
+coverage as (
+
+    select min(activity_date) as first_day, max(activity_date) + 30 as ended_day
+    from activity_runs
+    group by customer_id, run_no
+
+),
+
 coverage_changes as (
 
     select change_day, sum(delta) as delta
     from (
-        select min(activity_date) as change_day, 1 as delta
-        from activity_runs group by customer_id, run_no
+        select first_day as change_day, 1 as delta from coverage
         union all
-        select max(activity_date) + 30, -1
-        from activity_runs group by customer_id, run_no
+        select ended_day, -1 from coverage
     ) as changes
     group by change_day
 

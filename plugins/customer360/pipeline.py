@@ -77,7 +77,7 @@ def build_layer(layer: str, logical_date: dt.date, settings: Settings | None = N
     s = _settings(settings)
     started = time.monotonic()
     if layer in DBT_LAYERS:
-        results = warehouse.run_layer(s, layer, as_of=logical_date)
+        results = warehouse.run_layer(s, layer, as_of=logical_date, env=env)
     else:  # ml features, or customer_360 again once the ML scores exist
         select = {"ml_features": "path:models/ml", "customer_360": "customer_360"}[layer]
         results = warehouse.build_select(s, select, as_of=logical_date, env=env)

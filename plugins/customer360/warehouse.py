@@ -207,11 +207,12 @@ def _vars(as_of: dt.date | None) -> list[str]:
 
 
 def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
-              as_of: dt.date | None = None) -> RunResults:
+              as_of: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
     """``dbt build`` one layer ("staging", "intermediate", "marts"): its models, seeds,
     snapshots, unit tests and data tests. ``as_of`` is the logical date of the run (it dates
     snapshot versions and is customer_360's as_of_date). ``full_refresh`` rebuilds
     incremental models from the raw zone (customer ids stay: their memory is never reset).
+    ``env`` as in :func:`run_dbt`.
 
     Returns the per-node summary; raises :class:`WarehouseBuildError` naming every failing
     node when anything errors or a test fails.
@@ -221,7 +222,7 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     args = ["build", "--selector", layer, *_vars(as_of)]
     if full_refresh:
         args.append("--full-refresh")
-    return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}")
+    return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
 
 
 def build_warehouse(settings: Settings, full_refresh: bool = False,

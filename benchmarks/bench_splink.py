@@ -42,7 +42,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import secrets
 import shutil
 import subprocess
@@ -50,6 +49,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_pipeline import machine  # the same folder: a script's directory is on sys.path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -141,15 +142,6 @@ print("@@RESULT@@" + json.dumps({"dbt_elapsed_s": runs.elapsed_seconds,
 
 
 # ---------------------------------------------------------------- the home and its warehouse
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo")
-                  if line.startswith("MemTotal"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 2**20, 1),
-            "python": platform.python_version()}
-
 
 def prepare_home(home: Path, people: int, days: int) -> dict:
     """Simulate ``people x days`` into ``home``, land all three sources and build the

@@ -86,7 +86,7 @@ def _gate(settings, stage: str, day: dt.date, run_id: str) -> tuple[float, str]:
 
 def _build_ml_inputs(settings, day: dt.date) -> None:
     """The ml schema's dbt models (features), which run_ml reads; built after the marts."""
-    from customer360 import warehouse
+    from customer360.warehouse import dbt_runner as warehouse
 
     if "ml" in warehouse.LAYERS:
         warehouse.run_layer(settings, "ml", as_of=day)
@@ -100,10 +100,10 @@ def _build_ml_inputs(settings, day: dt.date) -> None:
 def _run_day(settings, server, day: dt.date, label: str) -> list[dict]:
     from customer360.demo.runner import end_of_day
     from customer360.demo.simulator import deliver
-    from customer360.extract import run_extract
+    from customer360.ingest.extract import run_extract
     from customer360.ml.pipeline import run_ml
-    from customer360.publish import publish
-    from customer360.warehouse import run_layer
+    from customer360.serve.publish import publish
+    from customer360.warehouse.dbt_runner import run_layer
 
     deliver(settings.simulation_dir, settings.landing, through=day)
     server.set_clock(end_of_day(day))
@@ -143,7 +143,7 @@ def main() -> int:
         os.environ.setdefault(name, secrets.token_urlsafe(32))
 
     from customer360.demo.crm_server import start_server
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     settings = get_settings()
     gx_import = _gx_import_seconds()

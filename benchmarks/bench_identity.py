@@ -17,8 +17,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from customer360.identity_eval import pairwise_scores
-from customer360.settings import get_settings
+from customer360.demo.identity_eval import pairwise_scores
+from customer360.core.settings import get_settings
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     settings = get_settings()
     console = Console()
     if args.build:
-        from customer360.warehouse import build_warehouse
+        from customer360.warehouse.dbt_runner import build_warehouse
         started = time.perf_counter()
         build_warehouse(settings, tests=False)
         console.print(f"warehouse built in {time.perf_counter() - started:.1f} s")

@@ -103,7 +103,7 @@ def _bare_web(landing: Path, out: Path, threads: int) -> tuple[Clock, Clock, int
 
 
 def _bare_pos(landing: Path, out: Path, threads: int) -> tuple[Clock, Clock, int]:
-    from customer360.landing.duck import load_encodings
+    from customer360.ingest.landing.duck import load_encodings
 
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
@@ -115,7 +115,7 @@ def _bare_pos(landing: Path, out: Path, threads: int) -> tuple[Clock, Clock, int
     for path in sorted(landing.glob("pos/date=*/store_*.csv")):
         store = path.stem.removeprefix("store_")
         groups.setdefault(encodings.get(store, "utf-8").lower(), []).append(path)
-    from customer360.landing.pos_rows import POS_COLUMNS
+    from customer360.ingest.landing.pos_rows import POS_COLUMNS
 
     # The fastest read DuckDB offers: columns given (no sniffing of 1,000 small files).
     columns = "{" + ", ".join(f"'{c}': 'VARCHAR'" for c in POS_COLUMNS) + "}"
@@ -133,8 +133,8 @@ def _bare_pos(landing: Path, out: Path, threads: int) -> tuple[Clock, Clock, int
 
 def _loader(source: str, landing: Path, day: dt.date) -> tuple[Clock, int, int]:
     """Run one loader into a fresh lake; (time, records read, files)."""
-    from customer360.extract import run_extract
-    from customer360.settings import get_settings
+    from customer360.ingest.extract import run_extract
+    from customer360.core.settings import get_settings
 
     home = Path(tempfile.mkdtemp(prefix=f"bench-{source}-"))
     os.environ["C360_HOME"] = str(home)

@@ -34,11 +34,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="c360-bench-ml-") as tmp:
         home = Path(tmp)
         os.environ["C360_HOME"] = str(home)
-        from customer360.ml.dbt_render import build_ml_models
+        from customer360.demo.ml_dbt_render import build_ml_models
         from customer360.ml.pipeline import run_ml
-        from customer360.ml.synthetic import (SyntheticConfig, generate, write_ground_truth,
+        from customer360.demo.ml_oracle import SimulatorCeiling
+        from customer360.demo.ml_synthetic import (SyntheticConfig, generate, write_ground_truth,
                                               write_warehouse)
-        from customer360.settings import get_settings
+        from customer360.core.settings import get_settings
 
         cfg = SyntheticConfig(people=people, days=240, seed=7)
         timings: dict[str, float] = {}
@@ -62,10 +63,11 @@ def main() -> int:
 
         settings = get_settings()
         t = time.monotonic()
-        first = run_ml(settings, cfg.as_of)
+        ceiling = [SimulatorCeiling(settings.simulation_dir)]
+        first = run_ml(settings, cfg.as_of, churn_evaluators=ceiling)
         timings["run_ml_train_and_score"] = time.monotonic() - t
         t = time.monotonic()
-        run_ml(settings, cfg.as_of + dt.timedelta(days=1))
+        run_ml(settings, cfg.as_of + dt.timedelta(days=1), churn_evaluators=ceiling)
         timings["run_ml_score_only"] = time.monotonic() - t
 
     churn = first["models"]["churn"]["metrics"]

@@ -15,7 +15,7 @@ last one, serves the CRM on 127.0.0.1, and then:
   ratio incremental / full refresh (target < 5% at one year of history).
 
 Peak memory is the stage process's high-water RSS (VmHWM); the dbt and ML work runs inside it.
-Stages run through :mod:`customer360.pipeline` (the functions the DAG's tasks call), not through
+Stages run through :mod:`customer360.pipeline.stages` (the functions the DAG's tasks call), not through
 Airflow, so Airflow's own start-up (about 30 s a run) is not part of the figures. Results are
 appended to ``benchmarks/results/pipeline-<scale>x<days>.json`` and printed as a markdown table
 for BENCHMARKS.md. Identity resolution next to Splink is ``benchmarks/bench_splink.py`` (its
@@ -43,7 +43,7 @@ START = dt.date(2025, 1, 1)
 STAGE_CHILD = r"""
 import datetime as dt, json, sys, time
 from customer360 import pipeline
-from customer360.settings import get_settings
+from customer360.core.settings import get_settings
 stage, day = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
 s = get_settings()
 t0 = time.monotonic()
@@ -105,7 +105,7 @@ def warehouse_rows(settings) -> int:
         con.close()
 
 
-# The dbt run_results a stage leaves (customer360.pipeline keeps one per layer).
+# The dbt run_results a stage leaves (customer360.pipeline.stages keeps one per layer).
 DBT_RESULTS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts",
                "ml": "ml_features", "customer_360": "customer_360"}
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                C360_CRM_TOKEN=token)
     env.pop("C360_LANDING", None)
     os.environ.update(env)
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     marker = home / ".bench_pipeline"
     if home.exists() and any(home.iterdir()):

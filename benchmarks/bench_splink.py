@@ -24,7 +24,7 @@ What is compared, on one input and one machine:
   (shared devices, keys on too many contacts) are blanked in the input first: what Splink's
   linking gives with our guard list, to tell the guards' effect from the graph algorithm's.
 
-Every method is scored by the same code, :mod:`customer360.identity_eval` (pairwise
+Every method is scored by the same code, :mod:`customer360.demo.identity_eval` (pairwise
 precision / recall / F1 against ``simulation/ground_truth/keys.parquet``), on the same records.
 
 Why a separate virtualenv: Splink is a benchmark-only comparison, never a dependency of the
@@ -129,8 +129,8 @@ print("@@RESULT@@" + json.dumps({
 # Runs in the project's virtualenv with C360_HOME at a scratch copy of the warehouse.
 OURS_CHILD = r"""
 import json, sys
-from customer360.settings import get_settings
-from customer360.warehouse import read_run_results, run_dbt
+from customer360.core.settings import get_settings
+from customer360.warehouse.dbt_runner import read_run_results, run_dbt
 settings = get_settings()
 outcome = run_dbt(settings, ["run", "--select", sys.argv[1]])
 if not outcome.success:
@@ -146,7 +146,7 @@ print("@@RESULT@@" + json.dumps({"dbt_elapsed_s": runs.elapsed_seconds,
 def prepare_home(home: Path, people: int, days: int) -> dict:
     """Simulate ``people x days`` into ``home``, land all three sources and build the
     warehouse (models only), unless the home already has a warehouse. Returns timings."""
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     settings = get_settings()
     if settings.warehouse_path.exists():
@@ -158,7 +158,7 @@ def prepare_home(home: Path, people: int, days: int) -> dict:
     from customer360 import pipeline
     from customer360.demo.crm_server import start_server
     from customer360.demo.simulator import SimulationConfig, simulate
-    from customer360.warehouse import build_warehouse
+    from customer360.warehouse.dbt_runner import build_warehouse
 
     home.mkdir(parents=True, exist_ok=True)
     marker.touch()
@@ -188,7 +188,7 @@ def export_records(warehouse: Path, work: Path) -> dict:
     warehouse, read-only; returns paths, row counts and seconds."""
     import duckdb
 
-    from customer360.identity_eval import WEB_ORDERS_CTE
+    from customer360.demo.identity_eval import WEB_ORDERS_CTE
 
     out = {}
     with duckdb.connect(str(warehouse), read_only=True) as con:
@@ -271,7 +271,7 @@ def median_run(runs: list[dict]) -> dict:
 
 def score(scored, labels) -> dict:
     """Scores of cluster ``labels`` (aligned with ``scored``; null = alone) by identity_eval."""
-    from customer360.identity_eval import pairwise_from_labels
+    from customer360.demo.identity_eval import pairwise_from_labels
 
     linkable = scored["linkable"].to_numpy()
     sizes = labels.value_counts()
@@ -311,8 +311,8 @@ def markdown(result: dict) -> str:
 
 def time_methods(home: Path, python: Path, settings, work: Path, repeat: int) -> dict:
     """Export the input, time every method ``repeat`` times and score each (median run)."""
-    from customer360.identity_eval import scored_records
-    from customer360.settings import get_settings
+    from customer360.demo.identity_eval import scored_records
+    from customer360.core.settings import get_settings
 
     exported = export_records(settings.warehouse_path, work)
     result: dict = {"export": {k: {"records": v["records"], "seconds": v["seconds"]}
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(C360_HOME=str(home))
     os.environ.setdefault("C360_PII_KEY", PII_KEY)
     os.environ.pop("C360_LANDING", None)
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     python = ensure_splink_venv(Path(os.environ.get("C360_BENCH_SPLINK_VENV")
                                      or REPO / ".venv-splink"))

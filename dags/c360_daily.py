@@ -2,7 +2,7 @@
 
 extract (CRM, web, POS in parallel) -> erasure of archived contacts -> raw gate -> dbt staging
 -> dbt intermediate -> core gate -> dbt marts -> ML -> customer_360 with scores -> marts gate
--> publish -> compact the warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline;
+-> publish -> compact the warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline.stages;
 this file only wires it, so it parses in milliseconds.
 """
 
@@ -13,7 +13,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task, task_group
 
-from customer360.alerts import on_task_failure
+from customer360.core.alerts import on_task_failure
 
 WAREHOUSE_POOL = "c360_warehouse"  # one slot: every task that writes the warehouse DuckDB file
 PUBLISHED_MARTS = Asset("file:///c360/published/marts", group="c360")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.settings import get_settings
+from customer360.core.settings import get_settings
 
 START = dt.date(2026, 3, 1)
 

@@ -9,8 +9,8 @@ import multiprocessing
 import duckdb
 import pytest
 
-from customer360 import audit
-from customer360.settings import get_settings
+from customer360.core import audit
+from customer360.core.settings import get_settings
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ def _parquet_rows(folder: Path) -> int:
 
 def account(settings, through: dt.date = LAST) -> dict[str, dict]:
     """Per source: expected records, landed, quarantined, duplicates, and records lost."""
-    from customer360.lake import read_reconciliation
+    from customer360.ingest.raw_zone import read_reconciliation
 
     recs = read_reconciliation(settings)
     assert all(r["read"] == r["landed"] + r["quarantined"] for r in recs)
@@ -237,9 +237,9 @@ def _copy_home(template_home: Path, home: Path) -> None:
 @pytest.fixture(scope="module")
 def reference(template, tmp_path_factory):
     """The clean run: the DAG over the template landing with a healthy CRM."""
-    from customer360.airflow_runner import run_dag
+    from customer360.pipeline.airflow import run_dag
     from customer360.demo.crm_server import start_server
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     home = tmp_path_factory.mktemp("chaos-reference")
     _copy_home(template[0], home)
@@ -258,7 +258,7 @@ def reference(template, tmp_path_factory):
 def chaos(template, reference, tmp_path_factory, request):
     """The home every fault hits, with its CRM server; prints the fault table at the end."""
     from customer360.demo.crm_server import start_server
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
 
     home = tmp_path_factory.mktemp("chaos-home")
     _copy_home(template[0], home)
@@ -354,7 +354,8 @@ def test_reference_run_accounts_for_every_bad_file(reference, template):
 
 
 def test_disk_full_while_writing_a_batch(chaos, reference, monkeypatch):
-    from customer360 import lake, pipeline
+    from customer360 import pipeline
+    from customer360.ingest import raw_zone as lake
 
     settings, _ = chaos
     real = lake._copy_atomically
@@ -372,7 +373,7 @@ def test_disk_full_while_writing_a_batch(chaos, reference, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         pipeline.extract("web", LAST, settings)
     assert not list((settings.lake_raw / "web" / "events").rglob("*.parquet"))
-    from customer360.lake import read_reconciliation
+    from customer360.ingest.raw_zone import read_reconciliation
     assert not [r for r in read_reconciliation(settings) if r["source"] == "web" and r["entity"] == "events"]
     monkeypatch.setattr(lake, "_copy_atomically", real)
     pipeline.extract("web", LAST, settings)
@@ -382,8 +383,8 @@ def test_disk_full_while_writing_a_batch(chaos, reference, monkeypatch):
 
 
 def test_bad_crm_token_fails_fast_without_leaking_it(chaos, monkeypatch):
-    from customer360.extract import ExtractError
-    from customer360.sources.crm import extract_crm
+    from customer360.ingest.extract import ExtractError
+    from customer360.ingest.crm import extract_crm
 
     settings, server = chaos
     monkeypatch.setenv("C360_CRM_TOKEN", "wrong-token-zzzzzzzzzzzz")
@@ -432,7 +433,7 @@ def test_sigkill_mid_pos_extract_and_days_out_of_order(chaos, reference):
 
 
 def test_dag_recovers_from_crm_storm_to_reference_checksums(chaos, reference):
-    from customer360.airflow_runner import run_dag
+    from customer360.pipeline.airflow import run_dag
     from customer360.demo.crm_server import CrmMockClient
 
     settings, server = chaos
@@ -505,12 +506,12 @@ def test_sigkill_mid_web_extract_then_rerun_of_the_day(chaos, reference):
 
 
 def test_two_runs_at_once_one_is_refused(chaos, reference):
-    from customer360.airflow_runner import RunLockedError, run_dag
+    from customer360.pipeline.airflow import RunLockedError, run_dag
 
     settings, _ = chaos
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom customer360.airflow_runner import run_lock\n"
-         "from customer360.settings import get_settings\nwith run_lock(get_settings()):\n"
+        [sys.executable, "-c", "import time\nfrom customer360.pipeline.airflow import run_lock\n"
+         "from customer360.core.settings import get_settings\nwith run_lock(get_settings()):\n"
          "    print('held', flush=True)\n    time.sleep(60)\n"],
         env=dict(os.environ), stdout=subprocess.PIPE, text=True)
     try:

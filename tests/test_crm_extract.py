@@ -14,11 +14,11 @@ import time
 import duckdb
 import pytest
 
-from customer360 import lake
-from customer360.extract import ExtractError
-from customer360.settings import get_settings
-from customer360.sources import crm
-from customer360.sources.crm import CrmApiError, extract_crm, load_state, read_raw_crm
+from customer360.ingest import raw_zone as lake
+from customer360.ingest.extract import ExtractError
+from customer360.core.settings import get_settings
+from customer360.ingest import crm
+from customer360.ingest.crm import CrmApiError, extract_crm, load_state, read_raw_crm
 
 D1, D2, D3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
 PAGE = 5
@@ -247,8 +247,8 @@ def test_killed_mid_way_then_resumed_equals_an_uninterrupted_run(crm_api, tmp_pa
     monkeypatch.setenv("C360_HOME", str(tmp_path / "killed"))
     s = get_settings()
     crm_api.set_faults(delay_seconds=0.25)  # slow pages, so the kill lands mid-way
-    code = ("import datetime; from customer360.settings import get_settings; "
-            "from customer360.sources.crm import extract_crm; "
+    code = ("import datetime; from customer360.core.settings import get_settings; "
+            "from customer360.ingest.crm import extract_crm; "
             "extract_crm(get_settings(), datetime.date(2026, 3, 3))")
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -12,7 +12,7 @@ import subprocess
 import duckdb
 import pytest
 
-from customer360.airflow_runner import RunLockedError, backfill, run_dag, run_lock
+from customer360.pipeline.airflow import RunLockedError, backfill, run_dag, run_lock
 from tests.e2e import file_digest, pipeline_env, published_checksums
 
 pytestmark = pytest.mark.slow

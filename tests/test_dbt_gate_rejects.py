@@ -6,7 +6,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from customer360.warehouse import run_layer
+from customer360.warehouse.dbt_runner import run_layer
 from tests import warehouse_fixtures as wf
 
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from tests import warehouse_fixtures as wf
-from customer360.identity_eval import pairwise_from_labels, pairwise_scores
-from customer360.settings import Settings
-from customer360.warehouse import build_warehouse, read_run_results, run_dbt
+from customer360.demo.identity_eval import pairwise_from_labels, pairwise_scores
+from customer360.core.settings import Settings
+from customer360.warehouse.dbt_runner import build_warehouse, read_run_results, run_dbt
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The customer-id rules of customer360.identity_clusters on tiny hand-made graphs (no dbt)."""
+"""The customer-id rules of customer360.warehouse.identity_clusters on tiny hand-made graphs (no dbt)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hmac
 
 import pandas as pd
 
-from customer360.identity_clusters import assign_ids, component_labels, keyed_id_maker
+from customer360.warehouse.identity_clusters import assign_ids, component_labels, keyed_id_maker
 
 KEY = b"test-pii-key-0123456789abcdef"
 

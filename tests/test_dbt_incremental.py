@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from tests import warehouse_fixtures as wf
-from customer360.warehouse import build_warehouse, target_dir
+from customer360.warehouse.dbt_runner import build_warehouse, target_dir
 
 SCHEMAS = ("staging", "intermediate", "marts", "snapshots")
 

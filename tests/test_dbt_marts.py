@@ -17,8 +17,8 @@ import duckdb
 import pytest
 
 from tests import warehouse_fixtures as wf
-from customer360.settings import Settings
-from customer360.warehouse import RunResults, build_warehouse
+from customer360.core.settings import Settings
+from customer360.warehouse.dbt_runner import RunResults, build_warehouse
 
 D = Decimal
 

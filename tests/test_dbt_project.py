@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests import warehouse_fixtures as wf
-from customer360.warehouse import (LAYERS, WarehouseBuildError, build_env, build_warehouse,
+from customer360.warehouse.dbt_runner import (LAYERS, WarehouseBuildError, build_env, build_warehouse,
                                    generate_docs, project_dir, run_dbt, run_layer)
 
 
@@ -64,7 +64,7 @@ def test_profile_takes_duckdb_limits_from_configuration(empty_home, monkeypatch)
     settings, _ = empty_home
     monkeypatch.setenv("C360_DUCKDB_MEMORY_LIMIT", "512MB")
     monkeypatch.setenv("C360_DUCKDB_THREADS", "1")
-    from customer360.settings import get_settings
+    from customer360.core.settings import get_settings
     settings = get_settings()
     env = build_env(settings)
     assert env["C360_DUCKDB_MEMORY_LIMIT"] == "512MB" and env["C360_DUCKDB_THREADS"] == "1"
@@ -90,7 +90,7 @@ def test_profile_and_project_read_only_the_environment():
     # set when the database opens, not per cursor: DuckDB refuses a second SET once it spilled
     assert "env_var(" in output["config_options"]["temp_directory"]
     assert "temp_directory" not in output["settings"]
-    assert output["plugins"] == [{"module": "customer360.dbt_plugin"}]
+    assert output["plugins"] == [{"module": "customer360.warehouse.dbt_plugin"}]
 
 
 def test_a_failing_test_stops_the_layer_and_names_itself(empty_home):

@@ -8,7 +8,7 @@ import hmac
 import duckdb
 import pytest
 
-from customer360.sql_functions import make_pii_hasher, normalize_phone, register_functions
+from customer360.warehouse.sql_functions import make_pii_hasher, normalize_phone, register_functions
 
 
 @pytest.mark.parametrize("raw, country, e164", [

@@ -1,5 +1,5 @@
 """Hand-made fixtures for the gate tests (no tests here): raw batches written with
-customer360.lake, a small warehouse DuckDB file with the MARTS.md columns, dbt results.
+customer360.ingest.raw_zone, a small warehouse DuckDB file with the MARTS.md columns, dbt results.
 
 Everything is small (hundreds of rows) and deterministic; each builder takes the knobs the
 tests use to plant one defect at a time.
@@ -16,8 +16,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from customer360 import lake
-from customer360.settings import get_settings
+from customer360.ingest import raw_zone as lake
+from customer360.core.settings import get_settings
 
 WEB_COLUMNS = ["messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt",
                "context", "properties", "traits"]
@@ -48,7 +48,7 @@ def _table(rows: list[dict], columns: list[str]) -> pa.Table:
 
 def land(settings, rows: list[dict], *, source: str, entity: str, load_date: dt.date,
          columns: list[str], drop: tuple[str, ...] = ()) -> str:
-    """Write one raw batch with customer360.lake.write_raw_batch; returns its batch id.
+    """Write one raw batch with customer360.ingest.raw_zone.write_raw_batch; returns its batch id.
     ``drop`` leaves source or load columns out (a batch that breaks the contract)."""
     batch_id = lake.new_batch_id(source, entity)
     table = _table(rows, [c for c in columns if c not in drop])

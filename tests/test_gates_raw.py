@@ -11,8 +11,8 @@ import json
 import duckdb
 import pytest
 
-from customer360 import audit
-from customer360.publish import publish
+from customer360.core import audit
+from customer360.serve.publish import publish
 from customer360.quality.gates import GateFailed, run_gate
 from tests.test_gates_helpers import (build_warehouse, land_crm, land_history, land_pos, land_web,
                                 record, settings)  # noqa: F401  (settings is a fixture)

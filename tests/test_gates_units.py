@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from customer360.quality.gx_validation import FrameSample, expectation_class, validate_source
-from customer360.quality.masking import mask_personal, mask_text
+from customer360.core.masking import mask_personal, mask_text
 from customer360.quality.results import ExpectationResult, GateFailed, GateResult, SuiteResult
 from customer360.quality.suites import (STAGES, ExpectationSpec, SuiteError, expectations_dir,
                                         load_suite, load_suites)

@@ -10,8 +10,8 @@ import hashlib
 import duckdb
 import pytest
 
-from customer360 import audit
-from customer360.publish import publish
+from customer360.core import audit
+from customer360.serve.publish import publish
 from customer360.quality.gates import GateFailed, run_gate
 from tests.test_gates_helpers import build_warehouse, settings, write_dbt_results  # noqa: F401
 

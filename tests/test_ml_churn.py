@@ -1,7 +1,7 @@
 """Churn: time split, quality against the simulator's ceiling and a recency baseline,
 reproducibility, and the heuristic fallback on short histories.
 
-The synthetic marts (customer360.ml.synthetic) have a known churn mechanism, so the ceiling is
+The synthetic marts (customer360.demo.ml_synthetic) have a known churn mechanism, so the ceiling is
 exact here; the lead re-runs the same checks on the demo simulator's output.
 """
 
@@ -21,12 +21,14 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from customer360.ml import churn, oracle
+from customer360.demo import ml_oracle as oracle
+from customer360.demo.ml_oracle import SimulatorCeiling
+from customer360.ml import churn
 from customer360.ml.pipeline import run_ml
 from customer360.ml.spec import load_specs, repo_root
-from customer360.ml.synthetic import SyntheticConfig, build_home, generate, write_ground_truth
+from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate, write_ground_truth
 from customer360.ml.warehouse_io import read_features, snapshot_summary
-from customer360.settings import get_settings
+from customer360.core.settings import get_settings
 
 CFG = SyntheticConfig(people=600, days=240, seed=7)
 
@@ -44,7 +46,7 @@ def trained(home: Path):
         mp.setenv("C360_HOME", str(home))
         mp.setenv("C360_DUCKDB_THREADS", "1")  # the machine is shared: no OpenMP oversubscription
         settings = get_settings()
-        summary = run_ml(settings, CFG.as_of)
+        summary = run_ml(settings, CFG.as_of, churn_evaluators=[SimulatorCeiling(settings.simulation_dir)])
     with duckdb.connect(str(home / "warehouse" / "c360.duckdb"), read_only=True) as con:
         run = con.execute("select model_version, metrics::varchar, promoted, training_window_start, "
                           "training_window_end, evaluation_window from ml.ml_model_runs "

@@ -1,6 +1,6 @@
 """The ml schema's point-in-time features (dbt_project/models/ml), built from synthetic marts.
 
-The models are rendered and run by customer360.ml.dbt_render (milliseconds, and independent of
+The models are rendered and run by customer360.demo.ml_dbt_render (milliseconds, and independent of
 the rest of the dbt project); the slow test at the end runs the same files through real dbt and
 checks both give identical tables.
 """
@@ -17,9 +17,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from customer360.ml.dbt_render import build_ml_models
+from customer360.demo.ml_dbt_render import build_ml_models
 from customer360.ml.spec import load_specs, repo_root
-from customer360.ml.synthetic import SyntheticConfig, build_home, generate, write_warehouse
+from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate, write_warehouse
 
 CFG = SyntheticConfig(people=300, days=200, seed=11)
 LABEL_COLUMNS = ["label_known", "churn_label"]

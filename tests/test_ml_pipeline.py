@@ -19,8 +19,9 @@ import yaml
 from customer360.ml import drift, registry
 from customer360.ml.pipeline import run_ml, training_due_any
 from customer360.ml.spec import load_specs, repo_root
-from customer360.ml.synthetic import SyntheticConfig, build_home, generate
-from customer360.settings import get_settings
+from customer360.demo.ml_oracle import SimulatorCeiling
+from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate
+from customer360.core.settings import get_settings
 
 CFG = SyntheticConfig(people=500, days=247, seed=41)
 DAY1 = CFG.as_of - dt.timedelta(days=7)
@@ -39,7 +40,9 @@ def _run(home: Path, day: dt.date, **kwargs) -> dict:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("C360_HOME", str(home))
         mp.setenv("C360_DUCKDB_THREADS", "1")  # shared machine: no OpenMP oversubscription
-        return run_ml(get_settings(), day, **kwargs)
+        settings = get_settings()
+        kwargs.setdefault("churn_evaluators", [SimulatorCeiling(settings.simulation_dir)])
+        return run_ml(settings, day, **kwargs)
 
 
 def _query(home: Path, sql: str, params=None):

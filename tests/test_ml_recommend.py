@@ -11,7 +11,7 @@ import pytest
 
 from customer360.ml import recommend
 from customer360.ml.spec import load_specs, repo_root
-from customer360.ml.synthetic import SyntheticConfig, build_home
+from customer360.demo.ml_synthetic import SyntheticConfig, build_home
 
 CFG = SyntheticConfig(people=600, days=240, seed=31)
 END = CFG.as_of + dt.timedelta(days=1)

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from customer360.ml import segments
 from customer360.ml.spec import load_specs, repo_root
-from customer360.ml.synthetic import SyntheticConfig, build_home, generate
+from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate
 
 CFG = SyntheticConfig(people=600, days=247, seed=21)
 FIRST_RUN = CFG.as_of - dt.timedelta(days=7)

@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from customer360.quality.masking import SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN
+from customer360.core.masking import SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN
 
 
 def matches(pattern: str, value: str) -> bool:

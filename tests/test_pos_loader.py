@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from customer360.extract import ExtractError
-from customer360.lake import read_reconciliation
-from customer360.settings import get_settings
-from customer360.sources.pos import load_pos
+from customer360.ingest.extract import ExtractError
+from customer360.ingest.raw_zone import read_reconciliation
+from customer360.core.settings import get_settings
+from customer360.ingest.pos import load_pos
 from tests.landing_fixtures import (POS_COLUMNS, STORES, batch_files, pos_path, pos_row,
                                     read_quarantine, read_raw, write_pos_file, write_reference)
 

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from customer360.airflow_runner import run_dag
+from customer360.pipeline.airflow import run_dag
 from customer360.privacy.scan import scan_tree
 from tests.e2e import pipeline_env
 from tests.pg_server import _pg_bin, postgres_server

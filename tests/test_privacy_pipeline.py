@@ -7,7 +7,7 @@
 - Dario (D) is archived in the CRM: the DAG's erasure task erases him, and again when an old
   file of his is delivered late.
 
-The stages run in-process through ``customer360.pipeline`` (the DAG's own functions). The
+The stages run in-process through ``customer360.pipeline.stages`` (the DAG's own functions). The
 marts gate's PII scan runs alone here (tests of the other marts suites are theirs); the
 ``simulation/`` folder is left out of the searches: it stands for the sources' own systems
 (the CRM's database, files not yet delivered, the ground truth), which erasure must not touch.
@@ -31,13 +31,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from customer360 import audit, pipeline
+from customer360 import pipeline
+from customer360.core import audit
 from customer360.cli import app
 from customer360.privacy import audience, erasure_log, pii, tasks
 from customer360.privacy.duck_purge import free_blocks
 from customer360.privacy.scan import scan_tree
 from customer360.quality.gates import GateFailed, run_gate
-from customer360.settings import get_settings
+from customer360.core.settings import get_settings
 from tests.e2e import START, pipeline_env
 
 pytestmark = pytest.mark.slow

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from customer360 import audit
+from customer360.core import audit
 from customer360.cli import app
 from customer360.privacy import pii
 from customer360.privacy.duck_purge import compact, free_blocks
 from customer360.privacy.lake_purge import mention_mask, rewrite_parquet, scrub_landing_file
 from customer360.privacy.person import PersonKeys, load_key_tables
 from customer360.privacy.scan import scan_tree
-from customer360.settings import SettingsError, get_settings
+from customer360.core.settings import SettingsError, get_settings
 
 KEY = "unit-test-pii-key-000000000000"
 EMAIL = "zelda.quist@example.org"
@@ -241,7 +241,7 @@ def test_erase_of_an_unknown_person_is_logged_without_the_value(settings):
 
 
 def test_erase_refuses_while_a_pipeline_run_holds_the_home(settings):
-    from customer360.airflow_runner import run_lock
+    from customer360.pipeline.airflow import run_lock
 
     with run_lock(settings):
         out = CliRunner().invoke(app, ["erase", "--contact-id", "199901"])
@@ -251,8 +251,8 @@ def test_erase_refuses_while_a_pipeline_run_holds_the_home(settings):
 # --------------------------------------------------------------------------- secrets
 
 def test_a_rejected_crm_token_is_not_in_the_error(settings, crm_server, write_crm_versions, monkeypatch):
-    from customer360.extract import ExtractError
-    from customer360.sources.crm import extract_crm
+    from customer360.ingest.extract import ExtractError
+    from customer360.ingest.crm import extract_crm
 
     write_crm_versions(crm_server.data_dir, "contacts", [])
     wrong = "wrong-token-" + "9" * 24
@@ -265,9 +265,9 @@ def test_a_rejected_crm_token_is_not_in_the_error(settings, crm_server, write_cr
 
 
 def test_an_unreachable_publish_database_error_holds_no_password(settings, monkeypatch):
-    from customer360.publish_postgres import publish_postgres
+    from customer360.serve.postgres import publish_postgres
     from tests.test_publish import make_warehouse
-    from customer360.publish import publish
+    from customer360.serve.publish import publish
 
     password = "pg-pass-" + "7" * 20
     monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", f"postgresql://c360:{password}@127.0.0.1:9/c360")
@@ -283,7 +283,7 @@ def test_an_unreachable_publish_database_error_holds_no_password(settings, monke
 # --------------------------------------------------------------------------- resolution
 
 def _raw(settings, source, entity, rows):
-    from customer360.lake import new_batch_id, write_raw_batch
+    from customer360.ingest.raw_zone import new_batch_id, write_raw_batch
 
     table = pa.Table.from_pylist(rows)
     # the raw zone keeps every source value as VARCHAR, an all-null column included

@@ -17,9 +17,9 @@ import phonenumbers
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from customer360.identity_clusters import assign_ids, component_labels
+from customer360.warehouse.identity_clusters import assign_ids, component_labels
 from customer360.privacy.pii import email_sql, normalize_email
-from customer360.sql_functions import normalize_phone
+from customer360.warehouse.sql_functions import normalize_phone
 from tests.landing_fixtures import POS_COLUMNS, pos_path, write_reference
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,9 +114,9 @@ def pos_file_bytes(draw):
                                                                     HealthCheck.too_slow])
 @given(data=pos_file_bytes())
 def test_pos_reader_accounts_for_every_line_of_arbitrary_bytes(tmp_path_factory, monkeypatch, data):
-    from customer360.lake import read_reconciliation
-    from customer360.settings import get_settings
-    from customer360.sources.pos import load_pos
+    from customer360.ingest.raw_zone import read_reconciliation
+    from customer360.core.settings import get_settings
+    from customer360.ingest.pos import load_pos
 
     home = tmp_path_factory.mktemp("prop-pos")
     monkeypatch.setenv("C360_HOME", str(home))

@@ -11,8 +11,8 @@ import duckdb
 import psycopg
 import pytest
 
-from customer360.publish import publish, table_checksum
-from customer360.settings import get_settings
+from customer360.serve.publish import publish, table_checksum
+from customer360.core.settings import get_settings
 from tests.pg_server import postgres_server
 
 
@@ -89,7 +89,7 @@ def test_failed_publish_leaves_previous_publication(env, monkeypatch):
     before = (env.published_dir / "c360.duckdb").read_bytes()
     parquet_before = (env.published_dir / "marts" / "customer_360.parquet").read_bytes()
     make_warehouse(env.warehouse_path, 40, 2)
-    import customer360.publish as pubmod
+    import customer360.serve.publish as pubmod
 
     def boom(con, qualified):
         raise RuntimeError("disk full (injected)")
@@ -103,7 +103,7 @@ def test_failed_publish_leaves_previous_publication(env, monkeypatch):
 
 @pytest.mark.postgres
 def test_postgres_publish_and_analyst_role(env, monkeypatch):
-    from customer360.publish_postgres import publish_postgres
+    from customer360.serve.postgres import publish_postgres
 
     with postgres_server() as pg:
         monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])

@@ -641,7 +641,7 @@ def test_knob_overrides_and_docs():
 # --- the landing validator finds exactly what was planted ------------------------------------
 
 def _problems(landing: Path) -> set[tuple[str, int | None]]:
-    validate = pytest.importorskip("customer360.landing.validate")
+    validate = pytest.importorskip("customer360.ingest.landing.validate")
     report = validate.validate_landing(landing)
     out = set()
     for p in report.problems:

@@ -11,10 +11,10 @@ from typing import Callable
 
 import pytest
 
-from customer360.landing.validate import validate_landing
-from customer360.settings import get_settings
-from customer360.sources.pos import load_pos
-from customer360.sources.web import load_web
+from customer360.ingest.landing.validate import validate_landing
+from customer360.core.settings import get_settings
+from customer360.ingest.pos import load_pos
+from customer360.ingest.web import load_web
 from tests.landing_fixtures import (POS_COLUMNS, PRODUCTS, STORES, event, order_completed,
                                     pos_path, pos_row, read_quarantine, web_part_path,
                                     write_corrupt_web_part, write_pos_file, write_reference,

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from customer360.lake import read_reconciliation
-from customer360.landing.manifest import Manifest
-from customer360.settings import get_settings
-from customer360.sources.web import load_web
+from customer360.ingest.raw_zone import read_reconciliation
+from customer360.ingest.landing.manifest import Manifest
+from customer360.core.settings import get_settings
+from customer360.ingest.web import load_web
 from tests.landing_fixtures import (batch_files, event, order_completed, read_quarantine,
                                     read_raw, web_part_path, write_corrupt_web_part,
                                     write_truncated_web_part, write_web_part)

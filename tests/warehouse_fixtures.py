@@ -1,6 +1,6 @@
 """Hand-made raw zone batches for the dbt tests: a few people whose every number is known.
 
-Batches are written with :func:`customer360.lake.write_raw_batch` in the raw zone schemas of
+Batches are written with :func:`customer360.ingest.raw_zone.write_raw_batch` in the raw zone schemas of
 docs/CONTRACTS.md, so the models read exactly what the loaders write. Two loads:
 
 - load 1 (load_date 2026-03-08, landed 2026-03-09 01:00 UTC): everything up to 2026-03-08;
@@ -36,8 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from customer360.lake import write_raw_batch
-from customer360.settings import Settings, get_settings
+from customer360.ingest.raw_zone import write_raw_batch
+from customer360.core.settings import Settings, get_settings
 
 UTC = dt.timezone.utc
 LOAD_1 = dt.date(2026, 3, 8)

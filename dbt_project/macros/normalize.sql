@@ -17,7 +17,7 @@
     nullif(upper(regexp_replace({{ expr }}, '[^0-9A-Za-z]', '', 'g')), '')
 {%- endmacro %}
 
-{# E.164 phone (the normalize_phone function from customer360.sql_functions). The CASE keeps
+{# E.164 phone (the normalize_phone function from customer360.warehouse.sql_functions). The CASE keeps
    null phones (most web events) from ever reaching the Python function. #}
 {% macro normalize_phone(raw_expr, country_expr) -%}
     case when {{ raw_expr }} is not null

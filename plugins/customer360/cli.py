@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from customer360.settings import SettingsError, get_settings
+from customer360.core.settings import SettingsError, get_settings
 
 app = typer.Typer(
     help="customer360: build a customer 360 warehouse from a CRM API, web events and POS files.",
@@ -122,7 +122,7 @@ def validate_landing_cmd(
     through: Optional[str] = typer.Option(None, help="Only date= folders up to this date."),
 ) -> None:
     """Check a landing folder against SOURCES.md; report each problem with file, line and reason."""
-    from customer360.landing.validate import validate_landing
+    from customer360.ingest.landing.validate import validate_landing
 
     s = _settings()
     report = validate_landing(path or s.landing, through=_date(through) if through else None)
@@ -136,7 +136,7 @@ def extract(
     date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
 ) -> None:
     """Land one source into the raw zone for a logical date (incremental, idempotent)."""
-    from customer360 import extract as extract_mod
+    from customer360.ingest import extract as extract_mod
 
     s = _settings()
     try:
@@ -161,7 +161,7 @@ def run(
     wait: bool = typer.Option(False, help="Wait for a run already in progress instead of refusing."),
 ) -> None:
     """Run the c360_daily DAG for one logical date through Airflow (embedded SQLite metadata DB)."""
-    from customer360.airflow_runner import RunLockedError, run_dag
+    from customer360.pipeline.airflow import RunLockedError, run_dag
 
     s = _settings()
     try:
@@ -180,7 +180,7 @@ def backfill(
     wait: bool = typer.Option(False, help="Wait for a run already in progress instead of refusing."),
 ) -> None:
     """Run the DAG for every date from START to END in order, through Airflow."""
-    from customer360.airflow_runner import RunLockedError, backfill as do_backfill
+    from customer360.pipeline.airflow import RunLockedError, backfill as do_backfill
 
     s = _settings()
     try:
@@ -198,7 +198,7 @@ def airflow(port: int = typer.Option(8080, help="Port of the Airflow UI on 127.0
     """Start Airflow (api-server, scheduler, dag-processor, triggerer) locally to watch the DAG."""
     import subprocess
 
-    from customer360.airflow_runner import airflow_env, ensure_airflow
+    from customer360.pipeline.airflow import airflow_env, ensure_airflow
 
     s = _settings()
     ensure_airflow(s)
@@ -278,7 +278,7 @@ def erase(
     """Erase a person's personal data everywhere the pipeline keeps it (raw zone, landing
     copies, quarantine, warehouse, snapshots, publication, audiences) and log it, without
     anything personal, in the audit trail. Prints counts, never the person's data."""
-    from customer360.airflow_runner import RunLockedError, run_lock
+    from customer360.pipeline.airflow import RunLockedError, run_lock
     from customer360.privacy.erasure import archived_contact_requests, erase as do_erase
     from customer360.privacy.person import ErasureRequest
 
@@ -375,7 +375,7 @@ app.add_typer(audit_app, name="audit")
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the hash chain of the audit event log; report every break (exit 1 if any)."""
-    from customer360 import audit as audit_store
+    from customer360.core import audit as audit_store
 
     s = _settings()
     breaks = audit_store.verify_chain(s)

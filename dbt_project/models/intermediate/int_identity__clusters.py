@@ -1,5 +1,5 @@
 """One customer_id per person: connected components of the identity graph (scipy), with ids
-kept from the previous run. The rules are in customer360.identity_clusters and in
+kept from the previous run. The rules are in customer360.warehouse.identity_clusters and in
 _intermediate__models.yml.
 
 The model reads its own previous version (dbt.this) before dbt replaces it: that is the
@@ -10,7 +10,7 @@ memory that keeps ids stable. It is a table, not an incremental model, so keys t
 import pandas as pd
 import pyarrow as pa
 
-from customer360.identity_clusters import assign_ids, component_labels, keyed_id_maker
+from customer360.warehouse.identity_clusters import assign_ids, component_labels, keyed_id_maker
 
 SCHEMA = pa.schema([
     ("identity_key", pa.string()),

@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from customer360.settings import get_settings
+from customer360.core.settings import get_settings
 
 DEMO_ENV_FILE = "demo.env"
 
@@ -82,7 +82,7 @@ def summarize(published_db: Path) -> list[tuple[str, str]]:
 
 
 def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console) -> int:
-    from customer360.airflow_runner import run_dag
+    from customer360.pipeline.stages.airflow import run_dag
     from customer360.demo.crm_server import start_server
     from customer360.demo.simulator import SimulationConfig, deliver, simulate
 
@@ -125,7 +125,7 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
     for k, v in summarize(published):
         table.add_row(k, v)
     console.print(table)
-    from customer360 import audit
+    from customer360.core import audit
 
     gate_runs = audit.read(settings, "gate_runs", "logical_date = ?", [last])
     if len(gate_runs):

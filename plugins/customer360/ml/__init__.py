@@ -12,9 +12,9 @@ Modules, top-down:
     registry      ml.ml_model_runs, artifacts, champion lookup, promotion rule
     drift         population stability index against the previous run (ml.ml_drift)
     metrics       ROC/PR AUC, Brier, lift table, PSI
-    oracle        the simulator's churn ceiling (evaluation only, never training)
     model_card    markdown model cards beside the artifacts
     warehouse_io  reading features, atomic writes of the outputs
-    dbt_render    builds the ml dbt models without dbt (tests, benchmark)
-    synthetic     synthetic marts with a known churn mechanism (tests, benchmark)
+
+The simulator's churn ceiling, the synthetic marts and the dbt-free feature build used by tests
+and benchmarks live in customer360.demo (ml_oracle, ml_synthetic, ml_dbt_render).
 """

@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -26,13 +27,19 @@ import pandas as pd
 
 from threadpoolctl import threadpool_limits
 
-from customer360.ml import churn, drift, model_card, oracle, recommend, registry, segments
+from customer360.ml import churn, drift, model_card, recommend, registry, segments
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
 from customer360.ml.warehouse_io import (connect, find_table, read_features, replace_tables,
                                          require_features_table, snapshot_summary)
 
 log = logging.getLogger(__name__)
+
+# Extra churn metrics computed beside ours, e.g. the demo simulator's ceiling
+# (customer360.demo.ml_oracle.SimulatorCeiling). Production runs pass none: nothing here may
+# read a simulator's ground truth. Called with the warehouse connection and keyword arguments
+# eval_snapshot, eval_rows (customer_id, recency_days, y, p), scoring_date, scoring_rows.
+ChurnEvaluator = Callable[..., "dict | None"]
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Context:
     snapshots: pd.DataFrame
     population: pd.DataFrame
     now: dt.datetime
+    churn_evaluators: Sequence[ChurnEvaluator] = ()
 
     def artifact_dir(self, name: str, version: str) -> Path:
         return registry.artifact_dir(Path(self.settings.artifacts), name, version)
@@ -102,19 +110,23 @@ def _register(ctx: Context, spec: ModelSpec, version: str, model, metadata: dict
 # --- churn -------------------------------------------------------------------------------------
 
 def _ceiling(ctx: Context, predict, eval_snapshot: dt.date | None, evaluation: pd.DataFrame | None) -> dict | None:
-    """The simulator's ceiling (demo data only) for a churn scorer: on the evaluation snapshot's
-    labels or on today's buyers, whichever date the ground truth is about."""
+    """Metrics of the injected churn evaluators (none in production) for a churn scorer: on the
+    evaluation snapshot's labels and on today's buyers."""
+    if not ctx.churn_evaluators:
+        return None
     buyers = ctx.population[pd.to_numeric(ctx.population.orders_lifetime, errors="coerce") > 0]
     columns = ["customer_id", "recency_days", "y", "p"]
     eval_rows = pd.DataFrame(columns=columns)
     if evaluation is not None and len(evaluation):
         eval_rows = pd.DataFrame({"customer_id": evaluation.customer_id, "recency_days": evaluation.recency_days,
                                   "y": evaluation[churn.LABEL].astype(int), "p": predict(evaluation)})
-    return oracle.ceiling_metrics(
-        ctx.con, Path(ctx.settings.simulation_dir), eval_snapshot=eval_snapshot, eval_rows=eval_rows,
-        scoring_date=ctx.scoring_date,
-        scoring_rows=pd.DataFrame({"customer_id": buyers.customer_id, "recency_days": buyers.recency_days,
-                                   "p": predict(buyers)}))
+    scoring_rows = pd.DataFrame({"customer_id": buyers.customer_id, "recency_days": buyers.recency_days,
+                                 "p": predict(buyers)})
+    out: dict = {}
+    for evaluate in ctx.churn_evaluators:
+        out.update(evaluate(ctx.con, eval_snapshot=eval_snapshot, eval_rows=eval_rows,
+                            scoring_date=ctx.scoring_date, scoring_rows=scoring_rows) or {})
+    return out
 
 
 def _train_churn(ctx: Context, spec: ModelSpec, split: churn.TimeSplit, current, current_model,
@@ -382,8 +394,10 @@ def training_due_any(settings, logical_date, *, models_dir: Path | None = None) 
         con.close()
 
 
-def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
-    """Train (if due) and score churn, segments and recommendations for one logical date."""
+def run_ml(settings, logical_date, *, models_dir: Path | None = None,
+           churn_evaluators: Sequence[ChurnEvaluator] = ()) -> dict:
+    """Train (if due) and score churn, segments and recommendations for one logical date.
+    ``churn_evaluators``: extra metrics recorded with each churn run (see ChurnEvaluator)."""
     started = time.monotonic()
     logical_date = _as_date(logical_date)
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
@@ -407,7 +421,8 @@ def run_ml(settings, logical_date, *, models_dir: Path | None = None) -> dict:
                             f"says {horizon}: set the dbt var ml_churn_horizon_days or the spec")
         population = read_features(con, table, [scoring_date])
         ctx = Context(settings, con, logical_date, scoring_date, table, snapshots, population,
-                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0))
+                      dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0),
+                      churn_evaluators=tuple(churn_evaluators))
         stages = []
         # OpenMP (the booster, KMeans) spin-waits: on a machine busier than its thread count
         # training got 5x slower with 2 threads than with 1 (benchmarks/bench_ml.py), so one

@@ -37,11 +37,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from customer360 import audit
+from customer360.core import audit
 from customer360.privacy import pii
 from customer360.privacy.person import PersonKeys
-from customer360.quality.masking import EMAIL_RE, PHONE_RE
-from customer360.settings import Settings
+from customer360.core.masking import EMAIL_RE, PHONE_RE
+from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

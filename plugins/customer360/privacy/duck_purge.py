@@ -23,10 +23,10 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.lake import fsync_path
+from customer360.ingest.raw_zone import fsync_path
 from customer360.privacy.person import Needles, PersonKeys, load_key_tables
-from customer360.publish import swap_into_place
-from customer360.settings import Settings
+from customer360.serve.publish import swap_into_place
+from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def purge_warehouse(settings: Settings, keys: PersonKeys, needles: Needles) -> d
 def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
     """Remove the person from the published DuckDB file and its Parquet copies, writing a
     new file (compact by construction) and renaming it over the old one, as publish does."""
-    from customer360.publish import PUBLISHED_SCHEMAS
+    from customer360.serve.publish import PUBLISHED_SCHEMAS
 
     out_dir = settings.published_dir
     db_path = out_dir / "c360.duckdb"

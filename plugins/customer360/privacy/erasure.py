@@ -38,12 +38,12 @@ from pathlib import Path
 
 import duckdb
 
-from customer360 import audit
+from customer360.core import audit
 from customer360.privacy import duck_purge, erasure_log, pii
 from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
                                         load_key_tables, parquet_sql, raw_files)
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def purge(settings: Settings, person: PersonKeys,
     result.published = duck_purge.purge_publication(settings, person)
     result.audiences = audience.purge_audiences(settings, person)
     if settings.publish_postgres_dsn and (settings.published_dir / "c360.duckdb").exists():
-        from customer360.publish_postgres import publish_postgres
+        from customer360.serve.postgres import publish_postgres
 
         result.postgres = publish_postgres(settings)
     return batch_rows

@@ -25,8 +25,8 @@ import json
 
 import pandas as pd
 
-from customer360 import audit
-from customer360.settings import Settings
+from customer360.core import audit
+from customer360.core.settings import Settings
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS audit.erasures (

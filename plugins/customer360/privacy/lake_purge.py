@@ -38,12 +38,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer360.lake import fsync_path
-from customer360.landing.layout import scan_landing
-from customer360.landing.manifest import sha256_of, source_lock
+from customer360.ingest.raw_zone import fsync_path
+from customer360.ingest.landing.layout import scan_landing
+from customer360.ingest.landing.manifest import sha256_of, source_lock
 from customer360.privacy.person import (Needles, crm_contact_predicate, json_id_predicate,
                                         pos_transaction_predicate, web_event_predicate)
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

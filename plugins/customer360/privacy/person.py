@@ -33,7 +33,7 @@ import duckdb
 import phonenumbers
 
 from customer360.privacy import pii
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 MAX_ROUNDS = 5
 # as the warehouse's var identity_max_contacts_per_key: a key on more contacts links nobody

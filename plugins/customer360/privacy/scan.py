@@ -26,7 +26,7 @@ from typing import Iterable
 import duckdb
 
 from customer360.privacy.person import PersonKeys
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 _DUCKDB_MAGIC = b"DUCK"
 _SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -1,5 +1,5 @@
 """The privacy steps of the daily DAG, as ``fn(logical_date, settings=None) -> dict`` like the
-other stages in :mod:`customer360.pipeline` (small JSON-able results, kept as XComs: counts
+other stages in :mod:`customer360.pipeline.stages.stages` (small JSON-able results, kept as XComs: counts
 and tokens, never a personal value).
 
     extract >> erasure >> gate_raw >> ... >> publish >> compact >> audiences >> report
@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from customer360.settings import Settings, get_settings
+from customer360.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

@@ -13,5 +13,5 @@ Read top-down:
 - ``results``, ``data_docs``: the gate's result, its failure message and its HTML page.
 
 Nothing here imports Great Expectations at import time (it costs seconds); the audit store
-the results go to is ``customer360.audit``.
+the results go to is ``customer360.core.audit``.
 """

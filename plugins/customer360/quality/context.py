@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 
 @dataclass

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import duckdb
 
-from customer360 import audit
+from customer360.core import audit
 from customer360.quality import raw_gate, warehouse_gate
 from customer360.quality.context import GateContext
 from customer360.quality.data_docs import write_gate_page
 from customer360.quality.results import ExpectationResult, GateFailed, GateResult, SuiteResult
 from customer360.quality.suites import STAGES, load_suites
 from customer360.quality.targets import DEFAULT_CHUNK_ROWS
-from customer360.settings import Settings
+from customer360.core.settings import Settings
 
 __all__ = ["run_gate", "GateFailed", "GateResult", "SuiteResult", "ExpectationResult", "STAGES"]
 

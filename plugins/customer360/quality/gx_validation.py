@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
-from customer360.quality.masking import mask_text, mask_value
+from customer360.core.masking import mask_text, mask_value
 from customer360.quality.suites import ExpectationSpec, SuiteError, gx_class_name
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from customer360 import audit
+from customer360.core import audit
 from customer360.quality.context import GateContext
-from customer360.quality.masking import (SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN, mask_email,
+from customer360.core.masking import (SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN, mask_email,
                                          mask_phone, mask_text)
 from customer360.quality.targets import quote, type_family
 
@@ -224,8 +224,8 @@ def dbt_results(ctx: GateContext, params: dict) -> pd.DataFrame:
 
 
 def published_tables(con: duckdb.DuckDBPyConnection, schemas: list[str]) -> list[tuple[str, str]]:
-    """The tables publish would copy (customer360.publish.list_publishable_tables)."""
-    from customer360.publish import list_publishable_tables
+    """The tables publish would copy (customer360.serve.publish.list_publishable_tables)."""
+    from customer360.serve.publish import list_publishable_tables
 
     catalog = con.execute("SELECT current_database()").fetchone()[0]
     return [(s, t) for s, t in list_publishable_tables(con, catalog) if s in schemas]

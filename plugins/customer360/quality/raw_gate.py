@@ -31,7 +31,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from customer360 import audit, lake
+from customer360.core import audit
+from customer360.ingest import raw_zone as lake
 from customer360.quality.context import GateContext
 from customer360.quality.metrics import parquet_row_counts
 from customer360.quality.gx_validation import FrameSample, Outcome

@@ -91,7 +91,7 @@ def to_result(suite: Suite, out: Outcome, outcome: str | None = None, note: str 
 
 def unreadable(suite: Suite, error: Exception | str) -> ExpectationResult:
     """The target could not be read at all (a missing table, a broken query): an error."""
-    from customer360.quality.masking import mask_text
+    from customer360.core.masking import mask_text
 
     message = mask_text(str(error).splitlines()[0] if str(error) else type(error).__name__)
     return ExpectationResult(

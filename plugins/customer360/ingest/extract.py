@@ -1,0 +1,27 @@
+"""One entry point for the three extract tasks, shared by the CLI and the DAG."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from customer360.ingest.raw_zone import Reconciliation
+from customer360.core.settings import Settings
+
+SOURCES = ("crm", "web", "pos")
+
+
+class ExtractError(RuntimeError):
+    """An extract failed in a way a retry will not fix (bad token, unreadable reference data)."""
+
+
+def run_extract(source: str, settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
+    if source == "crm":
+        from customer360.ingest.crm import extract_crm
+        return extract_crm(settings, logical_date)
+    if source == "web":
+        from customer360.ingest.web import load_web
+        return load_web(settings, logical_date)
+    if source == "pos":
+        from customer360.ingest.pos import load_pos
+        return load_pos(settings, logical_date)
+    raise ExtractError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")

@@ -1,0 +1,1 @@
+"""What readers get: the atomic publication (DuckDB, Parquet, PostgreSQL) and the run report."""

@@ -1,0 +1,284 @@
+"""Builds the warehouse (``$C360_HOME/warehouse/c360.duckdb``) with the dbt project in
+``dbt_project/``, one layer at a time, so a quality gate can run between layers.
+
+The CLI and the DAG call :func:`run_layer`; everything dbt needs comes from
+:class:`~customer360.core.settings.Settings` through :func:`build_env` (profiles.yml reads only
+environment variables). dbt runs in-process through its programmatic runner; its artifacts
+(run_results.json, manifest, docs) and logs go under ``$C360_HOME/artifacts/dbt/`` so two
+homes never share a target folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from customer360.core.settings import Settings
+
+LAYERS = ("staging", "intermediate", "marts")
+_PROJECT_DIR_VAR = "C360_DBT_PROJECT_DIR"
+_FAILED = {"error", "fail", "runtime error"}
+
+
+class WarehouseBuildError(RuntimeError):
+    """dbt failed: a node errored, a test failed, or dbt itself could not run."""
+
+    def __init__(self, message: str, results: "RunResults | None" = None):
+        super().__init__(message)
+        self.results = results
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    unique_id: str
+    resource_type: str  # model, test, unit_test, seed, snapshot
+    name: str
+    status: str  # success, pass, warn, error, fail, skipped
+    execution_time: float
+    failures: int | None  # rows returned by a failing test
+    message: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in _FAILED
+
+
+@dataclass
+class RunResults:
+    """The summary of one dbt invocation, parsed from its target/run_results.json."""
+
+    args: list[str]
+    elapsed_seconds: float
+    nodes: list[NodeResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.failed]
+
+    @property
+    def warned(self) -> list[NodeResult]:
+        return [n for n in self.nodes if n.status == "warn"]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for node in self.nodes:
+            out[node.status] = out.get(node.status, 0) + 1
+        return out
+
+    def slowest(self, n: int = 5) -> list[NodeResult]:
+        return sorted(self.nodes, key=lambda r: r.execution_time, reverse=True)[:n]
+
+
+def project_dir() -> Path:
+    """The dbt project: ``$C360_DBT_PROJECT_DIR`` or ``dbt_project/`` of this repository."""
+    override = os.environ.get(_PROJECT_DIR_VAR, "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+def artifacts_dir(settings: Settings) -> Path:
+    return settings.artifacts / "dbt"
+
+
+def target_dir(settings: Settings) -> Path:
+    return artifacts_dir(settings) / "target"
+
+
+def build_env(settings: Settings) -> dict[str, str]:
+    """The environment profiles.yml and dbt_project.yml read, from ``settings``.
+
+    Secrets are not in it: ``C360_PII_KEY`` reaches the dbt plugin through the process
+    environment, so this dict can be logged.
+    """
+    return {
+        "C360_HOME": str(settings.home),
+        "C360_REPORTING_CURRENCY": settings.reporting_currency,
+        "C360_DUCKDB_MEMORY_LIMIT": settings.duckdb_memory_limit,
+        "C360_DUCKDB_THREADS": str(settings.duckdb_threads),
+        "C360_DUCKDB_TEMP_DIR": str(settings.duckdb_temp_dir),
+        "C360_DBT_THREADS": os.environ.get("C360_DBT_THREADS", "").strip() or "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        # Full point-in-time history unless the ML task asks for the scoring snapshot only.
+        "C360_ML_SCORING_ONLY": "0",
+    }
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """dbt runs in this process and reads os.environ: set ``values`` for the call only."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = None):
+    """Run one dbt command (``["build", "--select", "x"]``) against the warehouse.
+
+    Returns dbt's ``dbtRunnerResult`` (``.success``, ``.result``, ``.exception``). The
+    project, profile, target and log folders are added here; ``env`` overrides entries of
+    :func:`build_env` for this command.
+    """
+    from dbt.cli.main import dbtRunner
+
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    settings.duckdb_temp_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir(settings)
+    target.mkdir(parents=True, exist_ok=True)
+    proj = project_dir()
+    full_args = [*args,
+                 "--project-dir", str(proj),
+                 "--profiles-dir", str(proj),
+                 "--target-path", str(target),
+                 "--log-path", str(artifacts_dir(settings) / "logs")]
+    import sys
+
+    saved_argv = sys.argv
+    # dbt records the process command line in dbt.log and run_results.json; the caller's
+    # (e.g. `c360 erase --email ...`) must not end up there.
+    sys.argv = ["dbt", *args]
+    with _environment({**build_env(settings), **(env or {})}):
+        try:
+            return dbtRunner().invoke(full_args)
+        finally:
+            sys.argv = saved_argv
+            _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB connection dbt-duckdb keeps in this process after a command.
+
+    dbt-duckdb holds one DuckDB instance per process and may keep it open after dbt returns;
+    DuckDB then refuses any other connection to the file with another configuration
+    (read_only for the gates, the publisher, the tests). dbt-duckdb has no public way to close
+    it, so this uses its connection manager's environment directly.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager.close_all_connections()
+        if env is not None:
+            env.close()
+
+
+def read_run_results(settings: Settings, args: list[str] | None = None) -> RunResults:
+    """Parse ``run_results.json`` of the last dbt command on this home (``args``: that
+    command's arguments, for the summary)."""
+    path = target_dir(settings) / "run_results.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    nodes = []
+    for r in data.get("results", []):
+        uid = r["unique_id"]
+        parts = uid.split(".")
+        nodes.append(NodeResult(
+            unique_id=uid,
+            resource_type=parts[0],
+            name=parts[-1] if parts[0] != "test" else parts[2],
+            status=str(r.get("status")),
+            execution_time=float(r.get("execution_time") or 0.0),
+            failures=r.get("failures"),
+            message=r.get("message"),
+        ))
+    return RunResults(args=list(args or []), elapsed_seconds=float(data.get("elapsed_time") or 0.0),
+                      nodes=nodes)
+
+
+def _vars(as_of: dt.date | None) -> list[str]:
+    if as_of is None:
+        return []
+    return ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+
+
+def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
+              as_of: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
+    """``dbt build`` one layer ("staging", "intermediate", "marts"): its models, seeds,
+    snapshots, unit tests and data tests. ``as_of`` is the logical date of the run (it dates
+    snapshot versions and is customer_360's as_of_date). ``full_refresh`` rebuilds
+    incremental models from the raw zone (customer ids stay: their memory is never reset).
+    ``env`` as in :func:`run_dbt`.
+
+    Returns the per-node summary; raises :class:`WarehouseBuildError` naming every failing
+    node when anything errors or a test fails.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
+    args = ["build", "--selector", layer, *_vars(as_of)]
+    if full_refresh:
+        args.append("--full-refresh")
+    return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
+
+
+def build_warehouse(settings: Settings, full_refresh: bool = False,
+                    as_of: dt.date | None = None, tests: bool = True) -> RunResults:
+    """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
+    CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
+    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    args = ["build", "--selector", "warehouse", *_vars(as_of)]
+    if full_refresh:
+        args.append("--full-refresh")
+    if not tests:
+        args += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
+    return _invoke_checked(settings, args, what="dbt build of the warehouse")
+
+
+def generate_docs(settings: Settings) -> Path:
+    """``dbt docs generate``; returns the folder holding index.html, manifest and catalog."""
+    _invoke_checked(settings, ["docs", "generate"], what="dbt docs generate", results=False)
+    return target_dir(settings)
+
+
+def _first_lines(message: str, n: int = 2) -> str:
+    """The headline of a dbt message: "Runtime Error in model x" alone says nothing."""
+    return " | ".join([line.strip() for line in message.splitlines() if line.strip()][:n])
+
+
+def _invoke_checked(settings: Settings, args: list[str], *, what: str,
+                    results: bool = True, env: dict[str, str] | None = None) -> RunResults:
+    stale = target_dir(settings) / "run_results.json"
+    stale.unlink(missing_ok=True)  # never report an earlier command's results as this one's
+    outcome = run_dbt(settings, args, env)
+    if outcome.exception is not None:
+        raise WarehouseBuildError(f"{what} could not run: {outcome.exception}") from outcome.exception
+    if not results:
+        if not outcome.success:
+            raise WarehouseBuildError(f"{what} failed; see {artifacts_dir(settings) / 'logs'}")
+        return RunResults(args=args, elapsed_seconds=0.0)
+    if not stale.exists():
+        raise WarehouseBuildError(f"{what} wrote no run results; see {artifacts_dir(settings) / 'logs'}")
+    summary = read_run_results(settings, args)
+    if summary.failed or not outcome.success:
+        lines = [f"  {n.resource_type} {n.name}: {n.status}"
+                 + (f" ({n.failures} failing rows)" if n.failures else "")
+                 + (f" - {_first_lines(n.message)}" if n.message else "")
+                 for n in summary.failed]
+        skipped = sum(1 for n in summary.nodes if n.status == "skipped")
+        raise WarehouseBuildError(
+            f"{what} failed: {len(summary.failed)} failing node(s), {skipped} skipped\n"
+            + "\n".join(lines), summary)
+    return summary
+
+
+def build_select(settings: Settings, select: str, as_of: dt.date | None = None,
+                 env: dict[str, str] | None = None) -> RunResults:
+    """``dbt build --select <select>``: the ML feature models, or customer_360 again once the
+    ML stage has written its scores. ``env`` as in :func:`run_dbt`. Raises
+    :class:`WarehouseBuildError` like :func:`run_layer`."""
+    return _invoke_checked(settings, ["build", "--select", select, *_vars(as_of)],
+                           what=f"dbt build --select {select}", env=env)

@@ -9,7 +9,7 @@ and runs the pipeline's stages twice, as the demo does: a catch-up run for the d
 last (everything lands at once), then the last day incrementally. For each run:
 
     extract (crm, web, pos)               -> raw gate
-    dbt staging + intermediate            -> core gate
+    dbt staging + intermediate            -> intermediate gate
     dbt marts + ML                        -> marts gate
 
 Stage and gate are timed separately, with the same functions the DAG calls. Each gate runs in
@@ -84,49 +84,35 @@ def _gate(settings, stage: str, day: dt.date, run_id: str) -> tuple[float, str]:
     return time.perf_counter() - started, summary
 
 
-def _build_ml_inputs(settings, day: dt.date) -> None:
-    """The ml schema's dbt models (features), which run_ml reads; built after the marts."""
-    from customer360.warehouse import dbt_runner as warehouse
-
-    if "ml" in warehouse.LAYERS:
-        warehouse.run_layer(settings, "ml", as_of=day)
-        return
-    outcome = warehouse.run_dbt(settings, ["build", "--select", "path:models/ml",
-                                           "--vars", json.dumps({"as_of_date": day.isoformat()})])
-    if not outcome.success:
-        raise RuntimeError(f"dbt build of the ml models failed: {outcome.exception}")
-
-
 def _run_day(settings, server, day: dt.date, label: str) -> list[dict]:
+    """The pipeline's stages in their order, each gate timed apart from the stages before it
+    (up to publish: the privacy steps and the report carry no gate)."""
+    from customer360 import pipeline
     from customer360.demo.runner import end_of_day
     from customer360.demo.simulator import deliver
-    from customer360.ingest.extract import run_extract
-    from customer360.ml.pipeline import run_ml
-    from customer360.serve.publish import publish
-    from customer360.warehouse.dbt_runner import run_layer
 
     deliver(settings.simulation_dir, settings.landing, through=day)
     server.set_clock(end_of_day(day))
     rows = []
-
-    def measure(stage_name: str, stage_fns, gate: str) -> None:
-        stage_seconds = 0.0
-        for fn in stage_fns:
-            seconds, _ = _timed(fn)
-            stage_seconds += seconds
-        gate_seconds, summary = _gate(settings, gate, day, f"bench-{label}-{gate}")
-        rows.append({"run": label, "stage": stage_name, "gate": gate, "stage_s": round(stage_seconds, 2),
-                     "gate_s": round(gate_seconds, 2), "summary": summary})
-        console.print(f"{label}: {stage_name} {stage_seconds:.1f} s, gate {gate} {gate_seconds:.1f} s: {summary}",
-                      markup=False)
-
-    measure("extract crm+web+pos", [lambda s=s: run_extract(s, settings, day) for s in ("crm", "web", "pos")], "raw")
-    measure("dbt staging+intermediate", [lambda layer=layer: run_layer(settings, layer, as_of=day)
-                                         for layer in ("staging", "intermediate")], "core")
-    measure("dbt marts + ML", [lambda: run_layer(settings, "marts", as_of=day),
-                               lambda: _build_ml_inputs(settings, day),
-                               lambda: run_ml(settings, day)], "marts")
-    publish(settings, day)
+    stage_names: list[str] = []
+    stage_seconds = 0.0
+    for stage in pipeline.STAGES:
+        if stage.name.startswith("gate_"):
+            gate = stage.layer
+            gate_seconds, summary = _gate(settings, gate, day, f"bench-{label}-{gate}")
+            name = "+".join(stage_names)
+            rows.append({"run": label, "stage": name, "gate": gate, "stage_s": round(stage_seconds, 2),
+                         "gate_s": round(gate_seconds, 2), "summary": summary})
+            console.print(f"{label}: {name} {stage_seconds:.1f} s, gate {gate} {gate_seconds:.1f} s: "
+                          f"{summary}", markup=False)
+            stage_names, stage_seconds = [], 0.0
+            continue
+        if stage.name == "publish":
+            pipeline.run_stage(stage.name, day, f"bench-{label}", settings)
+            break
+        seconds, _ = _timed(pipeline.run_stage, stage.name, day, f"bench-{label}", settings)
+        stage_names.append(stage.name)
+        stage_seconds += seconds
     return rows
 
 

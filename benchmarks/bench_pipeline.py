@@ -47,16 +47,7 @@ from customer360.core.settings import get_settings
 stage, day = sys.argv[1], dt.date.fromisoformat(sys.argv[2])
 s = get_settings()
 t0 = time.monotonic()
-if stage.startswith("extract_"):
-    out = pipeline.extract(stage.removeprefix("extract_"), day, s)
-elif stage in ("staging", "intermediate", "marts", "customer_360"):
-    out = pipeline.build_layer(stage, day, s)
-elif stage == "ml":
-    out = pipeline.machine_learning(day, s)
-elif stage == "publish":
-    out = pipeline.publish(day, s)
-else:
-    raise SystemExit(f"unknown stage {stage}")
+out = pipeline.run_stage(stage, day, "bench", s)
 wall = time.monotonic() - t0
 # VmHWM, not getrusage: ru_maxrss is inherited across fork+exec, so a child of a large
 # parent would report the parent's peak.
@@ -64,8 +55,16 @@ rss_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswi
 print("@@RESULT@@" + json.dumps({"wall": wall, "peak_rss_mb": rss_kb / 1024, "out": out}, default=str))
 """
 
-STAGES = ("extract_crm", "extract_web", "extract_pos", "staging", "intermediate", "marts", "ml",
-          "customer_360", "publish")
+# The pipeline's own stages, in its order, less the gates (benchmarks/bench_gates.py) and the
+# privacy and report steps, which do nothing measurable on a day without erasures.
+UNMEASURED = ("erasure", "compact_warehouse", "audiences", "report")
+
+
+def measured_stages() -> tuple[str, ...]:
+    from customer360 import pipeline
+
+    return tuple(st.name for st in pipeline.STAGES
+                 if not st.name.startswith("gate_") and st.name not in UNMEASURED)
 
 
 def machine() -> dict:
@@ -105,17 +104,19 @@ def warehouse_rows(settings) -> int:
         con.close()
 
 
-# The dbt run_results a stage leaves (customer360.pipeline.stages keeps one per layer).
-DBT_RESULTS = {"staging": "staging", "intermediate": "intermediate", "marts": "marts",
-               "ml": "ml_features", "customer_360": "customer_360"}
-
-
 def dbt_breakdown(home: Path, stage: str, top: int = 6) -> dict | None:
     """Where a dbt stage's time went: dbt's own elapsed time (the rest of the stage's wall time
     is Python start-up, dbt's parse and, for ml, the models) and its slowest nodes."""
-    name = DBT_RESULTS.get(stage)
-    path = home / "artifacts" / "dbt" / "run_results" / f"{name}.json"
-    if name is None or not path.exists():
+    from customer360 import pipeline
+    from customer360.core.layers import DBT_LAYERS
+    from customer360.core.settings import get_settings
+
+    layer = pipeline.stage(stage).layer
+    if layer not in DBT_LAYERS:
+        return None
+    os.environ["C360_HOME"] = str(home)
+    path = get_settings().dbt_results_path(layer)
+    if not path.exists():
         return None
     data = json.loads(path.read_text())
     nodes = sorted(data.get("results", []), key=lambda r: r.get("execution_time") or 0, reverse=True)
@@ -128,7 +129,7 @@ def dbt_breakdown(home: Path, stage: str, top: int = 6) -> dict | None:
 
 def run_pipeline(day: dt.date, env: dict, label: str) -> list[dict]:
     rows = []
-    for stage in STAGES:
+    for stage in measured_stages():
         res = run_stage(stage, day, env)
         n = stage_records(stage, res["out"])
         rows.append({"run": label, "stage": stage, "wall_s": round(res["wall"], 2), "records": n,

@@ -1,18 +1,21 @@
 """c360_daily: the customer 360 airflow DAG for one logical date (wiring only).
 
-extract (CRM, web, POS in parallel) -> erasure of archived contacts -> raw gate -> dbt staging
--> dbt intermediate -> core gate -> dbt marts -> ML -> customer_360 with scores -> marts gate
--> publish -> compact the warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline.stages;
-this file only wires it, so it parses in milliseconds.
+One task a stage of ``customer360.pipeline.STAGES``, in that order: extract (CRM, web, POS in
+parallel) -> erasure of archived contacts -> raw gate -> dbt staging -> dbt intermediate ->
+intermediate gate -> dbt marts -> ML -> dbt customer_360 -> marts gate -> publish -> compact the
+warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline; this
+file only wires it, so it parses in milliseconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from itertools import groupby
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, task, task_group
+from airflow.sdk import Asset, CronDataIntervalTimetable, TaskGroup, dag, task
 
+from customer360 import pipeline
 from customer360.core.alerts import on_task_failure
 
 WAREHOUSE_POOL = "c360_warehouse"  # one slot: every task that writes the warehouse DuckDB file
@@ -23,7 +26,7 @@ default_args = {
     "retries": 0,
     "on_failure_callback": on_task_failure,
 }
-extract_retries = {
+source_retries = {
     "retries": 3,
     "retry_delay": dt.timedelta(seconds=10),
     "retry_exponential_backoff": 2.0,
@@ -31,8 +34,18 @@ extract_retries = {
 }
 
 
-def _day(ctx) -> dt.date:
-    return dt.date.fromisoformat(ctx["ds"])
+def _stage_task(stage: pipeline.Stage):
+    options: dict = dict(source_retries) if stage.source else {}
+    if stage.writes_warehouse:
+        options["pool"] = WAREHOUSE_POOL
+    if stage.publishes:
+        options["outlets"] = [PUBLISHED_MARTS]
+
+    @task(task_id=stage.name, **options)
+    def run_stage(**ctx):
+        return pipeline.run_stage(stage.name, dt.date.fromisoformat(ctx["ds"]), ctx["run_id"])
+
+    return run_stage()
 
 
 @dag(
@@ -47,99 +60,17 @@ def _day(ctx) -> dt.date:
     doc_md=__doc__,
 )
 def c360_daily():
-    from customer360 import pipeline
-
-    @task_group(group_id="extract")
-    def extract_group():
-        @task(**extract_retries)
-        def extract_crm(**ctx):
-            return pipeline.extract("crm", _day(ctx))
-
-        @task(**extract_retries)
-        def extract_web(**ctx):
-            return pipeline.extract("web", _day(ctx))
-
-        @task(**extract_retries)
-        def extract_pos(**ctx):
-            return pipeline.extract("pos", _day(ctx))
-
-        return [extract_crm(), extract_web(), extract_pos()]
-
-    @task(pool=WAREHOUSE_POOL)
-    def erasure(**ctx):
-        """Archived CRM contacts (erasure requests) are purged before anything is built."""
-        from customer360.privacy import tasks as privacy
-
-        return privacy.erasure(_day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def gate_raw(**ctx):
-        return pipeline.gate("raw", _day(ctx), ctx["run_id"])
-
-    @task(pool=WAREHOUSE_POOL)
-    def dbt_staging(**ctx):
-        return pipeline.build_layer("staging", _day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def dbt_intermediate(**ctx):
-        return pipeline.build_layer("intermediate", _day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def gate_core(**ctx):
-        return pipeline.gate("core", _day(ctx), ctx["run_id"])
-
-    @task(pool=WAREHOUSE_POOL)
-    def dbt_marts(**ctx):
-        return pipeline.build_layer("marts", _day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def ml(**ctx):
-        return pipeline.machine_learning(_day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def dbt_customer_360(**ctx):
-        return pipeline.build_layer("customer_360", _day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def gate_marts(**ctx):
-        return pipeline.gate("marts", _day(ctx), ctx["run_id"])
-
-    @task(pool=WAREHOUSE_POOL, outlets=[PUBLISHED_MARTS])
-    def publish(**ctx):
-        return pipeline.publish(_day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def compact_warehouse(**ctx):
-        from customer360.privacy import tasks as privacy
-
-        return privacy.compact(_day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)
-    def audiences(**ctx):
-        from customer360.privacy import tasks as privacy
-
-        return privacy.audiences(_day(ctx))
-
-    @task(pool=WAREHOUSE_POOL)  # dbt docs generate reads the warehouse catalog
-    def report(**ctx):
-        return pipeline.report(_day(ctx), ctx["run_id"])
-
-    (
-        extract_group()
-        >> erasure()
-        >> gate_raw()
-        >> dbt_staging()
-        >> dbt_intermediate()
-        >> gate_core()
-        >> dbt_marts()
-        >> ml()
-        >> dbt_customer_360()
-        >> gate_marts()
-        >> publish()
-        >> compact_warehouse()
-        >> audiences()
-        >> report()
-    )
+    upstream = None
+    for group, stages in groupby(pipeline.STAGES, key=lambda s: s.group):
+        if group:
+            with TaskGroup(group_id=group):
+                current = [_stage_task(s) for s in stages]
+        else:
+            current = [_stage_task(s) for s in stages]
+        for task_ref in current if not group else [current]:
+            if upstream is not None:
+                upstream >> task_ref
+            upstream = task_ref
 
 
 c360_daily()

@@ -1,4 +1,4 @@
-"""Small hand-made landing folders (SOURCES.md layout) for the validator and loader tests."""
+"""Small hand-made landing folders (docs/sources.md layout) for the validator and loader tests."""
 
 from __future__ import annotations
 

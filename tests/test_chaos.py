@@ -473,7 +473,7 @@ def test_sigkill_mid_ml_then_retry(chaos, reference):
     settings, _ = chaos
     # The ML task first rebuilds its dbt features, then trains (about a second on this data):
     # kill it as training starts.
-    features = settings.artifacts / "dbt" / "run_results" / "ml_features.json"
+    features = settings.dbt_results_path("ml")
     mtime = features.stat().st_mtime if features.exists() else 0
     killed = kill_task_midway("ml", lambda: features.exists() and features.stat().st_mtime != mtime,
                               timeout=90, then=0.2)

@@ -1,4 +1,4 @@
-"""The marts against MARTS.md on hand-made raw data (tests/warehouse_fixtures.py).
+"""The marts against docs/marts.md on hand-made raw data (tests/warehouse_fixtures.py).
 
 One warehouse per module: load 1 built as of 2026-03-08 (models only; a copy kept), then
 load 2 as of 2026-03-10 through ``dbt build`` with every data test and unit test.

@@ -14,8 +14,11 @@ import pytest
 import yaml
 
 from tests import warehouse_fixtures as wf
-from customer360.warehouse.dbt_runner import (LAYERS, WarehouseBuildError, build_env, build_warehouse,
-                                   generate_docs, project_dir, run_dbt, run_layer)
+from customer360.core.layers import DBT_LAYERS, GATES
+from customer360.pipeline import STAGES
+from customer360.warehouse.dbt_runner import (WarehouseBuildError, build_env, build_warehouse,
+                                              generate_docs, project_dir, run_dbt, run_layer,
+                                              target_dir)
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +113,43 @@ def test_a_failing_test_stops_the_layer_and_names_itself(empty_home):
         "accepted_values_stg_pos__transactions_txn_type__SALE__RETURN__VOID"]
 
 
-def test_run_layer_knows_only_the_three_layers(empty_home):
+def test_run_layer_knows_only_the_dbt_layers(empty_home):
     settings, _ = empty_home
-    assert LAYERS == ("staging", "intermediate", "marts")
-    with pytest.raises(ValueError, match="unknown layer"):
-        run_layer(settings, "ml")
+    with pytest.raises(ValueError, match="unknown dbt layer"):
+        run_layer(settings, "core")
 
 
-def test_selectors_cover_exactly_the_warehouse_folders():
+def test_selectors_are_the_layers_of_the_one_vocabulary():
+    """dbt's selectors, the DAG's stages and the gates name layers alike (core.layers)."""
     selectors = yaml.safe_load((project_dir() / "selectors.yml").read_text())["selectors"]
-    assert [s["name"] for s in selectors] == ["staging", "intermediate", "marts", "warehouse"]
+    assert [s["name"] for s in selectors] == [*DBT_LAYERS, "warehouse"]
+    built_by = {st.layer for st in STAGES if st.name.startswith("dbt_") or st.name == "ml"}
+    assert built_by == set(DBT_LAYERS)
+    assert {st.layer for st in STAGES if st.name.startswith("gate_")} == set(GATES)
+    for stage_dir in sorted((project_dir().parent / "expectations").iterdir()):
+        if not stage_dir.is_dir():
+            continue
+        assert stage_dir.name in GATES, f"expectations/{stage_dir.name} is no gate of core.layers"
+        for suite in stage_dir.glob("*.yml"):
+            target = yaml.safe_load(suite.read_text()).get("target") or {}
+            if target.get("metric") == "dbt_results":
+                assert list(target["layers"]) == list(GATES[stage_dir.name]), suite
+
+
+def test_customer_360_reads_the_ml_outputs_through_declared_sources(empty_home):
+    """Lineage shows customer_360's dependency on the ML stage's tables, and the marts layer
+    no longer builds customer_360 (it is built once a run, after ML)."""
+    settings, _ = empty_home
+    outcome = run_dbt(settings, ["parse"])
+    assert outcome.success, outcome.exception
+    manifest = json.loads((target_dir(settings) / "manifest.json").read_text())
+    node = manifest["nodes"]["model.customer360.customer_360"]
+    assert {"source.customer360.ml.ml_churn_scores",
+            "source.customer360.ml.ml_customer_segments"} <= set(node["depends_on"]["nodes"])
+    listed = run_dbt(settings, ["ls", "--selector", "marts", "--resource-type", "model", "--output", "name"])
+    assert listed.success and "customer_360" not in listed.result and "dim_customer" in listed.result
+    listed = run_dbt(settings, ["ls", "--selector", "customer_360", "--resource-type", "model", "--output", "name"])
+    assert listed.success and list(listed.result) == ["customer_360"]
 
 
 def test_a_model_that_spills_to_disk_does_not_break_the_next_one(tmp_path, monkeypatch):

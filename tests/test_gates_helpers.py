@@ -1,5 +1,5 @@
 """Hand-made fixtures for the gate tests (no tests here): raw batches written with
-customer360.ingest.raw_zone, a small warehouse DuckDB file with the MARTS.md columns, dbt results.
+customer360.ingest.raw_zone, a small warehouse DuckDB file with the docs/marts.md columns, dbt results.
 
 Everything is small (hundreds of rows) and deterministic; each builder takes the knobs the
 tests use to plant one defect at a time.

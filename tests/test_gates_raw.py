@@ -152,7 +152,7 @@ def test_reconciliation_lines_are_loaded_and_an_imbalance_stops_the_gate(setting
     land_history(settings, DAY)
     _today(settings)
     # an extractor that lost rows: read 120, landed 110, quarantined 0 (written by hand, as
-    # lake.record_reconciliation refuses to write an unbalanced line)
+    # raw_zone.record_reconciliation refuses to write an unbalanced line)
     with open(settings.audit_dir / "reconciliation.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"source": "web", "entity": "events", "batch_id": "web-events-lost",
                              "load_date": DAY.isoformat(), "source_file": None, "read": 120,

@@ -1,4 +1,4 @@
-"""The core and marts gates on a hand-made warehouse file with the MARTS.md columns: clean data
+"""The intermediate and marts gates on a hand-made warehouse file with the docs/marts.md columns: clean data
 passes; each planted defect stops the right gate with the right message, before publish runs,
 leaving the last publication as it was; warn-level defects are recorded and the run goes on."""
 
@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from customer360.core import audit
+from customer360.core.layers import DBT_LAYERS
 from customer360.serve.publish import publish
 from customer360.quality.gates import GateFailed, run_gate
 from tests.test_gates_helpers import build_warehouse, settings, write_dbt_results  # noqa: F401
@@ -19,8 +20,10 @@ DAY = dt.date(2026, 3, 10)
 
 
 def _dbt(settings, **statuses):
-    return write_dbt_results(settings.artifacts / "dbt" / "target" / "run_results.json",
-                             statuses or {"test.customer360.unique_stg_web__events_message_id": "pass"})
+    """The same results kept for every dbt layer, where the pipeline keeps them."""
+    for layer in DBT_LAYERS:
+        write_dbt_results(settings.dbt_results_path(layer),
+                          statuses or {"test.customer360.unique_stg_web__events_message_id": "pass"})
 
 
 def _fingerprint(settings) -> str:
@@ -45,76 +48,76 @@ def _gate_then_publish(settings, stage, run_id):
 
 def _link_share_history(settings, shares):
     audit.append(settings, "gate_metrics", [
-        {"logical_date": DAY - dt.timedelta(days=i + 1), "stage": "core", "metric": "order_link_share",
+        {"logical_date": DAY - dt.timedelta(days=i + 1), "stage": "intermediate", "metric": "order_link_share",
          "value": share, "run_id": f"earlier-{i}", "recorded_at": dt.datetime.now(dt.timezone.utc)}
         for i, share in enumerate(shares)])
 
 
-# ---------------------------------------------------------------- core
+# ---------------------------------------------------------------- intermediate
 
-def test_core_gate_passes_on_clean_data_and_records_the_link_share(settings):
+def test_intermediate_gate_passes_on_clean_data_and_records_the_link_share(settings):
     build_warehouse(settings.warehouse_path, linked_share=0.8)
     _dbt(settings)
     _link_share_history(settings, [0.8, 0.79, 0.81])
-    result = run_gate(settings, "core", DAY, run_id="core-clean")
+    result = run_gate(settings, "intermediate", DAY, run_id="core-clean")
 
     assert result.ok and not result.warnings, [w.describe() for w in result.warnings]
-    assert result.summary_line().startswith("gate core: 5 suites, ")
+    assert result.summary_line().startswith("gate intermediate: 5 suites, ")
     metrics = audit.read(settings, "gate_metrics", "logical_date = ?", [DAY])
     assert metrics["value"].round(3).tolist() == [0.8]
 
 
-def test_a_duplicated_key_after_dedup_stops_the_core_gate_before_publish(settings):
+def test_a_duplicated_key_after_dedup_stops_the_intermediate_gate_before_publish(settings):
     before = _publish_then_break(settings, duplicate_message=True)
     _dbt(settings)
     with pytest.raises(GateFailed) as failed:
-        _gate_then_publish(settings, "core", "dup")
+        _gate_then_publish(settings, "intermediate", "dup")
 
     message = str(failed.value)
-    assert message.startswith("gate core stopped the run for 2026-03-10")
-    assert "suite core.unique_keys, expectation expect_column_values_to_be_between(column=copies, max_value=1)" in message
+    assert message.startswith("gate intermediate stopped the run for 2026-03-10")
+    assert "suite intermediate.unique_keys, expectation expect_column_values_to_be_between(column=copies, max_value=1)" in message
     assert "1 of 1 rows unexpected" in message
     assert "model='staging.stg_web__events', key_value='m0'" in message
     assert _fingerprint(settings) == before
 
 
-def test_a_huge_identity_cluster_stops_the_core_gate(settings):
+def test_a_huge_identity_cluster_stops_the_intermediate_gate(settings):
     build_warehouse(settings.warehouse_path, cluster_keys=80)
     _dbt(settings)
     with pytest.raises(GateFailed) as failed:
-        run_gate(settings, "core", DAY, run_id="cluster")
+        run_gate(settings, "intermediate", DAY, run_id="cluster")
 
     errors = failed.value.result.errors
-    assert [(e.suite, e.column) for e in errors] == [("core.identity_clusters", "identity_keys")]
+    assert [(e.suite, e.column) for e in errors] == [("intermediate.identity_clusters", "identity_keys")]
     assert "identity_keys=80 (customer_id='c_0'" in str(failed.value)
     # the warn-level limit fires too, as a warning
-    assert any(w.suite == "core.identity_clusters" for w in failed.value.result.warnings)
+    assert any(w.suite == "intermediate.identity_clusters" for w in failed.value.result.warnings)
 
 
-def test_a_collapse_of_linked_orders_against_recent_runs_stops_the_core_gate(settings):
+def test_a_collapse_of_linked_orders_against_recent_runs_stops_the_intermediate_gate(settings):
     build_warehouse(settings.warehouse_path, linked_share=0.3)
     _dbt(settings)
     _link_share_history(settings, [0.8, 0.82, 0.79, 0.8])
     with pytest.raises(GateFailed) as failed:
-        run_gate(settings, "core", DAY, run_id="collapse")
+        run_gate(settings, "intermediate", DAY, run_id="collapse")
 
     message = str(failed.value)
-    assert "suite core.order_link_share, expectation expect_column_values_to_be_between(column=ratio_to_baseline, min_value=0.8)" in message
+    assert "suite intermediate.order_link_share, expectation expect_column_values_to_be_between(column=ratio_to_baseline, min_value=0.8)" in message
     assert "baseline=0.8" in message and "value=0.3" in message
 
 
-def test_dbt_test_results_feed_the_core_gate(settings):
+def test_dbt_test_results_feed_the_intermediate_gate(settings):
     build_warehouse(settings.warehouse_path)
     _dbt(settings, **{"test.customer360.unique_stg_crm__contacts_contact_id": "fail",
                       "test.customer360.accepted_values_stg_web__events_event_type": "warn",
                       "model.customer360.stg_crm__contacts": "success"})
     with pytest.raises(GateFailed) as failed:
-        run_gate(settings, "core", DAY, run_id="dbt")
+        run_gate(settings, "intermediate", DAY, run_id="dbt")
 
     result = failed.value.result
-    assert [e.suite for e in result.errors] == ["core.dbt_tests"]
+    assert [e.suite for e in result.errors] == ["intermediate.dbt_tests"]
     assert "unique_id='test.customer360.unique_stg_crm__contacts_contact_id'" in str(failed.value)
-    assert [w.suite for w in result.warnings] == ["core.dbt_tests"]
+    assert [w.suite for w in result.warnings] == ["intermediate.dbt_tests"]
     assert "accepted_values_stg_web__events_event_type" in result.warnings[0].sample[0]
 
 
@@ -122,8 +125,8 @@ def test_dbt_results_path_can_be_given(settings, tmp_path):
     build_warehouse(settings.warehouse_path)
     elsewhere = write_dbt_results(tmp_path / "dbt" / "intermediate" / "run_results.json",
                                   {"test.customer360.not_null_x": "error"})
-    with pytest.raises(GateFailed, match="core.dbt_tests"):
-        run_gate(settings, "core", DAY, run_id="dbt-path", dbt_results=str(tmp_path / "dbt" / "*" / "run_results.json"))
+    with pytest.raises(GateFailed, match="intermediate.dbt_tests"):
+        run_gate(settings, "intermediate", DAY, run_id="dbt-path", dbt_results=str(tmp_path / "dbt" / "*" / "run_results.json"))
     assert elsewhere.exists()
 
 

@@ -28,7 +28,7 @@ DAY1 = CFG.as_of - dt.timedelta(days=7)
 DAY2 = CFG.as_of
 CUSTOMER_ID = re.compile(rb"C\d{7}")
 
-REQUIRED = {  # MARTS.md
+REQUIRED = {  # docs/marts.md
     "ml_customer_segments": {"customer_id", "segment_id", "segment_name", "model_version", "scored_at"},
     "ml_churn_scores": {"customer_id", "churn_probability", "risk_band", "model_version", "scored_at"},
     "ml_product_recommendations": {"customer_id", "rank", "sku", "score", "model_version"},

@@ -1,4 +1,4 @@
-"""The demo source simulator: determinism, the SOURCES.md layout, every messy case behind its
+"""The demo source simulator: determinism, the docs/sources.md layout, every messy case behind its
 knob (present when on, absent at 0, checked from the files), ground truth coverage, delivery
 replay, and that the landing validator finds exactly the planted defects."""
 

@@ -1,4 +1,4 @@
-"""The landing validator: a clean folder passes; each defect SOURCES.md rules out is found with
+"""The landing validator: a clean folder passes; each defect docs/sources.md rules out is found with
 its file, line and reason; what it calls an error is exactly what the loaders quarantine."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ STORES_CSV = "pos/reference/stores.csv"
 
 
 def write_clean_landing(landing: Path) -> int:
-    """Files that follow SOURCES.md to the letter; returns how many records they hold."""
+    """Files that follow docs/sources.md to the letter; returns how many records they hold."""
     write_web_part(landing, D1, 0, [
         event("w1", D1), order_completed("w2", D1),
         event("w3", D1, type="identify", userId="1042", traits={"email": "a@b.cn"}),

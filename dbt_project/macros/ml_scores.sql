@@ -1,8 +1,11 @@
-{#- The latest ML score per customer, when the ML stage has written its table (it runs after
-    the marts, so on a first build there is none yet and the columns are null). -#}
+{#- The latest ML score per customer from the ML stage's output `source('ml', table_name)`.
+    The source() call puts the dependency in dbt's lineage. The stage runs before customer_360
+    in the daily run; a build without it (a dbt-only rebuild, a first test build) finds no
+    table and gets null scores. -#}
 {% macro latest_ml_score(table_name, column_name, column_type) -%}
-    {%- set relation = adapter.get_relation(database=target.database, schema='ml',
-                                            identifier=table_name) if execute else none -%}
+    {%- set declared = source('ml', table_name) -%}
+    {%- set relation = adapter.get_relation(database=declared.database, schema=declared.schema,
+                                            identifier=declared.identifier) if execute else none -%}
     {%- if relation is not none -%}
         select customer_id, cast(max_by({{ column_name }}, scored_at) as {{ column_type }}) as {{ column_name }}
         from {{ relation }}

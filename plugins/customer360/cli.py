@@ -121,7 +121,7 @@ def validate_landing_cmd(
     path: Optional[Path] = typer.Argument(None, help="Landing folder (default: $C360_LANDING)."),
     through: Optional[str] = typer.Option(None, help="Only date= folders up to this date."),
 ) -> None:
-    """Check a landing folder against SOURCES.md; report each problem with file, line and reason."""
+    """Check a landing folder against docs/sources.md; report each problem with file, line and reason."""
     from customer360.ingest.landing.validate import validate_landing
 
     s = _settings()
@@ -209,12 +209,34 @@ def airflow(port: int = typer.Option(8080, help="Port of the Airflow UI on 127.0
 
 
 @app.command()
-def publish_now(date: str = typer.Option(..., "--date", help="Logical date recorded with the publication.")) -> None:
-    """Publish the current warehouse marts (normally the DAG's publish task does this)."""
+def stages() -> None:
+    """The pipeline's stages in their order (what the DAG runs, one task a stage)."""
     from customer360 import pipeline
 
-    out = pipeline.publish(_date(date), _settings())
-    console.print(out)
+    table = Table("#", "stage", "Airflow task", "layer", "runs on")
+    for i, st in enumerate(pipeline.STAGES, 1):
+        table.add_row(str(i), st.name, st.task_id, st.layer or "",
+                      "retried source" if st.source else ("warehouse slot" if st.writes_warehouse else ""))
+    console.print(table)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="A stage of `c360 stages`, e.g. dbt_marts or publish."),
+    date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
+    run_id: str = typer.Option("cli", "--run-id", help="Run id recorded with gate results."),
+) -> None:
+    """Run one stage outside Airflow, exactly as its DAG task does (for debugging a run)."""
+    import json
+
+    from customer360 import pipeline
+
+    try:
+        pipeline.stage(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    out = pipeline.run_stage(name, _date(date), run_id, _settings())
+    console.print_json(json.dumps(out, default=str))
 
 
 @app.command()
@@ -278,6 +300,7 @@ def erase(
     """Erase a person's personal data everywhere the pipeline keeps it (raw zone, landing
     copies, quarantine, warehouse, snapshots, publication, audiences) and log it, without
     anything personal, in the audit trail. Prints counts, never the person's data."""
+    from customer360 import pipeline
     from customer360.pipeline.airflow import RunLockedError, run_lock
     from customer360.privacy.erasure import archived_contact_requests, erase as do_erase
     from customer360.privacy.person import ErasureRequest
@@ -294,7 +317,7 @@ def erase(
         with run_lock(s, wait=wait):
             requests = (archived_contact_requests(s) if archived
                         else [ErasureRequest(given[0][0], given[0][1], country=country)])
-            result = do_erase(s, requests, rebuild_now=rebuild, as_of=_date(date) if date else None,
+            result = do_erase(s, requests, rebuild=pipeline.rebuild if rebuild else None, as_of=_date(date) if date else None,
                               force=force, dry_run=dry_run, verify=verify and not dry_run)
     except RunLockedError as exc:
         console.print(f"[red]refused:[/red] {exc}")

@@ -88,7 +88,7 @@ joined as (
         segments.segment_name,
         churn.churn_probability,
         as_of.as_of_date,
-        -- activity = a purchase or a logged-in web session (MARTS.md "active")
+        -- activity = a purchase or a logged-in web session (docs/marts.md "active")
         greatest(cast(rfm.last_order_at as date), sessions.last_logged_in_date) as last_active_date,
         least(cast(rfm.first_order_at as date), cast(golden.first_seen_at as date)) as first_seen_date
     from {{ ref('int_customers__golden') }} as golden

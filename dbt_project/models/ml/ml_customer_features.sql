@@ -16,7 +16,7 @@
 
     The label columns (label_known, churn_label) are the only ones that look past the cutoff.
 
-    Upstream columns relied on (MARTS.md):
+    Upstream columns relied on (docs/marts.md):
       fct_orders: customer_id, channel ('web'/'store'), ordered_at, gross_amount,
         returned_amount, net_amount, item_count, order_kind (optional: 'purchase' counts as an
         order; without the column gross_amount > 0 does). A return is dated by its own row's

@@ -68,7 +68,7 @@ class Settings:
     crm_page_size: int
     publish_postgres_dsn: str | None = field(default=None, repr=False)
 
-    # Layout of $C360_HOME (ARCHITECTURE.md, "Runtime data").
+    # Layout of $C360_HOME (docs/architecture.md, "Runtime layout").
     @property
     def lake_raw(self) -> Path:
         return self.home / "lake" / "raw"
@@ -106,6 +106,16 @@ class Settings:
     @property
     def airflow_home(self) -> Path:
         return self.home / "airflow"
+
+    @property
+    def dbt_artifacts_dir(self) -> Path:
+        """dbt's target folder, logs and each layer's kept run results."""
+        return self.artifacts / "dbt"
+
+    def dbt_results_path(self, layer: str) -> Path:
+        """Where a dbt layer's run_results.json is kept: the pipeline writes it, the gates and
+        the report read it (one place, so a layer's test warnings always reach its gate)."""
+        return self.dbt_artifacts_dir / "run_results" / f"{layer}.json"
 
     @property
     def duckdb_temp_dir(self) -> Path:

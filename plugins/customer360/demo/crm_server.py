@@ -1,4 +1,4 @@
-"""A mock CRM REST API (HubSpot v3 shape, SOURCES.md section 1) served over real HTTP on 127.0.0.1.
+"""A mock CRM REST API (HubSpot v3 shape, docs/sources.md section 1) served over real HTTP on 127.0.0.1.
 
 It serves the simulated CRM store, ``<data_dir>/<object>.jsonl.gz`` (every version of every
 record, docs/CONTRACTS.md): for each id the latest version whose ``updatedAt`` is at or before

@@ -14,7 +14,7 @@ excepted); ``all`` keeps every record, walk-ins and anonymous orders included. A
 ``recall_reachable`` counts only the true pairs the contract's links can connect at all: two
 records of one person joined by a chain of keys that the data shows together (a contact's
 email, a till receipt's phone, a login) where every key in the chain truly is that person's
-and no key is a device the data shows two contact ids logging in on (SOURCES.md: such a
+and no key is a device the data shows two contact ids logging in on (docs/sources.md: such a
 device may be two people, so nothing can rest on it) - the recall "on the links the contract
 makes possible".
 """

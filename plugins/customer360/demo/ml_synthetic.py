@@ -1,7 +1,7 @@
 """Synthetic marts with a known churn mechanism, for the ML tests and benchmark.
 
 The demo simulator (customer360.demo) produces realistic, messy sources; this generator skips
-the sources and writes the marts the ML stage reads (MARTS.md column names) directly, with a
+the sources and writes the marts the ML stage reads (docs/marts.md column names) directly, with a
 latent behaviour whose churn probability is known exactly, so a test can compare a model's AUC
 with the best achievable one.
 
@@ -278,7 +278,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticData:
                                "versions": versions}, people, keys)
 
 
-# The marts as MARTS.md names them; integer codes become the warehouse's string ids here.
+# The marts as docs/marts.md names them; integer codes become the warehouse's string ids here.
 _MARTS_SQL = {
     "marts.fct_orders": """
         select 'O' || order_no as order_id, 'C' || lpad(person::varchar, 7, '0') as customer_id,

@@ -82,7 +82,7 @@ def summarize(published_db: Path) -> list[tuple[str, str]]:
 
 
 def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console) -> int:
-    from customer360.pipeline.stages.airflow import run_dag
+    from customer360.pipeline.airflow import run_dag
     from customer360.demo.crm_server import start_server
     from customer360.demo.simulator import SimulationConfig, deliver, simulate
 

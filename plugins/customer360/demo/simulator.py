@@ -1,7 +1,7 @@
 """Demo source simulator: ``c360 simulate --people N --days D --start YYYY-MM-DD --seed S``.
 
 A population of people with latent behaviour (sim_population, sim_behaviour) produces the three
-sources of SOURCES.md with every messy reality behind a knob (sim_config):
+sources of docs/sources.md with every messy reality behind a knob (sim_config):
 
 - landing files (web NDJSON parts, POS CSVs, POS reference files) go to ``sim_dir/outbox`` with
   a delivery schedule; :func:`deliver` copies them to the landing folder as they stood at the

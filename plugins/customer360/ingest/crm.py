@@ -1,4 +1,4 @@
-"""CRM extractor: pages the CRM REST API (SOURCES.md section 1) into the raw zone, incrementally.
+"""CRM extractor: pages the CRM REST API (docs/sources.md section 1) into the raw zone, incrementally.
 
 Per object (``contacts``, ``tickets``, ``feedback_submissions``) a watermark remembers the
 latest ``updatedAt`` landed and which records were landed at exactly that instant. The next
@@ -40,7 +40,7 @@ import requests
 import tenacity
 
 from customer360.ingest import raw_zone as lake
-from customer360.ingest.extract import ExtractError
+from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.core.settings import CRM_CONNECTION_ID, CrmConnection, Settings, crm_connection
 

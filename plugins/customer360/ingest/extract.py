@@ -6,12 +6,11 @@ import datetime as dt
 
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.core.settings import Settings
+from customer360.ingest.errors import ExtractError
+
+__all__ = ["SOURCES", "ExtractError", "run_extract"]
 
 SOURCES = ("crm", "web", "pos")
-
-
-class ExtractError(RuntimeError):
-    """An extract failed in a way a retry will not fix (bad token, unreadable reference data)."""
 
 
 def run_extract(source: str, settings: Settings, logical_date: dt.date) -> list[Reconciliation]:

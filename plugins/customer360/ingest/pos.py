@@ -20,7 +20,7 @@ from typing import Sequence
 import duckdb
 import pyarrow as pa
 
-from customer360.ingest.extract import ExtractError
+from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
 from customer360.ingest.landing.duck import connect

@@ -26,6 +26,9 @@ from typing import Iterator
 import duckdb
 import pyarrow as pa
 
+from customer360.core import duck
+from customer360.core.duck import sql_str
+from customer360.core.files import atomic_path
 from customer360.core.settings import Settings
 
 META_COLUMNS = ("_batch_id", "_source_file", "_source_line", "_loaded_at", "_record_hash")
@@ -47,31 +50,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's entries (after a rename into it), to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def batch_path(root: Path, source: str, entity: str, load_date: dt.date, batch_id: str) -> Path:
     return root / source / entity / f"load_date={load_date.isoformat()}" / f"{batch_id}.parquet"
 
 
 def _copy_atomically(con: duckdb.DuckDBPyConnection, select_sql: str, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        con.execute(f"COPY ({select_sql}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        fsync_path(dest.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(dest) as tmp:
+        con.execute(f"COPY ({select_sql}) TO {sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
 
 
 def write_raw_batch(
@@ -105,7 +90,7 @@ def write_raw_batch(
     # string; chr(0) keeps NULL distinct from ''.
     hashed = ", ".join(f'coalesce(CAST("{c}" AS VARCHAR), chr(0))' for c in data_cols)
     dest = batch_path(settings.lake_raw, source, entity, load_date, batch_id)
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         con.register("batch", table)
         select = (
@@ -134,7 +119,7 @@ def write_quarantine(
     table = pa.Table.from_pylist(
         [{k: r.get(k) for k in QUARANTINE_SCHEMA.names} for r in rows], schema=QUARANTINE_SCHEMA)
     dest = batch_path(settings.quarantine, source, entity, load_date, batch_id)
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         con.register("q", table)
         _copy_atomically(

@@ -68,14 +68,6 @@ class StageResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _as_date(value) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
-
-
 def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
 
@@ -376,7 +368,7 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 
 # --- the stage ---------------------------------------------------------------------------------
 
-def training_due_any(settings, logical_date, *, models_dir: Path | None = None) -> bool:
+def training_due_any(settings, logical_date: dt.date, *, models_dir: Path | None = None) -> bool:
     """Whether any model will train on ``logical_date`` (then the feature build must include the
     labelled snapshots). True when the warehouse or the registry does not exist yet."""
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
@@ -388,18 +380,16 @@ def training_due_any(settings, logical_date, *, models_dir: Path | None = None) 
                                       "table_schema = 'ml' and table_name = 'ml_model_runs'").fetchone()[0]
         if not registry_exists:
             return True
-        day = _as_date(logical_date)
-        return any(registry.training_due(con, spec, day)[0] for spec in specs.values())
+        return any(registry.training_due(con, spec, logical_date)[0] for spec in specs.values())
     finally:
         con.close()
 
 
-def run_ml(settings, logical_date, *, models_dir: Path | None = None,
+def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
            churn_evaluators: Sequence[ChurnEvaluator] = ()) -> dict:
     """Train (if due) and score churn, segments and recommendations for one logical date.
     ``churn_evaluators``: extra metrics recorded with each churn run (see ChurnEvaluator)."""
     started = time.monotonic()
-    logical_date = _as_date(logical_date)
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
     con = connect(settings)
     warnings: list[str] = []

@@ -25,7 +25,7 @@ from customer360.core.settings import CRM_CONNECTION_ID, Settings, crm_connectio
 
 DAG_ID = "c360_daily"
 WAREHOUSE_POOL = "c360_warehouse"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class RunLockedError(RuntimeError):

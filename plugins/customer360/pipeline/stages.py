@@ -1,23 +1,28 @@
-"""The stages of the daily pipeline as plain functions of (settings, logical date).
+"""The stages of the daily pipeline, in the one order the DAG, the CLI, the erasure's rebuild
+and the benchmarks all use (:data:`STAGES`).
 
-The Airflow DAG (``dags/c360_daily.py``) wires these together and the CLI calls the same
-functions, so there is one code path. Heavy imports (duckdb, dbt, Great Expectations,
-scikit-learn) happen inside the functions: the DAG file must parse in well under a second.
-Every function returns a small JSON-able dict that Airflow keeps as the task's XCom and the
-run report reads back.
+Each stage is a plain function of (logical date, run id, settings) returning a small JSON-able
+dict that Airflow keeps as the task's XCom and the run report reads back. ``dags/c360_daily.py``
+makes one task a stage from this list and nothing else. Heavy imports (duckdb, dbt, Great
+Expectations, scikit-learn) happen inside the functions: the DAG file must parse in well under a
+second.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 import time
+from dataclasses import dataclass
+from typing import Callable
 
+from customer360.core import layers
 from customer360.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-DBT_LAYERS = ("staging", "intermediate", "marts")
+DBT_LAYERS = layers.DBT_LAYERS
 
 
 def _settings(settings: Settings | None) -> Settings:
@@ -45,55 +50,45 @@ def extract(source: str, logical_date: dt.date, settings: Settings | None = None
     return out
 
 
-def gate(stage: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
-    """Run the quality gate of a stage; raises GateFailed (stopping the DAG) on an error."""
+def gate(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
+    """Run a quality gate (one of ``layers.GATES``); raises GateFailed (stopping the DAG) on an
+    error."""
     from customer360.quality.gates import run_gate
 
-    result = run_gate(_settings(settings), stage, logical_date, run_id=run_id)
+    result = run_gate(_settings(settings), name, logical_date, run_id=run_id)
     log.info(result.summary_line())
-    return {"stage": stage, "summary": result.summary_line(), "ok": result.ok}
-
-
-def _summarize_dbt(results, layer: str, settings: Settings, seconds: float) -> dict:
-    """Keep this layer's run_results.json next to the others (the gates and report read them)."""
-    import shutil
-
-    from customer360.warehouse.dbt_runner.dbt_runner import target_dir
-
-    src = target_dir(settings) / "run_results.json"
-    dest = settings.artifacts / "dbt" / "run_results" / f"{layer}.json"
-    if src.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-    return {"layer": layer, "counts": results.counts(), "dbt_seconds": round(results.elapsed_seconds, 2),
-            "seconds": round(seconds, 2), "slowest": [n.name for n in results.slowest(3)]}
+    return {"stage": name, "summary": result.summary_line(), "ok": result.ok}
 
 
 def build_layer(layer: str, logical_date: dt.date, settings: Settings | None = None,
                 env: dict[str, str] | None = None) -> dict:
-    """One dbt invocation for a whole layer (not one Airflow task a model)."""
-    from customer360.warehouse.dbt_runner import dbt_runner as warehouse
+    """One dbt invocation for a whole layer (not one Airflow task a model). Its run results are
+    kept at ``Settings.dbt_results_path(layer)``, where the gates and the report read them."""
+    from customer360.warehouse import dbt_runner
 
     s = _settings(settings)
     started = time.monotonic()
-    if layer in DBT_LAYERS:
-        results = warehouse.run_layer(s, layer, as_of=logical_date, env=env)
-    else:  # ml features, or customer_360 again once the ML scores exist
-        select = {"ml_features": "path:models/ml", "customer_360": "customer_360"}[layer]
-        results = warehouse.build_select(s, select, as_of=logical_date, env=env)
-    out = _summarize_dbt(results, layer, s, time.monotonic() - started)
+    results = dbt_runner.run_layer(s, layers.check_dbt_layer(layer), as_of=logical_date, env=env)
+    src = dbt_runner.target_dir(s) / "run_results.json"
+    dest = s.dbt_results_path(layer)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    out = {"layer": layer, "counts": results.counts(), "dbt_seconds": round(results.elapsed_seconds, 2),
+           "seconds": round(time.monotonic() - started, 2),
+           "slowest": [n.name for n in results.slowest(3)]}
     log.info("dbt %s: %s in %.1f s", layer, out["counts"], out["seconds"])
     return out
 
 
 def machine_learning(logical_date: dt.date, settings: Settings | None = None) -> dict:
+    """The dbt ``ml`` layer (point-in-time features), then training, scoring and recording."""
     from customer360.ml.pipeline import run_ml, training_due_any
 
     s = _settings(settings)
     # Training needs the labelled point-in-time snapshots; a scoring-only day (6 of 7 at the
     # specs' weekly cadence) needs the scoring snapshot alone, a fraction of the work.
     due = training_due_any(s, logical_date)
-    features = build_layer("ml_features", logical_date, s,
+    features = build_layer(layers.ML, logical_date, s,
                            env={"C360_ML_SCORING_ONLY": "0" if due else "1"})
     features["scoring_only"] = not due
     out = run_ml(s, logical_date)
@@ -102,6 +97,7 @@ def machine_learning(logical_date: dt.date, settings: Settings | None = None) ->
 
 
 def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
+    from customer360.core import audit
     from customer360.serve.publish import publish as do_publish
 
     s = _settings(settings)
@@ -111,8 +107,6 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
         from customer360.serve.postgres import publish_postgres
 
         out["postgres"] = publish_postgres(s)
-    from customer360.core import audit
-
     audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(),
                                        "tables": out["tables"], "postgres": "postgres" in out})
     return out
@@ -120,7 +114,7 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
 
 def report(logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
     from customer360.serve.report import build_report
-    from customer360.warehouse.dbt_runner.dbt_runner import generate_docs
+    from customer360.warehouse.dbt_runner import generate_docs
 
     s = _settings(settings)
     docs = None
@@ -130,3 +124,94 @@ def report(logical_date: dt.date, run_id: str, settings: Settings | None = None)
         log.warning("dbt docs generate failed (%s); the report links no lineage", exc)
     path = build_report(s, logical_date, run_id=run_id, dbt_docs=docs)
     return {"report": str(path), "dbt_docs": str(docs) if docs else None}
+
+
+def _privacy(step: str) -> Callable[[dt.date, Settings], dict]:
+    def run(logical_date: dt.date, settings: Settings) -> dict:
+        from customer360.privacy import tasks
+
+        return getattr(tasks, step)(logical_date, settings)
+    return run
+
+
+# --- the one ordered list ----------------------------------------------------------------------
+
+StageFn = Callable[[dt.date, str, Settings], dict]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the daily run (one Airflow task)."""
+
+    name: str                     # the task id, the CLI's and the benchmarks' name for it
+    run: StageFn                  # (logical date, run id, settings) -> JSON-able summary
+    layer: str | None = None      # the layer it builds or gates (core.layers)
+    group: str | None = None      # consecutive stages of one group run in parallel
+    source: bool = False          # reads a source system: Airflow retries it with backoff
+    writes_warehouse: bool = True  # takes the one warehouse slot (the DuckDB file has one writer)
+    publishes: bool = False       # updates what BI tools read (an Airflow Asset)
+    rebuild: bool = False         # part of the rebuild after an erasure
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.group}.{self.name}" if self.group else self.name
+
+
+def _extract_stage(source: str) -> Stage:
+    return Stage(f"extract_{source}", lambda d, r, s: extract(source, d, s), layer=layers.RAW,
+                 group="extract", source=True, writes_warehouse=False)
+
+
+def _dbt_stage(layer: str) -> Stage:
+    return Stage(f"dbt_{layer}", lambda d, r, s: build_layer(layer, d, s), layer=layer, rebuild=True)
+
+
+def _gate_stage(name: str, rebuild: bool = True) -> Stage:
+    return Stage(f"gate_{name}", lambda d, r, s: gate(name, d, r, s), layer=name, rebuild=rebuild)
+
+
+STAGES: tuple[Stage, ...] = (
+    _extract_stage("crm"),
+    _extract_stage("web"),
+    _extract_stage("pos"),
+    # archived CRM contacts (erasure requests) are purged before anything is built
+    Stage("erasure", lambda d, r, s: _privacy("erasure")(d, s)),
+    _gate_stage(layers.RAW, rebuild=False),  # after an erasure the raw zone has nothing new
+    _dbt_stage(layers.STAGING),
+    _dbt_stage(layers.INTERMEDIATE),
+    _gate_stage(layers.INTERMEDIATE),
+    _dbt_stage(layers.MARTS),
+    Stage("ml", lambda d, r, s: machine_learning(d, s), layer=layers.ML, rebuild=True),
+    _dbt_stage(layers.CUSTOMER_360),
+    _gate_stage(layers.MARTS),
+    Stage("publish", lambda d, r, s: publish(d, s), publishes=True, rebuild=True),
+    Stage("compact_warehouse", lambda d, r, s: _privacy("compact")(d, s)),
+    Stage("audiences", lambda d, r, s: _privacy("audiences")(d, s)),
+    # dbt docs generate reads the warehouse catalog, hence the warehouse slot
+    Stage("report", lambda d, r, s: report(d, r, s)),
+)
+
+STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def stage(name: str) -> Stage:
+    for candidate in STAGES:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGE_NAMES)}")
+
+
+def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
+    """Run one stage by name: what each Airflow task and ``c360 stage`` call."""
+    return stage(name).run(logical_date, run_id, _settings(settings))
+
+
+def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:
+    """After an erasure: warehouse, ML and publication again from the purged raw zone, through
+    the same stages and gates as the DAG, in the DAG's order (the stages marked ``rebuild``)."""
+    steps: dict = {}
+    for st in STAGES:
+        if st.rebuild:
+            out = st.run(as_of, run_id, settings)
+            steps[st.name] = out.get("counts") or out.get("summary") or out.get("tables") or "ok"
+    return steps

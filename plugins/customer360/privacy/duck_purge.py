@@ -169,7 +169,7 @@ def purge_warehouse(settings: Settings, keys: PersonKeys, needles: Needles) -> d
 def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
     """Remove the person from the published DuckDB file and its Parquet copies, writing a
     new file (compact by construction) and renaming it over the old one, as publish does."""
-    from customer360.serve.publish import PUBLISHED_SCHEMAS
+    from customer360.warehouse.published import PUBLISHED_SCHEMAS
 
     out_dir = settings.published_dir
     db_path = out_dir / "c360.duckdb"

@@ -1,6 +1,6 @@
 """Erasure: a person's personal data removed from everywhere the pipeline keeps it.
 
-    result = erase(settings, [ErasureRequest("email", "ann@mail.com")], rebuild=True)
+    result = erase(settings, [ErasureRequest("email", "ann@mail.com")], rebuild=pipeline.rebuild)
 
 Where a person lives, and what happens there:
 
@@ -35,6 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 
@@ -237,29 +238,17 @@ def last_published_date(settings: Settings) -> dt.date | None:
         return None
 
 
-def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:
-    """Warehouse, ML and publication again from the purged raw zone, through the same stage
-    functions and gates as the DAG (the raw gate has nothing new to check)."""
-    from customer360 import pipeline
-
-    steps: dict = {}
-    for layer in ("staging", "intermediate"):
-        steps[layer] = pipeline.build_layer(layer, as_of, settings)["counts"]
-    steps["gate_core"] = pipeline.gate("core", as_of, run_id, settings)["summary"]
-    steps["marts"] = pipeline.build_layer("marts", as_of, settings)["counts"]
-    pipeline.machine_learning(as_of, settings)
-    steps["ml"] = "ok"
-    steps["customer_360"] = pipeline.build_layer("customer_360", as_of, settings)["counts"]
-    steps["gate_marts"] = pipeline.gate("marts", as_of, run_id, settings)["summary"]
-    steps["publish"] = pipeline.publish(as_of, settings)["tables"]
-    return steps
+# The rebuild after an erasure, given by the caller: customer360.pipeline.rebuild runs the
+# DAG's own stages (privacy sits below the pipeline and never imports it).
+Rebuild = Callable[[Settings, dt.date, str], dict]
 
 
-def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bool = True,
+def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuild | None = None,
           as_of: dt.date | None = None, force: bool = False, dry_run: bool = False,
           verify: bool = False, trigger: str = "cli") -> ErasureResult:
-    """Erase the people named by ``requests``. With ``rebuild_now`` the warehouse, ML and
-    publication are rebuilt (the CLI); without, the caller's pipeline does it (the DAG).
+    """Erase the people named by ``requests``. With ``rebuild`` (``pipeline.rebuild``) the
+    warehouse, ML and publication are rebuilt now (the CLI); without, the day's own stages do it
+    (the DAG).
     Returns counts only; raises nothing for a request that names nobody (see ``refused``)."""
     started = time.monotonic()
     requested_at = dt.datetime.now(dt.timezone.utc)
@@ -288,7 +277,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild_now: bo
     batch_rows = purge(settings, person, result)
     result.status = "purged; the next pipeline run rebuilds the warehouse"
     compacted = False
-    if rebuild_now:
+    if rebuild is not None:
         as_of = as_of or last_published_date(settings)
         if as_of is None:
             result.status = "purged; nothing was published yet, so nothing to rebuild"

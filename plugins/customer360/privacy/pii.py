@@ -25,7 +25,7 @@ import pyarrow as pa
 from duckdb.sqltypes import VARCHAR
 
 from customer360.core.settings import Settings
-from customer360.warehouse.dbt_runner.sql_functions import make_pii_hasher, normalize_phone, register_functions
+from customer360.warehouse.sql_functions import make_pii_hasher, normalize_phone, register_functions
 
 KEY_TYPES = ("contact", "email", "phone", "loyalty", "anon")
 _EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")

@@ -1,5 +1,5 @@
 """The privacy steps of the daily DAG, as ``fn(logical_date, settings=None) -> dict`` like the
-other stages in :mod:`customer360.pipeline.stages.stages` (small JSON-able results, kept as XComs: counts
+other stages in :mod:`customer360.pipeline.stages` (small JSON-able results, kept as XComs: counts
 and tokens, never a personal value).
 
     extract >> erasure >> gate_raw >> ... >> publish >> compact >> audiences >> report
@@ -33,7 +33,7 @@ def erasure(logical_date: dt.date, settings: Settings | None = None) -> dict:
     if not requests:
         log.info("erasure: no archived contact and no returning record of an erased person")
         return {"requests": 0, "status": "nothing to erase"}
-    result = erase(s, requests, rebuild_now=False, trigger=f"dag {logical_date.isoformat()}")
+    result = erase(s, requests, trigger=f"dag {logical_date.isoformat()}")
     out = result.as_dict()
     out["requests"] = len(requests)
     return out

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import os
 import re
-import uuid
 from pathlib import Path
 
+from customer360.core.files import write_text
 from customer360.quality.results import GateResult
 
 _COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "quarantine": "#8250df", "fail": "#cf222e",
@@ -38,10 +37,7 @@ def _safe(name: str) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def render_gate(result: GateResult) -> str:

@@ -21,9 +21,7 @@ import os
 import time
 from pathlib import Path
 
-import duckdb
-
-from customer360.core import audit
+from customer360.core import audit, duck
 from customer360.quality import raw_gate, warehouse_gate
 from customer360.quality.context import GateContext
 from customer360.quality.data_docs import write_gate_page
@@ -71,8 +69,7 @@ def run_gate(
         results_paths = [str(p) for p in dbt_results]
     ctx = GateContext(settings=settings, stage=stage, logical_date=logical_date, run_id=run_id,
                       chunk_rows=chunk_rows or _chunk_rows(), dbt_results=results_paths,
-                      scratch=duckdb.connect(config={"threads": settings.duckdb_threads,
-                                                     "memory_limit": settings.duckdb_memory_limit}))
+                      scratch=duck.connect(settings))
     try:
         if stage == "raw":
             suite_results, quarantined = raw_gate.run(ctx, suites)

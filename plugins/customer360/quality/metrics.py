@@ -180,11 +180,8 @@ def _dbt_result_files(ctx: GateContext, layers: list[str]) -> list[Path]:
     env = os.environ.get("C360_DBT_RESULTS", "").strip()
     if env:
         patterns += env.split(os.pathsep)
-    if not patterns:
-        dbt_dir = ctx.settings.artifacts / "dbt"
-        patterns = [str(dbt_dir / layer / "run_results.json") for layer in layers]
-        patterns += [str(dbt_dir / "target" / "run_results.json"),
-                     str(ctx.dbt_project_dir / "target" / "run_results.json")]
+    if not patterns:  # where the pipeline keeps each layer's results (pipeline.build_layer)
+        patterns = [str(ctx.settings.dbt_results_path(layer)) for layer in layers]
     found: list[Path] = []
     for pattern in patterns:
         found += [Path(p) for p in sorted(glob.glob(pattern))]
@@ -210,6 +207,13 @@ def dbt_results(ctx: GateContext, params: dict) -> pd.DataFrame:
                          "status": str(r.get("status")), "failures": r.get("failures"),
                          "message": mask_text(str(r.get("message") or ""))[:300],
                          "results_file": str(path), "generated_at": generated})
+    if not ctx.dbt_results:  # a layer that left no results is reported, never skipped silently
+        for layer in layers:
+            path = ctx.settings.dbt_results_path(layer)
+            if not path.exists():
+                rows.append({"unique_id": f"(no dbt results for layer {layer})", "resource_type": "none",
+                             "status": "missing", "failures": None, "message": f"expected at {path}",
+                             "results_file": "", "generated_at": ""})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame([{"unique_id": "(no dbt run_results.json found)", "resource_type": "none",
@@ -224,8 +228,8 @@ def dbt_results(ctx: GateContext, params: dict) -> pd.DataFrame:
 
 
 def published_tables(con: duckdb.DuckDBPyConnection, schemas: list[str]) -> list[tuple[str, str]]:
-    """The tables publish would copy (customer360.serve.publish.list_publishable_tables)."""
-    from customer360.serve.publish import list_publishable_tables
+    """The tables publish would copy (customer360.warehouse.published)."""
+    from customer360.warehouse.published import list_publishable_tables
 
     catalog = con.execute("SELECT current_database()").fetchone()[0]
     return [(s, t) for s, t in list_publishable_tables(con, catalog) if s in schemas]

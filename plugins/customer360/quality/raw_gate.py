@@ -19,9 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from customer360.core import audit
+from customer360.core.files import atomic_path
 from customer360.ingest import raw_zone as lake
 from customer360.quality.context import GateContext
 from customer360.quality.metrics import parquet_row_counts
@@ -134,15 +133,8 @@ def _record_key(frame: pd.DataFrame, key_columns: list[str]) -> pd.Series:
 
 
 def _write_parquet_atomically(table: pa.Table, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def rejects_dir(settings) -> Path:

@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
-STAGES = ("raw", "core", "marts")
+from customer360.core.layers import GATES
+
+STAGES = tuple(GATES)  # the gates, one folder of suites each
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
 SEVERITIES = ("error", "warn")
 SCOPES = ("row", "batch")

@@ -1,8 +1,8 @@
 """The core and marts gates: suites over the warehouse DuckDB file, opened read-only.
 
-The core gate runs after dbt's staging and intermediate layers (keys unique after dedup,
+The intermediate gate runs after dbt's staging and intermediate layers (keys unique after dedup,
 orders linked to customers, identity clusters, dbt test results); the marts gate runs after
-the marts and ML, before anything is published (column contracts of MARTS.md, value ranges,
+the marts and ML, before anything is published (column contracts of docs/marts.md, value ranges,
 revenue reconciliation, a PII scan of every published column).
 """
 
@@ -14,6 +14,7 @@ import time
 import duckdb
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from customer360.core import duck
 from customer360.quality.context import GateContext
 from customer360.quality.results import SuiteResult
 from customer360.quality.suite_runner import evaluate, run_metric_suite, to_result, unreadable
@@ -31,9 +32,7 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 @retry(retry=retry_if_exception(_is_lock_conflict), wait=wait_exponential(multiplier=0.1, max=2),
        stop=stop_after_delay(30), reraise=True)
 def open_warehouse(ctx: GateContext) -> duckdb.DuckDBPyConnection:
-    s = ctx.settings
-    return duckdb.connect(str(s.warehouse_path), read_only=True,
-                          config={"threads": s.duckdb_threads, "memory_limit": s.duckdb_memory_limit})
+    return duck.connect(ctx.settings, ctx.settings.warehouse_path, read_only=True)
 
 
 def target_sql(suite: Suite) -> str:

@@ -13,9 +13,8 @@ import re
 import tempfile
 from pathlib import Path
 
-import duckdb
-
-from customer360.serve.publish import PUBLISHED_SCHEMAS, list_publishable_tables
+from customer360.core import duck
+from customer360.warehouse.published import PUBLISHED_SCHEMAS, list_publishable_tables
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def publish_postgres(settings: Settings, published_db: Path | None = None) -> di
     if not dsn:
         raise ValueError("C360_PUBLISH_POSTGRES_DSN is not set: nothing to publish to")
     published_db = published_db or settings.published_dir / "c360.duckdb"
-    dcon = duckdb.connect(str(published_db), read_only=True)
+    dcon = duck.connect(settings, published_db, read_only=True)
     counts: dict[str, int] = {}
     try:
         catalog = dcon.execute("SELECT current_database()").fetchone()[0]

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from customer360.core import duck
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _sql_str(value: str) -> str:
 
 def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
     published = settings.published_dir / "c360.duckdb"
-    con = duckdb.connect(str(published), read_only=True)
+    con = duck.connect(settings, published, read_only=True)
     try:
         data = {
             "kpi": _query(con, "SELECT * FROM marts.kpi_daily ORDER BY date"),
@@ -117,6 +118,7 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
     finally:
         con.close()
     data["gates"] = pd.DataFrame()
+    data["gate_warnings"] = pd.DataFrame()
     if (settings.audit_dir / "audit.duckdb").exists():
         from customer360.core import audit
 
@@ -128,6 +130,13 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
                 FROM audit.gate_results
                 WHERE run_id = {_sql_str(run_id)}
                 GROUP BY 1, 2 ORDER BY 1, 2""")
+            # every warning in full (dbt test warnings of each layer among them): a warning
+            # does not stop the run, so the report is where someone reads it
+            data["gate_warnings"] = _query(acon, f"""
+                SELECT stage, suite, expectation, column_name, observed_value, sample
+                FROM audit.gate_results
+                WHERE run_id = {_sql_str(run_id)} AND outcome = 'warn'
+                ORDER BY stage, suite, expectation""")
     recon_path = settings.audit_dir / "reconciliation.jsonl"
     if recon_path.exists():
         recs = pd.read_json(recon_path, lines=True)
@@ -178,6 +187,7 @@ generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC</p>
 <section class="kpis">{head}</section>
 <h2>Charts</h2><section class="charts">{figures}</section>
 <h2>Quality gates</h2>{_table_html(data["gates"])}
+<h3>Warnings</h3>{_table_html(data.get("gate_warnings", pd.DataFrame()))}
 <h2>Reconciliation (read = landed + quarantined)</h2>{_table_html(data["reconciliation"])}
 {lineage}
 </body></html>"""

@@ -1,11 +1,11 @@
-"""The dbt-duckdb plugin of the warehouse: installs :mod:`customer360.warehouse.dbt_runner.sql_functions` on every
-connection dbt opens (``plugins: [{module: customer360.warehouse.dbt_runner.dbt_plugin}]`` in profiles.yml)."""
+"""The dbt-duckdb plugin of the warehouse: installs :mod:`customer360.warehouse.sql_functions` on every
+connection dbt opens (``plugins: [{module: customer360.warehouse.dbt_plugin}]`` in profiles.yml)."""
 
 from __future__ import annotations
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
-from customer360.warehouse.dbt_runner.sql_functions import register_functions
+from customer360.warehouse.sql_functions import register_functions
 
 
 class Plugin(BasePlugin):

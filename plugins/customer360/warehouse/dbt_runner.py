@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from customer360.core.layers import DBT_LAYERS, check_dbt_layer
 from customer360.core.settings import Settings
 
-LAYERS = ("staging", "intermediate", "marts")
 _PROJECT_DIR_VAR = "C360_DBT_PROJECT_DIR"
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -83,7 +83,7 @@ def project_dir() -> Path:
     override = os.environ.get(_PROJECT_DIR_VAR, "").strip()
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "dbt_project"
+    return Path(__file__).resolve().parents[3] / "dbt_project"
 
 
 def artifacts_dir(settings: Settings) -> Path:
@@ -217,9 +217,7 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     Returns the per-node summary; raises :class:`WarehouseBuildError` naming every failing
     node when anything errors or a test fails.
     """
-    if layer not in LAYERS:
-        raise ValueError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)}")
-    args = ["build", "--selector", layer, *_vars(as_of)]
+    args = ["build", "--selector", check_dbt_layer(layer), *_vars(as_of)]
     if full_refresh:
         args.append("--full-refresh")
     return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
@@ -273,12 +271,3 @@ def _invoke_checked(settings: Settings, args: list[str], *, what: str,
             f"{what} failed: {len(summary.failed)} failing node(s), {skipped} skipped\n"
             + "\n".join(lines), summary)
     return summary
-
-
-def build_select(settings: Settings, select: str, as_of: dt.date | None = None,
-                 env: dict[str, str] | None = None) -> RunResults:
-    """``dbt build --select <select>``: the ML feature models, or customer_360 again once the
-    ML stage has written its scores. ``env`` as in :func:`run_dbt`. Raises
-    :class:`WarehouseBuildError` like :func:`run_layer`."""
-    return _invoke_checked(settings, ["build", "--select", select, *_vars(as_of)],
-                           what=f"dbt build --select {select}", env=env)

@@ -27,7 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from customer360.core.settings import get_settings
-from customer360.warehouse.dbt_runner.sql_functions import make_pii_hasher
+from customer360.warehouse.sql_functions import make_pii_hasher
 
 NewId = Callable[[str, set], str]
 

@@ -3,7 +3,7 @@ keyed PII hashes.
 
 ``register_functions(con)`` installs them on any DuckDB connection as ``normalize_phone(raw,
 country)`` and ``pii_hash(value)``; the dbt project gets them through the dbt-duckdb plugin in
-:mod:`customer360.warehouse.dbt_runner.dbt_plugin`. They are vectorized over Arrow batches and cached per distinct
+:mod:`customer360.warehouse.dbt_plugin`. They are vectorized over Arrow batches and cached per distinct
 value, because the same phone or email repeats on many rows.
 """
 

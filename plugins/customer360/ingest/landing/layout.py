@@ -1,10 +1,10 @@
-"""Where files sit in a landing folder (SOURCES.md) and what does not belong there.
+"""Where files sit in a landing folder (docs/sources.md) and what does not belong there.
 
     web/events/date=YYYY-MM-DD/part-NNNN.jsonl.gz
     pos/date=YYYY-MM-DD/store_<store_id>.csv
     pos/reference/stores.csv, pos/reference/products.csv
 
-Files that match nothing are reported as warnings and ignored (SOURCES.md: extra files may
+Files that match nothing are reported as warnings and ignored (docs/sources.md: extra files may
 appear and must not break a run). Hidden files (``.name``) are skipped silently: writers use
 them as temporary names before an atomic rename.
 """

@@ -1,4 +1,4 @@
-"""The rules of POS files (SOURCES.md section 3), as vectorized DuckDB queries.
+"""The rules of POS files (docs/sources.md section 3), as vectorized DuckDB queries.
 
 The validator reports what these rules call an error and the POS loader quarantines exactly
 those rows. Values are kept as sent; the checks tolerate surrounding spaces (a till's export
@@ -27,7 +27,7 @@ STORES_COLUMNS = ("store_id", "name", "city", "region", "country", "timezone", "
 PRODUCTS_COLUMNS = ("sku", "name", "category", "brand", "list_price")
 TXN_TYPES = ("SALE", "RETURN", "VOID")
 NUMERIC_COLUMNS = ("quantity", "unit_price", "discount_amount", "line_amount")
-REFERENCE_ENCODING = "utf-8"  # SOURCES.md gives reference files no encoding column
+REFERENCE_ENCODING = "utf-8"  # docs/sources.md gives reference files no encoding column
 
 _INTEGER = r"\d+"
 _NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)"

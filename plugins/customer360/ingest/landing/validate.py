@@ -1,4 +1,4 @@
-"""Check a landing folder (simulated or a real export) against SOURCES.md.
+"""Check a landing folder (simulated or a real export) against docs/sources.md.
 
 Every problem comes with file, line and reason. Errors are exactly what the loaders would
 quarantine (the same parsing code: :mod:`web_events`, :mod:`pos_rows`), plus layout errors

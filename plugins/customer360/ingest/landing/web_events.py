@@ -1,4 +1,4 @@
-"""The rules of a web event line (SOURCES.md section 2), as one vectorized DuckDB query.
+"""The rules of a web event line (docs/sources.md section 2), as one vectorized DuckDB query.
 
 The validator reports what these rules call an error, and the web loader quarantines exactly
 those lines; warnings (events later than the contract allows) are reported and still loaded.
@@ -19,7 +19,7 @@ from customer360.ingest.landing.duck import insert_rows
 from customer360.ingest.landing.layout import LandingFile
 from customer360.ingest.landing.lines import numbered_view, read_parsed
 
-LATE_DAYS = 3  # SOURCES.md: timestamp can be up to 3 days older than its file's date
+LATE_DAYS = 3  # docs/sources.md: timestamp can be up to 3 days older than its file's date
 EVENT_TYPES = ("page", "track", "identify")
 SCALAR_FIELDS = ("messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt")
 JSON_FIELDS = ("context", "properties", "traits")

@@ -1,0 +1,148 @@
+"""Writing files so that a reader sees the old version or the new one, never half of one.
+
+Every file the pipeline replaces (raw batches, the publication, state files, Data Docs,
+files rewritten by an erasure) is written in full under a temporary name in the destination
+folder (hidden: it starts with a dot, so no glob of the folder counts it), flushed to disk,
+renamed over the final name with :func:`os.replace` (atomic on one file system; a reader
+that has the old file open keeps reading the old inode), and the folder is flushed so that
+the rename itself survives a crash. When anything fails before the rename, the temporary
+file is removed and the old file is left as it was.
+
+- :func:`atomic_write` yields an open file to write into;
+- :func:`atomic_path` yields the temporary *path*, for a tool that writes the file itself
+  (``COPY ... TO``, ``pyarrow.parquet.write_table``, a DuckDB database file);
+- :func:`staged_files` does the same for several files that must appear together (a
+  publication: the database and its Parquet copies), renamed in the order they were staged;
+- :func:`swap_into_place` is that last step for a database and its staged copies.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Callable, Iterable, Iterator
+
+# A DuckDB database written under a temporary name may leave its write-ahead log beside it.
+DUCKDB_SIDECARS = (".wal",)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file, or a folder's entries (after a rename into it), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(final: str | Path, *, suffix: str = ".tmp", create: bool = True) -> Path:
+    """A new unique hidden name beside ``final`` (``.<name>.<random><suffix>``), made with
+    :func:`tempfile.mkstemp`. ``create=False`` removes the empty file again, for a tool that
+    will not write over an existing one (DuckDB takes an empty file for a corrupt database)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    if not create:
+        os.unlink(name)
+    return Path(name)
+
+
+def _discard(tmp: Path, sidecars: Iterable[str] = ()) -> None:
+    tmp.unlink(missing_ok=True)
+    for sidecar in sidecars:
+        Path(f"{tmp}{sidecar}").unlink(missing_ok=True)
+
+
+def replace_into_place(pairs: Iterable[tuple[str | Path, str | Path]]) -> None:
+    """Sync each fully written ``(tmp, final)`` file, rename them over their final names in
+    the given order, then sync the folders that changed."""
+    pairs = [(Path(tmp), Path(final)) for tmp, final in pairs]
+    for tmp, _ in pairs:
+        fsync_path(tmp)
+    for tmp, final in pairs:
+        os.replace(tmp, final)
+    for folder in dict.fromkeys(final.parent for _, final in pairs):
+        fsync_path(folder)
+
+
+def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]) -> None:
+    """Make a fully written publication visible: sync everything, then rename the database
+    over its final name first, then each staged ``(tmp, final)`` copy."""
+    replace_into_place([(tmp_db, db_path), *staged])
+
+
+@contextmanager
+def atomic_path(final: str | Path, *, suffix: str = ".tmp", create: bool = True,
+                sidecars: Iterable[str] = ()) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` for a tool to write; when the block ends
+    without error, sync it and rename it over ``final``. On error (or when the block left no
+    file there) ``final`` is untouched and the temporary file (and ``tmp + sidecar`` for each
+    of ``sidecars``) is removed.
+
+    ``create=False`` for a tool that refuses an existing empty file (a DuckDB database)::
+
+        with atomic_path(dest) as tmp:
+            con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)")
+    """
+    final = Path(final)
+    tmp = temp_path(final, suffix=suffix, create=create)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to {tmp} for {final}")
+        replace_into_place([(tmp, final)])
+    finally:
+        _discard(tmp, sidecars)
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w", *, encoding: str | None = "utf-8",
+                 suffix: str = ".tmp") -> Iterator[IO]:
+    """Yield a file open for writing (``mode`` "w" or "wb") under a temporary name beside
+    ``path``; on a clean exit it is flushed, synced and renamed over ``path``. If the block
+    raises, ``path`` keeps its old content and the temporary file is removed."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes a whole new file: mode 'w' or 'wb', not {mode!r}")
+    with atomic_path(path, suffix=suffix) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+
+
+def write_text(path: str | Path, text: str, *, encoding: str = "utf-8") -> None:
+    """Replace ``path`` atomically with ``text``."""
+    with atomic_write(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+
+
+def write_bytes(path: str | Path, data: bytes, *, suffix: str = ".tmp") -> None:
+    """Replace ``path`` atomically with ``data``."""
+    with atomic_write(path, "wb", suffix=suffix) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def staged_files(*, sidecars: Iterable[str] = ()) -> Iterator[Callable[..., Path]]:
+    """Stage several files that must replace their final names together.
+
+    Yields ``stage(final, *, suffix=".tmp", create=True) -> tmp``; write each ``tmp``. When
+    the block ends without error every staged file is synced, then renamed over its final name
+    in staging order (stage the file readers open first, e.g. the database, first); on error
+    every staged temporary file (and its ``sidecars``) is removed and nothing is renamed."""
+    staged: list[tuple[Path, Path]] = []
+    sidecars = tuple(sidecars)
+
+    def stage(final: str | Path, *, suffix: str = ".tmp", create: bool = True) -> Path:
+        tmp = temp_path(final, suffix=suffix, create=create)
+        staged.append((tmp, Path(final)))
+        return tmp
+
+    try:
+        yield stage
+        replace_into_place(staged)
+    finally:
+        for tmp, _ in staged:
+            _discard(tmp, sidecars)

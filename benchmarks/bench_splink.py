@@ -177,7 +177,7 @@ def prepare_home(home: Path, people: int, days: int) -> dict:
             pipeline.extract(source, last, get_settings())
     timings["extract_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
-    build_warehouse(get_settings(), as_of=last, tests=False)
+    build_warehouse(get_settings(), logical_date=last, tests=False)
     timings["build_s"] = round(time.perf_counter() - t0, 1)
     print(f"  home prepared: {timings}", flush=True)
     return timings

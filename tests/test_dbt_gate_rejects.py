@@ -18,7 +18,7 @@ def test_gate_rejected_rows_are_left_out_of_staging(tmp_path, monkeypatch):
         f"SELECT messageId, _batch_id, _source_file, _source_line FROM read_parquet("
         f"'{settings.lake_raw}/web/events/*/*.parquet') ORDER BY messageId LIMIT 1").fetchone()
     con.close()
-    run_layer(settings, "staging", as_of=wf.LOAD_1)
+    run_layer(settings, "staging", logical_date=wf.LOAD_1)
     before = wf.scalar(settings.warehouse_path,
                        "SELECT count(*) FROM staging.stg_web__events WHERE message_id = ?", [victim[0]])
     assert before == 1
@@ -28,7 +28,7 @@ def test_gate_rejected_rows_are_left_out_of_staging(tmp_path, monkeypatch):
                              "_source_line": pa.array([victim[3]], pa.int64()),
                              "reason": ["raw.web_events: type not in (page, track, identify)"]}),
                    rejects / f"{victim[1]}.parquet")
-    run_layer(settings, "staging", as_of=wf.LOAD_1, full_refresh=True)
+    run_layer(settings, "staging", logical_date=wf.LOAD_1, full_refresh=True)
     assert wf.scalar(settings.warehouse_path,
                      "SELECT count(*) FROM staging.stg_web__events WHERE message_id = ?", [victim[0]]) == 0
     # Everything else is still there.

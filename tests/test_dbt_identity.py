@@ -40,11 +40,11 @@ def built(tmp_path_factory) -> Built:
         settings = wf.use_home(mp, home)
         wf.write_ground_truth(settings)
         wf.land_first_load(settings)
-        build_warehouse(settings, as_of=wf.LOAD_1, tests=False)
+        build_warehouse(settings, logical_date=wf.LOAD_1, tests=False)
         scores1 = pairwise_scores(settings)
         db1 = wf.copy_warehouse(settings, home / "after_load_1.duckdb")
         wf.land_second_load(settings)
-        build_warehouse(settings, as_of=wf.LOAD_2, tests=False)
+        build_warehouse(settings, logical_date=wf.LOAD_2, tests=False)
         yield Built(settings, db1, settings.warehouse_path, scores1, pairwise_scores(settings))
 
 

@@ -37,16 +37,16 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         settings = wf.use_home(mp, home)
         wf.land_first_load(settings)
-        build_warehouse(settings, as_of=wf.LOAD_1, tests=False)
+        build_warehouse(settings, logical_date=wf.LOAD_1, tests=False)
         wf.land_second_load(settings)
-        build_warehouse(settings, as_of=wf.LOAD_2, tests=False)
+        build_warehouse(settings, logical_date=wf.LOAD_2, tests=False)
         compiled_dir = target_dir(settings) / "compiled" / "customer360" / "models"
         compiled = (compiled_dir / "staging" / "web" / "stg_web__events.sql").read_text()
         compiled_sessions = (compiled_dir / "intermediate" / "int_web__sessions.sql").read_text()
         incremental = table_contents(settings.warehouse_path)
-        build_warehouse(settings, as_of=wf.LOAD_2, tests=False)  # the same date again
+        build_warehouse(settings, logical_date=wf.LOAD_2, tests=False)  # the same date again
         rerun = table_contents(settings.warehouse_path)
-        build_warehouse(settings, as_of=wf.LOAD_2, tests=False, full_refresh=True)
+        build_warehouse(settings, logical_date=wf.LOAD_2, tests=False, full_refresh=True)
         full = table_contents(settings.warehouse_path)
         yield {"incremental": incremental, "rerun": rerun, "full": full, "compiled": compiled,
                "compiled_sessions": compiled_sessions}

@@ -38,10 +38,10 @@ def built(tmp_path_factory) -> Built:
     with pytest.MonkeyPatch.context() as mp:
         settings = wf.use_home(mp, home)
         wf.land_first_load(settings)
-        first = build_warehouse(settings, as_of=wf.LOAD_1, tests=False)
+        first = build_warehouse(settings, logical_date=wf.LOAD_1, tests=False)
         db1 = wf.copy_warehouse(settings, home / "after_load_1.duckdb")
         wf.land_second_load(settings)
-        second = build_warehouse(settings, as_of=wf.LOAD_2)
+        second = build_warehouse(settings, logical_date=wf.LOAD_2)
         yield Built(settings, first, second, db1, settings.warehouse_path)
 
 

@@ -37,8 +37,8 @@ def day_run(tmp_path_factory):
             "{{ config(severity='warn') }}\n"
             f"select 1 as planted from (select count(*) as n from {{{{ ref('{model}') }}}}) where n >= 0\n")
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("C360_DBT_PROJECT_DIR", str(project))  # before the settings are read
         settings = wf.use_home(mp, root / "home")
-        mp.setenv("C360_DBT_PROJECT_DIR", str(project))
         wf.land_first_load(settings)
         day, run_id = wf.LOAD_1, "warnings-run"
         outcomes = {}

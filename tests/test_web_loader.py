@@ -9,7 +9,7 @@ import json
 import pytest
 
 from customer360.ingest.raw_zone import read_reconciliation
-from customer360.ingest.landing.manifest import Manifest
+from customer360.ingest.state import StateStore
 from customer360.core.settings import get_settings
 from customer360.ingest.web import load_web
 from tests.landing_fixtures import (batch_files, event, order_completed, read_quarantine,
@@ -191,19 +191,19 @@ def test_counts_reconcile_with_what_was_written(settings):
     assert sum(r["duplicates_in_raw"] for r in audit) == 1
 
 
-def test_a_crash_before_the_manifest_commit_counts_nothing_twice(settings, monkeypatch):
+def test_a_crash_before_the_state_commit_counts_nothing_twice(settings, monkeypatch):
     write_web_part(settings.landing, D1, 0, [event("a", D1), event("b", D1)])
-    real_commit = Manifest.commit
+    real_commit = StateStore.commit_files
 
     def crash(self, *args, **kwargs):
         raise KeyboardInterrupt("killed after the batch files were written")
 
-    monkeypatch.setattr(Manifest, "commit", crash)
+    monkeypatch.setattr(StateStore, "commit_files", crash)
     with pytest.raises(KeyboardInterrupt):
         load_web(settings, D1)
     assert len(batch_files(settings, "web", "events")) == 1  # written, never committed
 
-    monkeypatch.setattr(Manifest, "commit", real_commit)
+    monkeypatch.setattr(StateStore, "commit_files", real_commit)
     (rec,) = load_web(settings, D1)
 
     assert rec.landed == 2

@@ -102,16 +102,15 @@ def crm_server(
     rate_cut: float = typer.Option(0.0, help="Share of pages cut short mid-body."),
 ) -> None:
     """Serve the simulated CRM over HTTP on 127.0.0.1 (HubSpot v3 shape). Token: C360_CRM_TOKEN."""
-    import os
-
     from customer360.demo.crm_server import FaultConfig, serve
 
     s = _settings()
-    token = os.environ.get("C360_CRM_TOKEN")
-    if not token:
+    try:
+        token = s.crm_token()
+    except SettingsError:
         console.print("[red]configuration error:[/red] C360_CRM_TOKEN is not set: the server "
                       "needs the bearer token clients must send")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     serve(data_dir or s.simulation_dir / "crm", port=port, token=token,
           faults=FaultConfig(rate_429=rate_429, rate_5xx=rate_5xx, rate_cut=rate_cut))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 
 log = logging.getLogger("customer360.core.alerts")
@@ -40,14 +39,14 @@ def on_task_failure(context) -> None:
             "at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         log.error("C360 ALERT %s.%s for %s failed: %s", dag_id, task_id, logical, message)
-        folder = get_settings().artifacts / "alerts"
+        settings = get_settings()
+        folder = settings.alerts_dir
         folder.mkdir(parents=True, exist_ok=True)
         stamp = re.sub(r"[^0-9A-Za-z]+", "", str(logical))[:15]
         (folder / f"{stamp}-{task_id}.json").write_text(json.dumps(alert, indent=2))
-        webhook = os.environ.get("C360_ALERT_WEBHOOK")
-        if webhook:
+        if settings.alert_webhook:  # C360_ALERT_WEBHOOK
             import requests
 
-            requests.post(webhook, json=alert, timeout=10)
+            requests.post(settings.alert_webhook, json=alert, timeout=10)
     except Exception:  # an alert must never mask the original failure
         log.exception("could not write the failure alert")

@@ -27,6 +27,7 @@ import duckdb
 import pandas as pd
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from customer360.core import duck
 from customer360.core.masking import mask_payload, mask_text
 from customer360.core.settings import Settings
 
@@ -83,7 +84,7 @@ class ChainBreak:
 
 
 def audit_path(settings: Settings) -> Path:
-    return settings.audit_dir / "audit.duckdb"
+    return settings.audit_db
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
@@ -93,11 +94,11 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 # Another process (a report, a second gate) may hold the file for a moment: wait, don't fail.
 @retry(retry=retry_if_exception(_is_lock_conflict), wait=wait_exponential(multiplier=0.05, max=2),
        stop=stop_after_delay(60), reraise=True)
-def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def _open(settings: Settings, path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     # Opened directly, a file named audit.duckdb is a catalog called "audit", and then
     # "audit.events" is ambiguous (catalog or schema?). Attached under another name, the
     # schema "audit" is unambiguous. Direct SQL on the file must say audit.audit.<table>.
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         con.execute(f"ATTACH '{path}' AS {CATALOG}" + (" (READ_ONLY)" if read_only else ""))
         con.execute(f"USE {CATALOG}")
@@ -118,7 +119,7 @@ def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.Duck
     with open(path.parent / ".audit.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_SH if read_only else fcntl.LOCK_EX)
         try:
-            con = _open(path, read_only)
+            con = _open(settings, path, read_only)
             try:
                 if not read_only:
                     con.execute(_DDL)

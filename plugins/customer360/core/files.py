@@ -56,16 +56,19 @@ def _discard(tmp: Path, sidecars: Iterable[str] = ()) -> None:
         Path(f"{tmp}{sidecar}").unlink(missing_ok=True)
 
 
-def replace_into_place(pairs: Iterable[tuple[str | Path, str | Path]]) -> None:
+def replace_into_place(pairs: Iterable[tuple[str | Path, str | Path]], *, sync: bool = True) -> None:
     """Sync each fully written ``(tmp, final)`` file, rename them over their final names in
-    the given order, then sync the folders that changed."""
+    the given order, then sync the folders that changed. ``sync=False`` skips the syncs (a
+    reader still never sees half a file, but a crash may lose the new version)."""
     pairs = [(Path(tmp), Path(final)) for tmp, final in pairs]
-    for tmp, _ in pairs:
-        fsync_path(tmp)
+    if sync:
+        for tmp, _ in pairs:
+            fsync_path(tmp)
     for tmp, final in pairs:
         os.replace(tmp, final)
-    for folder in dict.fromkeys(final.parent for _, final in pairs):
-        fsync_path(folder)
+    if sync:
+        for folder in dict.fromkeys(final.parent for _, final in pairs):
+            fsync_path(folder)
 
 
 def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]) -> None:
@@ -76,13 +79,14 @@ def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]
 
 @contextmanager
 def atomic_path(final: str | Path, *, suffix: str = ".tmp", create: bool = True,
-                sidecars: Iterable[str] = ()) -> Iterator[Path]:
+                sidecars: Iterable[str] = (), sync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``final`` for a tool to write; when the block ends
     without error, sync it and rename it over ``final``. On error (or when the block left no
     file there) ``final`` is untouched and the temporary file (and ``tmp + sidecar`` for each
     of ``sidecars``) is removed.
 
-    ``create=False`` for a tool that refuses an existing empty file (a DuckDB database)::
+    ``create=False`` for a tool that refuses an existing empty file (a DuckDB database);
+    ``sync=False`` for a copy that need not survive a crash (see :func:`replace_into_place`)::
 
         with atomic_path(dest) as tmp:
             con.execute(f"COPY ({sql}) TO '{tmp}' (FORMAT parquet)")
@@ -93,7 +97,7 @@ def atomic_path(final: str | Path, *, suffix: str = ".tmp", create: bool = True,
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp} for {final}")
-        replace_into_place([(tmp, final)])
+        replace_into_place([(tmp, final)], sync=sync)
     finally:
         _discard(tmp, sidecars)
 

@@ -1,5 +1,12 @@
 """Every knob of the pipeline, read from the environment and validated in one place.
 
+:data:`KNOBS` lists every environment variable the package reads (name, default, meaning);
+:func:`get_settings` reads them through it into one frozen :class:`Settings`, so code asks
+``settings.<field>`` and never the environment (tests/test_settings_knobs.py checks that the
+README table, this registry and the code agree). Paths of the repository checkout
+(``dbt_project/``, ``expectations/``, ``models/``, ``dags/``) and of ``$C360_HOME`` are
+worked out here and nowhere else.
+
 Outside Airflow the CRM comes from ``C360_CRM_BASE_URL`` / ``C360_CRM_TOKEN``; under
 Airflow from the connection ``crm_api`` (see :func:`crm_connection`). A missing or
 malformed variable raises :class:`SettingsError` naming the variable, never its value
@@ -10,23 +17,118 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 CRM_CONNECTION_ID = "crm_api"
-SECRET_VARS = ("C360_CRM_TOKEN", "C360_PII_KEY", "C360_PUBLISH_POSTGRES_DSN")
+# The checkout the package runs from (it is installed editable): dags/, dbt_project/,
+# expectations/, models/. plugins/customer360/core/settings.py -> three levels up from plugins.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_GATE_CHUNK_ROWS = 500_000
 
 
 class SettingsError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 
 
-def _env(name: str, default: str | None = None) -> str | None:
+@dataclass(frozen=True)
+class Knob:
+    """One environment variable of the pipeline.
+
+    ``default`` is written as it would be in the environment: ``$C360_HOME`` and ``<repo>`` in
+    it stand for the home and the repository checkout, "" means unset (the feature is off, or
+    the variable is required where it is used). A ``secret`` value is never shown.
+    """
+
+    name: str
+    default: str
+    meaning: str
+    secret: bool = False
+
+
+KNOBS: dict[str, Knob] = {k.name: k for k in (
+    # Where things are.
+    Knob("C360_HOME", "./data",
+         "Where everything is written: lake, warehouse, published, artifacts, audit, Airflow's home."),
+    Knob("C360_LANDING", "$C360_HOME/landing",
+         "What the sources drop: web/ and pos/ folders as in docs/sources.md."),
+    Knob("C360_DUCKDB_TEMP_DIR", "$C360_HOME/tmp/duckdb",
+         "Where DuckDB spills when a query outgrows the memory limit (pipeline and dbt)."),
+    Knob("C360_DBT_PROJECT_DIR", "<repo>/dbt_project", "The dbt project that builds the warehouse."),
+    Knob("C360_EXPECTATIONS_DIR", "<repo>/expectations",
+         "The quality gates' expectation suites, one folder a gate."),
+    Knob("C360_MODELS_DIR", "<repo>/models", "The ML model specs, one YAML a model."),
+    Knob("C360_DAGS_FOLDER", "<repo>/dags",
+         "The DAG folder `c360 run`, `backfill`, `demo` and `airflow` give Airflow."),
+    # The CRM API.
+    Knob("C360_CRM_BASE_URL", "",
+         "The CRM API's http(s) base URL outside Airflow (under Airflow: the connection crm_api); "
+         "required by the CRM extract."),
+    Knob("C360_CRM_TOKEN", "",
+         "The CRM API's bearer token outside Airflow (the crm_api connection's password under "
+         "Airflow); also the token `c360 crm-server` accepts.", secret=True),
+    Knob("C360_CRM_PAGE_SIZE", "100", "Records asked for per CRM page (`limit`)."),
+    Knob("C360_CRM_PAGES_PER_BATCH", "10", "CRM pages per raw batch, and per commit of the watermark."),
+    Knob("C360_CRM_MAX_ATTEMPTS", "8",
+         "Attempts per CRM request, over every retryable failure (429, 5xx, cut page, timeout)."),
+    Knob("C360_CRM_BACKOFF_SECONDS", "0.5",
+         "First wait before a CRM retry, doubled each retry (with jitter)."),
+    Knob("C360_CRM_BACKOFF_MAX_SECONDS", "30", "Longest wait before a CRM retry."),
+    Knob("C360_CRM_MAX_RETRY_AFTER_SECONDS", "300", "Longest sleep on one Retry-After of the CRM."),
+    Knob("C360_CRM_TIMEOUT_SECONDS", "60", "Read timeout of one CRM request."),
+    # The warehouse.
+    Knob("C360_PII_KEY", "",
+         "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
+         "required wherever hashes are made.", secret=True),
+    Knob("C360_REPORTING_CURRENCY", "CNY", "ISO-4217 currency all money is converted to."),
+    Knob("C360_DUCKDB_MEMORY_LIMIT", "4GB", "DuckDB's memory limit (pipeline and dbt)."),
+    Knob("C360_DUCKDB_THREADS", "2", "DuckDB's threads (pipeline and dbt)."),
+    Knob("C360_DBT_THREADS", "1",
+         "dbt threads (models built at once); one writer is safest on a DuckDB file."),
+    Knob("C360_ML_SCORING_ONLY", "0",
+         "1 builds only the scoring snapshot of ml_customer_features; the ML stage sets it for "
+         "its own build (1 on days no model trains)."),
+    # The quality gates.
+    Knob("C360_GATE_CHUNK_ROWS", str(DEFAULT_GATE_CHUNK_ROWS),
+         "Rows a gate validates at a time (bounds a gate's memory)."),
+    Knob("C360_DBT_RESULTS", "",
+         "dbt run_results.json paths or globs, separated by `:`, that the gates read instead of "
+         "each layer's kept results."),
+    # Publication and alerts.
+    Knob("C360_PUBLISH_POSTGRES_DSN", "",
+         "Publish the marts to PostgreSQL too: a postgresql:// URL or a libpq key=value string.",
+         secret=True),
+    Knob("C360_ALERT_WEBHOOK", "",
+         "An http(s) URL failure alerts are POSTed to (JSON), besides the log line and the file "
+         "under artifacts/alerts.", secret=True),
+)}
+SECRET_VARS = tuple(name for name, knob in KNOBS.items() if knob.secret)
+
+
+def _env(name: str) -> str | None:
+    """The variable's value, or None when unset or blank. Only variables of :data:`KNOBS`."""
+    if name not in KNOBS:  # a programming error: every variable is registered, documented
+        raise KeyError(f"{name} is not in customer360.core.settings.KNOBS")
     value = os.environ.get(name)
     if value is None or value.strip() == "":
-        return default
+        return None
     return value.strip()
+
+
+def _raw(name: str, home: Path | None = None) -> str | None:
+    """The variable's value, else its default from :data:`KNOBS` (None when that is unset)."""
+    value = _env(name)
+    if value is not None:
+        return value
+    default = KNOBS[name].default
+    if not default:
+        return None
+    if home is not None:
+        default = default.replace("$C360_HOME", str(home))
+    return default.replace("<repo>", str(REPO_ROOT))
 
 
 def _require(name: str, value: str | None, why: str) -> str:
@@ -35,10 +137,12 @@ def _require(name: str, value: str | None, why: str) -> str:
     return value
 
 
-def _int(name: str, default: int, minimum: int = 0) -> int:
-    raw = _env(name)
-    if raw is None:
-        return default
+def _path(name: str, home: Path | None = None) -> Path:
+    return Path(_raw(name, home)).expanduser().resolve()
+
+
+def _int(name: str, minimum: int = 0) -> int:
+    raw = _raw(name)
     try:
         value = int(raw)
     except ValueError:
@@ -46,6 +150,38 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _float(name: str, minimum: float = 0.0) -> float:
+    raw = _raw(name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):  # also refuses nan
+        raise SettingsError(f"{name} must be a finite number >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def _bool(name: str) -> bool:
+    raw = _raw(name).lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def _url(name: str) -> str | None:
+    """An optional http(s) URL; a secret one is never repeated in the error."""
+    url = _raw(name)
+    if url is None:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        shown = "" if KNOBS[name].secret else f", got {url!r}"
+        raise SettingsError(f"{name} must be an http(s) URL{shown}")
+    return url
 
 
 @dataclass(frozen=True)
@@ -60,13 +196,40 @@ class CrmConnection:
 
 @dataclass(frozen=True)
 class Settings:
-    home: Path
-    landing: Path
-    reporting_currency: str
-    duckdb_memory_limit: str
-    duckdb_threads: int
-    crm_page_size: int
-    publish_postgres_dsn: str | None = field(default=None, repr=False)
+    """Every knob, validated (:func:`get_settings` makes one; the comment names the variable).
+
+    Secrets are never fields that show: the PII key and the CRM token are read when asked
+    for (:meth:`pii_key`, :func:`crm_connection`), the DSN and the webhook are ``repr=False``.
+    """
+
+    home: Path                          # C360_HOME
+    landing: Path                       # C360_LANDING
+    reporting_currency: str             # C360_REPORTING_CURRENCY
+    duckdb_memory_limit: str            # C360_DUCKDB_MEMORY_LIMIT
+    duckdb_threads: int                 # C360_DUCKDB_THREADS
+    duckdb_temp_dir: Path               # C360_DUCKDB_TEMP_DIR
+    dbt_project_dir: Path               # C360_DBT_PROJECT_DIR
+    dbt_threads: int                    # C360_DBT_THREADS
+    ml_scoring_only: bool               # C360_ML_SCORING_ONLY
+    expectations_dir: Path              # C360_EXPECTATIONS_DIR
+    models_dir: Path                    # C360_MODELS_DIR
+    dags_folder: Path                   # C360_DAGS_FOLDER
+    crm_page_size: int                  # C360_CRM_PAGE_SIZE
+    crm_pages_per_batch: int            # C360_CRM_PAGES_PER_BATCH
+    crm_max_attempts: int               # C360_CRM_MAX_ATTEMPTS
+    crm_backoff_seconds: float          # C360_CRM_BACKOFF_SECONDS
+    crm_backoff_max_seconds: float      # C360_CRM_BACKOFF_MAX_SECONDS
+    crm_max_retry_after_seconds: float  # C360_CRM_MAX_RETRY_AFTER_SECONDS
+    crm_timeout_seconds: float          # C360_CRM_TIMEOUT_SECONDS
+    gate_chunk_rows: int                # C360_GATE_CHUNK_ROWS
+    dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
+    publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
+    alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
+
+    @property
+    def repo_root(self) -> Path:
+        """The repository checkout the package runs from (not a knob)."""
+        return REPO_ROOT
 
     # Layout of $C360_HOME (docs/architecture.md, "Runtime layout").
     @property
@@ -112,14 +275,74 @@ class Settings:
         """dbt's target folder, logs and each layer's kept run results."""
         return self.artifacts / "dbt"
 
+    @property
+    def dbt_target_dir(self) -> Path:
+        return self.dbt_artifacts_dir / "target"
+
+    @property
+    def dbt_logs_dir(self) -> Path:
+        return self.dbt_artifacts_dir / "logs"
+
     def dbt_results_path(self, layer: str) -> Path:
         """Where a dbt layer's run_results.json is kept: the pipeline writes it, the gates and
         the report read it (one place, so a layer's test warnings always reach its gate)."""
         return self.dbt_artifacts_dir / "run_results" / f"{layer}.json"
 
     @property
-    def duckdb_temp_dir(self) -> Path:
-        return self.home / "tmp" / "duckdb"
+    def model_artifacts_dir(self) -> Path:
+        """The ML registry's artifacts: ``<model>/<version>/`` under it."""
+        return self.artifacts / "models"
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.artifacts / "data_docs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.artifacts / "reports"
+
+    @property
+    def alerts_dir(self) -> Path:
+        return self.artifacts / "alerts"
+
+    @property
+    def published_db(self) -> Path:
+        """The published DuckDB file (marts and ML outputs), what consumers read."""
+        return self.published_dir / "c360.duckdb"
+
+    @property
+    def published_marts_dir(self) -> Path:
+        """The published tables as Parquet, one file a table."""
+        return self.published_dir / "marts"
+
+    @property
+    def publication_path(self) -> Path:
+        """publication.json: what the last publication holds (date, tables, checksums)."""
+        return self.published_dir / "publication.json"
+
+    @property
+    def audiences_dir(self) -> Path:
+        return self.published_dir / "audiences"
+
+    @property
+    def audit_db(self) -> Path:
+        """The audit store: gate results, events, erasures (never in the warehouse file)."""
+        return self.audit_dir / "audit.duckdb"
+
+    @property
+    def reconciliation_path(self) -> Path:
+        """The extracts' reconciliation lines, appended one JSON line a batch."""
+        return self.audit_dir / "reconciliation.jsonl"
+
+    @property
+    def run_lock_path(self) -> Path:
+        """Held by a pipeline run, so two runs never write one home at once."""
+        return self.home / ".run.lock"
+
+    @property
+    def demo_env_path(self) -> Path:
+        """Demo-only: the generated CRM token and PII key of ``c360 demo`` (mode 0600)."""
+        return self.home / "demo.env"
 
     def pii_key(self) -> bytes:
         """The HMAC key for pseudonymizing PII; required wherever hashes are made."""
@@ -129,29 +352,55 @@ class Settings:
             raise SettingsError("C360_PII_KEY must be at least 16 characters long")
         return key.encode("utf-8")
 
+    def crm_token(self) -> str:
+        """The CRM bearer token of the environment (``c360 crm-server`` serves with it)."""
+        return _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"),
+                        "set it to the CRM API bearer token")
 
-def get_settings() -> Settings:
-    home = Path(_env("C360_HOME", "./data")).expanduser().resolve()
-    landing = Path(_env("C360_LANDING", str(home / "landing"))).expanduser().resolve()
-    currency = _env("C360_REPORTING_CURRENCY", "CNY").upper()
+
+def get_settings(home: str | Path | None = None) -> Settings:
+    """The settings of this process's environment, every knob of :data:`KNOBS` validated.
+
+    ``home`` replaces ``$C360_HOME`` (and what defaults to a place in it): for the demo and
+    tests that build a home elsewhere.
+    """
+    home = Path(home).expanduser().resolve() if home is not None else _path("C360_HOME")
+    currency = _raw("C360_REPORTING_CURRENCY").upper()
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise SettingsError(
             f"C360_REPORTING_CURRENCY must be an ISO-4217 code like CNY, got {currency!r}")
-    mem = _env("C360_DUCKDB_MEMORY_LIMIT", "4GB")
+    mem = _raw("C360_DUCKDB_MEMORY_LIMIT")
     if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", mem, re.IGNORECASE):
         raise SettingsError(f"C360_DUCKDB_MEMORY_LIMIT must look like 4GB, got {mem!r}")
-    dsn = _env("C360_PUBLISH_POSTGRES_DSN")
+    dsn = _raw("C360_PUBLISH_POSTGRES_DSN")
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
         raise SettingsError("C360_PUBLISH_POSTGRES_DSN must be a postgresql:// URL or a libpq "
                             "key=value string")
+    results = _raw("C360_DBT_RESULTS")
     return Settings(
         home=home,
-        landing=landing,
+        landing=_path("C360_LANDING", home),
         reporting_currency=currency,
         duckdb_memory_limit=mem,
-        duckdb_threads=_int("C360_DUCKDB_THREADS", 2, minimum=1),
-        crm_page_size=_int("C360_CRM_PAGE_SIZE", 100, minimum=1),
+        duckdb_threads=_int("C360_DUCKDB_THREADS", minimum=1),
+        duckdb_temp_dir=_path("C360_DUCKDB_TEMP_DIR", home),
+        dbt_project_dir=_path("C360_DBT_PROJECT_DIR"),
+        dbt_threads=_int("C360_DBT_THREADS", minimum=1),
+        ml_scoring_only=_bool("C360_ML_SCORING_ONLY"),
+        expectations_dir=_path("C360_EXPECTATIONS_DIR"),
+        models_dir=_path("C360_MODELS_DIR"),
+        dags_folder=_path("C360_DAGS_FOLDER"),
+        crm_page_size=_int("C360_CRM_PAGE_SIZE", minimum=1),
+        crm_pages_per_batch=_int("C360_CRM_PAGES_PER_BATCH", minimum=1),
+        crm_max_attempts=_int("C360_CRM_MAX_ATTEMPTS", minimum=1),
+        crm_backoff_seconds=_float("C360_CRM_BACKOFF_SECONDS"),
+        crm_backoff_max_seconds=_float("C360_CRM_BACKOFF_MAX_SECONDS"),
+        crm_max_retry_after_seconds=_float("C360_CRM_MAX_RETRY_AFTER_SECONDS"),
+        crm_timeout_seconds=_float("C360_CRM_TIMEOUT_SECONDS", minimum=0.001),
+        gate_chunk_rows=_int("C360_GATE_CHUNK_ROWS", minimum=1),
+        dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
         publish_postgres_dsn=dsn,
+        alert_webhook=_url("C360_ALERT_WEBHOOK"),
     )
 
 
@@ -200,3 +449,43 @@ def crm_connection() -> CrmConnection:
 def secret_values() -> list[str]:
     """Values that must never appear in logs or outputs (used by redaction and tests)."""
     return [v for v in (os.environ.get(n) for n in SECRET_VARS) if v and len(v) >= 4]
+
+
+def crm_configured() -> bool:
+    """Whether the environment names a CRM (``C360_CRM_BASE_URL`` and ``C360_CRM_TOKEN``)."""
+    return bool(_env("C360_CRM_BASE_URL") and _env("C360_CRM_TOKEN"))
+
+
+# --------------------------------------------------------------------------- child processes
+# The environment is written (never read for a knob) where a library or a child process reads
+# it: dbt's env_var() (values from warehouse.dbt_runner.build_env), Airflow's subprocesses
+# (pipeline.airflow.airflow_env), the demo's generated secrets.
+
+# Third-party variables set when the user has not: they are the libraries' knobs, not ours.
+LIBRARY_DEFAULTS = {"GX_ANALYTICS_ENABLED": "false"}  # Great Expectations: no usage statistics
+
+
+def apply_library_defaults() -> None:
+    for name, value in LIBRARY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+def child_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child process to start from."""
+    return dict(os.environ)
+
+
+@contextmanager
+def scoped_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in this process's environment for the block only (dbt runs in-process
+    and reads it), then put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

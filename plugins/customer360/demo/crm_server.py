@@ -46,6 +46,8 @@ from urllib.parse import parse_qs, urlsplit
 import duckdb
 import requests
 
+from customer360.core import duck
+
 log = logging.getLogger(__name__)
 
 OBJECTS = ("contacts", "tickets", "feedback_submissions")
@@ -189,8 +191,7 @@ class _ObjectFile:
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _load(self) -> None:
-        con = duckdb.connect()
-        con.execute("SET TimeZone = 'UTC'")
+        con = duck.connect()
         # Raw lines are served as written (extra fields included); only the sort columns are
         # parsed. A version without a parseable updatedAt sorts at its createdAt so that a
         # client still gets to see (and quarantine) it.

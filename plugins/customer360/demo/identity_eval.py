@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from customer360.core import duck
 from customer360.core.settings import Settings
 
 TRUTH_RECORD_TYPES = {"crm_contact_id": "crm_contact", "pos_transaction_id": "pos_transaction",
@@ -128,7 +128,7 @@ def scored_records(settings: Settings) -> pd.DataFrame:
     truth = truth[truth["key_type"].isin(TRUTH_RECORD_TYPES)]
     truth = truth.assign(record_type=truth["key_type"].map(TRUTH_RECORD_TYPES),
                          record_id=truth["key_value"])
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+    with duck.connect(settings, settings.warehouse_path, read_only=True) as con:
         records = con.sql(_RECORDS_SQL).df()
         predicted = con.sql("select record_type, record_id, customer_id "
                             "from intermediate.int_identity__record_customers").df()

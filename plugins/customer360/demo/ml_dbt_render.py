@@ -10,8 +10,6 @@ rendered SQL builds, and a dbt run of the same files must give the same tables.
 
 from __future__ import annotations
 
-import os
-
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,10 @@ from pathlib import Path
 import duckdb
 import jinja2
 
-from customer360.ml.spec import repo_root
+from customer360.core.settings import get_settings
+from customer360.warehouse.dbt_runner import build_env
 
-ML_MODELS_DIR = Path("dbt_project") / "models" / "ml"
+ML_MODELS_DIR = Path("models") / "ml"  # in the dbt project
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,7 @@ def _build_order(sources: dict[str, str]) -> list[str]:
 
 def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | None = None) -> str:
     variables = dict(variables or {})
+    env_vars = build_env(get_settings())  # what dbt's env_var() sees (warehouse.dbt_runner)
 
     def var(name, default=None):
         return variables.get(name, default)
@@ -90,7 +90,7 @@ def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | Non
     return template.render(
         ref=lambda name: _Relation(schema_of(name), name),
         var=var,
-        env_var=lambda name, default=None: os.environ.get(name, default),
+        env_var=lambda name, default=None: env_vars.get(name, default),
         config=lambda *a, **k: "",
         execute=True,
         adapter=_Adapter(con),
@@ -100,7 +100,7 @@ def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | Non
 def build_ml_models(con: duckdb.DuckDBPyConnection, variables: dict | None = None,
                     models_dir: Path | None = None) -> list[str]:
     """Render every model of dbt_project/models/ml and create it as a table in schema ml."""
-    sources = _model_files(models_dir or repo_root() / ML_MODELS_DIR)
+    sources = _model_files(models_dir or get_settings().dbt_project_dir / ML_MODELS_DIR)
     con.execute("set TimeZone = 'UTC'")  # what the dbt profile sets
     con.execute("create schema if not exists ml")
     built = []

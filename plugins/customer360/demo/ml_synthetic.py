@@ -25,9 +25,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
+
+from customer360.core import duck
+from customer360.core.settings import get_settings
 
 CONSUMABLE_CATEGORY = 0
 
@@ -329,8 +331,7 @@ _MARTS_SQL = {
 def write_warehouse(data: SyntheticData, path: Path) -> None:
     """Create the marts (and staging.stg_web__events) in a DuckDB file, replacing them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as con:
-        con.execute("set TimeZone = 'UTC'")
+    with duck.connect(path=path) as con:
         for schema in ("marts", "staging"):
             con.execute(f"create schema if not exists {schema}")
         for name, frame in data.tables.items():
@@ -352,8 +353,7 @@ def truncate_warehouse(path: Path, last_day: dt.date) -> None:
     """Make the warehouse look as it did at the end of `last_day`: drop later facts, reopen
     tickets closed later and end later CRM versions."""
     cutoff = f"timestamp '{last_day + dt.timedelta(days=1)}'"
-    with duckdb.connect(str(path)) as con:
-        con.execute("set TimeZone = 'UTC'")
+    with duck.connect(path=path) as con:
         con.execute(f"delete from marts.fct_order_lines where order_id in "
                     f"(select order_id from marts.fct_orders where ordered_at >= {cutoff})")
         con.execute(f"delete from marts.fct_orders where ordered_at >= {cutoff}")
@@ -376,12 +376,13 @@ def build_home(home: Path, cfg: SyntheticConfig = SyntheticConfig(), last_day: d
     from customer360.demo.ml_dbt_render import build_ml_models
 
     data = data or generate(cfg)
-    warehouse = home / "warehouse" / "c360.duckdb"
+    layout = get_settings(home=home)
+    warehouse = layout.warehouse_path
     write_warehouse(data, warehouse)
     if last_day is not None:
         truncate_warehouse(warehouse, last_day)
     if ground_truth:
-        write_ground_truth(data, home / "simulation")
-    with duckdb.connect(str(warehouse)) as con:
+        write_ground_truth(data, layout.simulation_dir)
+    with duck.connect(path=warehouse) as con:
         build_ml_models(con, {"as_of_date": str(last_day or cfg.as_of)})
     return data

@@ -20,14 +20,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from customer360.core.settings import get_settings
+from customer360.core import duck
+from customer360.core.settings import Settings, get_settings
 
-DEMO_ENV_FILE = "demo.env"
 
-
-def _demo_secrets(home: Path) -> dict[str, str]:
+def _demo_secrets(settings: Settings) -> dict[str, str]:
     """Generated once per C360_HOME for the demo, kept in a 0600 file, never printed."""
-    path = home / DEMO_ENV_FILE
+    path = settings.demo_env_path
     values: dict[str, str] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -40,7 +39,7 @@ def _demo_secrets(home: Path) -> dict[str, str]:
             values[name] = secrets.token_urlsafe(32)
             changed = True
     if changed:
-        home.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -55,7 +54,7 @@ def end_of_day(day: dt.date) -> str:
 def summarize(published_db: Path) -> list[tuple[str, str]]:
     import duckdb
 
-    con = duckdb.connect(str(published_db), read_only=True)
+    con = duck.connect(path=published_db, read_only=True)
     try:
         def one(sql: str):
             try:
@@ -87,7 +86,8 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
     from customer360.demo.simulator import SimulationConfig, deliver, simulate
 
     settings = get_settings()
-    os.environ.update(_demo_secrets(settings.home))
+    # The processes the demo starts (Airflow's) read the secrets from the environment.
+    os.environ.update(_demo_secrets(settings))
     t0 = time.monotonic()
     last = start + dt.timedelta(days=days - 1)
     first_run = last - dt.timedelta(days=1)
@@ -99,7 +99,7 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
     console.print(summary.as_table())
 
     runs = []
-    with start_server(settings.simulation_dir / "crm", token=os.environ["C360_CRM_TOKEN"]) as server:
+    with start_server(settings.simulation_dir / "crm", token=settings.crm_token()) as server:
         os.environ["C360_CRM_BASE_URL"] = server.base_url
         console.print(f"mock CRM API serving on {server.base_url}")
         for day, what in ((first_run, "history up to the day before the last"),
@@ -114,11 +114,11 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
             console.print(f"c360_daily {day}: {status} in {result.seconds:.0f} s  (log: {result.log_path})")
             if not result.success:
                 console.print(f"[red]The run failed; see {result.log_path} and "
-                              f"{settings.artifacts / 'alerts'}[/red]")
+                              f"{settings.alerts_dir}[/red]")
                 return 1
 
     console.rule("3. what was published")
-    published = settings.published_dir / "c360.duckdb"
+    published = settings.published_db
     table = Table(title=f"published {published}")
     table.add_column("measure")
     table.add_column("value")
@@ -132,9 +132,9 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
         latest = gate_runs[gate_runs.run_id == gate_runs.sort_values("finished_at").run_id.iloc[-1]]
         for line in latest.sort_values("finished_at").summary:
             console.print(line)
-    reports = sorted((settings.artifacts / "reports").glob("*.html"))
+    reports = sorted(settings.reports_dir.glob("*.html"))
     console.print(f"published database: [bold]{published}[/bold]")
-    console.print(f"published Parquet:  [bold]{settings.published_dir / 'marts'}[/bold]")
+    console.print(f"published Parquet:  [bold]{settings.published_marts_dir}[/bold]")
     if reports:
         console.print(f"run report:         [bold]{reports[-1]}[/bold]")
     console.print(f"demo wall time: {time.monotonic() - t0:.0f} s")

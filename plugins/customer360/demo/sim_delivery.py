@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from customer360.core.files import atomic_path
+
 SCHEDULE = "deliveries.jsonl"
 OUTBOX = "outbox"
 
@@ -102,12 +104,11 @@ def deliver(sim_dir: Path, landing: Path, through: dt.date) -> list[str]:
                 continue
         except FileNotFoundError:
             pass
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # A dot-name no landing reader matches, renamed into place: readers never see half a file.
-        tmp = target.parent / f".{target.name}.delivering"
-        shutil.copyfile(source, tmp)
-        os.utime(tmp, (mtime, mtime))
-        os.replace(tmp, target)
+        # A dot-name no landing reader matches, renamed into place: readers never see half a
+        # file (not synced: a simulated delivery lost in a crash is simply delivered again).
+        with atomic_path(target, suffix=".delivering", sync=False) as tmp:
+            shutil.copyfile(source, tmp)
+            os.utime(tmp, (mtime, mtime))
         changed.append(path)
     return changed
 

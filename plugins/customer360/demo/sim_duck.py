@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import duckdb
 
+from customer360.core import duck
+
 THREADS = 2   # the writers also gzip in 2 threads; more buys little on small machines
 
 
 def connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    # DuckDB draws its own progress bar on long queries; the simulator has one already.
-    con.execute(f"SET enable_progress_bar = false; SET threads = {THREADS}")
-    return con
+    # core.duck turns DuckDB's progress bar off (the simulator draws one already).
+    return duck.connect(config={"threads": THREADS})

@@ -12,36 +12,32 @@ paging stops at the first one past that bound (results come ordered), so rerunni
 nothing new and the next date picks up the rest.
 
 Resumable: every few pages the rows become one raw batch, committed together with the
-watermark through a small write-ahead step in the state file (pending -> files -> committed);
-a run killed at any point is rolled forward or back on the next start, then continues from
-its last committed page.
+watermark through the state store's write-ahead step (:mod:`customer360.ingest.state`:
+pending row -> files -> one transaction moving the watermark); a run killed at any point is
+rolled forward or back on the next start, then continues from its last committed page.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import fcntl
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlencode
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import requests
 import tenacity
 
+from customer360.core import duck
 from customer360.ingest import raw_zone as lake
 from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
+from customer360.ingest.state import Pending, StateStore, source_lock
 from customer360.core.settings import CRM_CONNECTION_ID, CrmConnection, Settings, crm_connection
 
 log = logging.getLogger(__name__)
@@ -66,40 +62,27 @@ class CrmApiError(RuntimeError):
 
 # --------------------------------------------------------------------------- options
 
-def _env_number(name: str, default: float, cast: type = float) -> Any:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise ExtractError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ExtractError(f"{name} must be >= 0, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class CrmExtractOptions:
-    """Retry and batching knobs; defaults suit a real API, tests shrink the waits."""
+    """Retry and batching knobs, from :class:`Settings` (``C360_CRM_*``; defaults and meaning
+    in settings.KNOBS): the defaults suit a real API, tests shrink the waits."""
 
-    max_attempts: int = 8  # per request, all retryable failures together
-    backoff_initial: float = 0.5  # seconds, doubled each retry (with jitter) up to backoff_max
-    backoff_max: float = 30.0
-    max_retry_after: float = 300.0  # never sleep longer than this on one Retry-After
-    pages_per_batch: int = 10  # pages per raw batch (and per commit of the watermark)
-    timeout: float = 60.0  # read timeout of one request
+    max_attempts: int  # per request, all retryable failures together
+    backoff_initial: float  # seconds, doubled each retry (with jitter) up to backoff_max
+    backoff_max: float
+    max_retry_after: float  # never sleep longer than this on one Retry-After
+    pages_per_batch: int  # pages per raw batch (and per commit of the watermark)
+    timeout: float  # read timeout of one request
 
     @classmethod
-    def from_env(cls) -> "CrmExtractOptions":
-        d = cls()
+    def from_settings(cls, settings: Settings) -> "CrmExtractOptions":
         return cls(
-            max_attempts=max(1, _env_number("C360_CRM_MAX_ATTEMPTS", d.max_attempts, int)),
-            backoff_initial=_env_number("C360_CRM_BACKOFF_SECONDS", d.backoff_initial),
-            backoff_max=_env_number("C360_CRM_BACKOFF_MAX_SECONDS", d.backoff_max),
-            max_retry_after=_env_number("C360_CRM_MAX_RETRY_AFTER_SECONDS", d.max_retry_after),
-            pages_per_batch=max(1, _env_number("C360_CRM_PAGES_PER_BATCH", d.pages_per_batch, int)),
-            timeout=_env_number("C360_CRM_TIMEOUT_SECONDS", d.timeout),
+            max_attempts=settings.crm_max_attempts,
+            backoff_initial=settings.crm_backoff_seconds,
+            backoff_max=settings.crm_backoff_max_seconds,
+            max_retry_after=settings.crm_max_retry_after_seconds,
+            pages_per_batch=settings.crm_pages_per_batch,
+            timeout=settings.crm_timeout_seconds,
         )
 
 
@@ -264,92 +247,36 @@ class WatermarkState:
     def already_landed(self, ts_us: int, key: str) -> bool:
         return ts_us == self.watermark_us and key in self.keys_at_watermark
 
-    def to_json(self) -> dict:
-        return {
-            "object": self.object,
-            "watermark": None if self.watermark_us is None else format_instant_us(self.watermark_us),
-            "watermark_us": self.watermark_us,
-            "keys_at_watermark": sorted(self.keys_at_watermark),
-            "pending": self.pending,
-            "saved_at": lake.utcnow().isoformat(),
-        }
 
-    @classmethod
-    def from_json(cls, data: dict) -> "WatermarkState":
-        return cls(object=data["object"], watermark_us=data.get("watermark_us"),
-                   keys_at_watermark=set(data.get("keys_at_watermark") or ()),
-                   pending=data.get("pending"))
-
-
-def state_path(settings: Settings, obj: str) -> Path:
-    return settings.state_dir / SOURCE / f"{obj}.json"
+def _read_state(store: StateStore, obj: str) -> WatermarkState:
+    mark = store.watermark(obj)
+    pending = store.pending(obj)
+    return WatermarkState(obj, mark.watermark_us, set(mark.keys_at_watermark),
+                          pending=pending[0].payload | {"batch_id": pending[0].batch_id}
+                          if pending else None)
 
 
 def load_state(settings: Settings, obj: str) -> WatermarkState:
-    path = state_path(settings, obj)
-    if not path.exists():
-        return WatermarkState(obj)
-    return WatermarkState.from_json(json.loads(path.read_text(encoding="utf-8")))
+    """One object's committed watermark (and a batch left pending), from the state store."""
+    with StateStore(settings, SOURCE) as store:
+        return _read_state(store, obj)
 
 
-def _save_state(settings: Settings, state: WatermarkState) -> None:
-    path = state_path(settings, state.object)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(state.to_json(), fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-@contextmanager
-def _object_lock(settings: Settings, obj: str) -> Iterator[None]:
-    """One extractor per object at a time (the OS drops the lock if a run is killed)."""
-    path = state_path(settings, obj).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _batch_files(settings: Settings, obj: str, pending: dict) -> list[Path]:
-    load_date = dt.date.fromisoformat(pending["load_date"])
-    files = []
-    if pending["landed"]:
-        files.append(lake.batch_path(settings.lake_raw, SOURCE, obj, load_date, pending["batch_id"]))
-    if pending["quarantined"]:
-        files.append(lake.batch_path(settings.quarantine, SOURCE, obj, load_date, pending["batch_id"]))
-    return files
-
-
-def _finish_pending(settings: Settings, state: WatermarkState) -> None:
+def _finish_pending(settings: Settings, store: StateStore, obj: str) -> None:
     """Complete or undo a batch a killed run left between its files and its state."""
-    pending = state.pending
-    if not pending:
-        return
-    files = _batch_files(settings, state.object, pending)
-    if all(p.exists() for p in files):
-        if not any(r.get("batch_id") == pending["batch_id"] for r in lake.read_reconciliation(settings)):
-            lake.record_reconciliation(settings, Reconciliation(**pending["reconciliation"]))
-        state.watermark_us = pending["watermark_us"]
-        state.keys_at_watermark = set(pending["keys_at_watermark"])
-        log.warning("CRM %s: completed batch %s left by an interrupted run",
-                    state.object, pending["batch_id"])
-    else:
-        for p in files:
-            p.unlink(missing_ok=True)
-        log.warning("CRM %s: discarded batch %s left half-written by an interrupted run",
-                    state.object, pending["batch_id"])
-    state.pending = None
-    _save_state(settings, state)
+    for pending in store.pending(obj):
+        if pending.outputs_exist():
+            if not any(r.get("batch_id") == pending.batch_id
+                       for r in lake.read_reconciliation(settings)):
+                lake.record_reconciliation(settings,
+                                           Reconciliation(**pending.payload["reconciliation"]))
+            store.commit_watermark(pending)
+            log.warning("CRM %s: completed batch %s left by an interrupted run",
+                        obj, pending.batch_id)
+        else:
+            store.discard(pending)
+            log.warning("CRM %s: discarded batch %s left half-written by an interrupted run",
+                        obj, pending.batch_id)
 
 
 # --------------------------------------------------------------------------- records
@@ -402,9 +329,10 @@ class _ObjectExtract:
         self.recs: list[Reconciliation] = []
 
     def run(self) -> list[Reconciliation]:
-        with _object_lock(self.settings, self.obj):
-            state = load_state(self.settings, self.obj)
-            _finish_pending(self.settings, state)
+        with source_lock(self.settings.state_dir, SOURCE, self.obj), \
+                StateStore(self.settings, SOURCE) as self.store:
+            _finish_pending(self.settings, self.store, self.obj)
+            state = _read_state(self.store, self.obj)
             self._page_through(state)
         if not self.recs:
             since = "the beginning" if state.watermark_us is None else format_instant_us(state.watermark_us)
@@ -498,23 +426,26 @@ class _ObjectExtract:
             read=len(batch.rows) + len(batch.quarantine), landed=len(batch.rows),
             quarantined=len(batch.quarantine),
             note=f"{batch.pages} page(s); {batch.skipped} re-read at the watermark skipped")
-        # The in-memory state already includes this batch; the file keeps the old watermark
-        # until the batch's files exist.
-        committed = load_state(self.settings, self.obj)
-        committed.pending = {
-            "batch_id": batch_id, "load_date": rec.load_date, "landed": rec.landed,
-            "quarantined": rec.quarantined, "reconciliation": asdict(rec),
-            "watermark_us": state.watermark_us, "keys_at_watermark": sorted(state.keys_at_watermark),
-        }
-        _save_state(self.settings, committed)
+        # The in-memory state already includes this batch; the store keeps the old watermark
+        # until the batch's files exist, with the new one in the batch's pending row.
+        outputs = {}
+        if rec.landed:
+            outputs["raw"] = lake.batch_path(self.settings.lake_raw, SOURCE, self.obj,
+                                             self.logical_date, batch_id)
+        if rec.quarantined:
+            outputs["quarantine"] = lake.batch_path(self.settings.quarantine, SOURCE, self.obj,
+                                                    self.logical_date, batch_id)
+        pending: Pending = self.store.begin(batch_id, self.obj, outputs, {
+            "load_date": rec.load_date, "landed": rec.landed, "quarantined": rec.quarantined,
+            "reconciliation": asdict(rec), "watermark_us": state.watermark_us,
+            "keys_at_watermark": sorted(state.keys_at_watermark)})
         lake.write_raw_batch(self.settings, pa.Table.from_pylist(batch.rows, schema=RAW_SCHEMA),
                              source=SOURCE, entity=self.obj, load_date=self.logical_date,
                              batch_id=batch_id)
         lake.write_quarantine(self.settings, batch.quarantine, source=SOURCE, entity=self.obj,
                               load_date=self.logical_date, batch_id=batch_id)
         lake.record_reconciliation(self.settings, rec)
-        state.pending = None
-        _save_state(self.settings, state)
+        self.store.commit_watermark(pending)
         self.recs.append(rec)
         log.info("CRM %s: committed batch %s (%d landed, %d quarantined), watermark %s",
                  self.obj, batch_id, rec.landed, rec.quarantined,
@@ -527,7 +458,7 @@ def extract_crm(settings: Settings, logical_date: dt.date, *, objects: tuple[str
                 options: CrmExtractOptions | None = None) -> list[Reconciliation]:
     """Land every CRM object's new versions up to the end of ``logical_date`` (UTC)."""
     conn = crm_connection()
-    options = options or CrmExtractOptions.from_env()
+    options = options or CrmExtractOptions.from_settings(settings)
     client = CrmClient(conn, options)
     log.info("CRM extract for %s from %s (%s)", logical_date, conn.base_url, conn.source)
     try:
@@ -545,7 +476,7 @@ def read_raw_crm(settings: Settings, obj: str) -> pd.DataFrame:
     if not any(folder.glob("load_date=*/*.parquet")):
         return pd.DataFrame(columns=["id", "createdAt", "updatedAt", "archived", "properties",
                                      *lake.META_COLUMNS, "load_date"])
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         return con.execute(
             "SELECT * FROM read_parquet(?, hive_partitioning = true, union_by_name = true) "

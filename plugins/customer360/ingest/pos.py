@@ -2,7 +2,7 @@
 (pos/transactions, pos/files, pos/stores, pos/products).
 
 For logical date D it reads every ``pos/date=<= D`` folder and lands the files that are new
-or changed since the manifest saw them. Each file is decoded in its store's
+or changed since the state store saw them. Each file is decoded in its store's
 ``file_encoding`` (GB18030 included) and keeps ``txn_ts`` as given, next to the store's time
 zone, for staging to convert to UTC. A changed file is a correction: it lands as a new
 version whose pos/files row names the batch it supersedes (the raw zone keeps both; staging
@@ -20,13 +20,13 @@ from typing import Sequence
 import duckdb
 import pyarrow as pa
 
+from customer360.core.duck import connect
 from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
-from customer360.ingest.landing.duck import connect
 from customer360.ingest.landing.layout import POS_DIR, scan_landing
 from customer360.ingest.landing.lines import byte_batches
-from customer360.ingest.landing.manifest import FileOutcome, FileVersion, Manifest, source_lock
+from customer360.ingest.state import FileOutcome, FileVersion, StateStore, source_lock
 from customer360.ingest.landing.pos_rows import (ParsedCsv, Store, parse_pos_files, parse_products,
                                           parse_stores)
 from customer360.core.settings import Settings
@@ -91,7 +91,7 @@ def _rows(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv,
         con.unregister("_file_names")
 
 
-def _land_reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,
+def _land_reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: StateStore,
                     entity: str, parsed: ParsedCsv, version: FileVersion,
                     logical_date: dt.date) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, entity, logical_date, with_files_entity=False)
@@ -111,7 +111,7 @@ def _reference_problem(parsed: ParsedCsv) -> str | None:
     return header.error
 
 
-def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,
+def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: StateStore,
                        group: list[FileVersion], stores: dict[str, Store],
                        logical_date: dt.date) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, "transactions", logical_date)
@@ -134,7 +134,7 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
     return land(settings, manifest, batch, content)
 
 
-def _reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,
+def _reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: StateStore,
                entity: str, parsed: ParsedCsv, logical_date: dt.date,
                recs: list[Reconciliation]) -> bool:
     """Land a reference file when it changed (and say whether it did); stop the run when
@@ -153,7 +153,7 @@ def load_pos(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
     """Land the reference files (when changed) and every POS file up to ``logical_date`` not
     landed yet; one reconciliation a batch (an empty list when there is nothing new)."""
     with source_lock(settings.state_dir, SOURCE), \
-            Manifest(settings.state_dir / f"{SOURCE}_manifest.sqlite") as manifest:
+            StateStore(settings, SOURCE) as manifest:
         manifest.recover()
         scan = scan_landing(settings.landing, through=logical_date)
         for p in scan.problems:

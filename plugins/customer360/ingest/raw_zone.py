@@ -4,7 +4,7 @@ Layout under ``$C360_HOME/lake``::
 
     raw/<source>/<entity>/load_date=YYYY-MM-DD/<batch_id>.parquet
     quarantine/<source>/<entity>/load_date=YYYY-MM-DD/<batch_id>.parquet
-    _state/                      manifests and watermarks of the extract tasks
+    _state/state.sqlite          what the extract tasks have landed (customer360.ingest.state)
 
 Every write goes to a temporary file in the destination folder and is renamed into
 place, so a crash never leaves a half file under a name that readers count. Extract
@@ -176,12 +176,12 @@ def record_reconciliation(settings: Settings, rec: Reconciliation) -> None:
             f"reconciliation broken for {rec.source}/{rec.entity} batch {rec.batch_id}: "
             f"read {rec.read} != landed {rec.landed} + quarantined {rec.quarantined}")
     row = asdict(rec) | {"recorded_at": utcnow().isoformat()}
-    with _locked_append(settings.audit_dir / "reconciliation.jsonl") as fh:
+    with _locked_append(settings.reconciliation_path) as fh:
         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def read_reconciliation(settings: Settings) -> list[dict]:
-    path = settings.audit_dir / "reconciliation.jsonl"
+    path = settings.reconciliation_path
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as fh:

@@ -1,7 +1,7 @@
 """Web loader: Segment-style NDJSON part files into the raw zone (web/events, web/files).
 
 For logical date D it reads every ``web/events/date=<= D`` folder and lands the part files
-that are new or changed since the manifest saw them, so a file added to a day's folder after
+that are new or changed since the state store saw them, so a file added to a day's folder after
 a first run is picked up by the next run, and a rerun of D lands nothing. Events keep their
 true ``timestamp`` whatever folder they arrived in. Lines the contract calls malformed
 (:mod:`customer360.ingest.landing.web_events`) go to quarantine with file, line, reason and text; a
@@ -19,12 +19,12 @@ from typing import Sequence
 
 import duckdb
 
+from customer360.core.duck import connect, sql_str
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
-from customer360.ingest.landing.duck import connect, sql_str
 from customer360.ingest.landing.layout import WEB_EVENTS_DIR, scan_landing
 from customer360.ingest.landing.lines import byte_batches, uncompressed_size
-from customer360.ingest.landing.manifest import (FileOutcome, FileVersion, Manifest, source_lock)
+from customer360.ingest.state import FileOutcome, FileVersion, StateStore, source_lock
 from customer360.ingest.landing.web_events import (LATE_DAYS, RAW_COLUMNS, folder_date_window,
                                             parse_web_files)
 from customer360.core.settings import Settings
@@ -41,7 +41,7 @@ class SeenMessageIds:
     redeliveries. Redeliveries and late events stay within a few days of each other, so
     only batches within that window are read, and older ids are dropped as the run moves on."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, manifest: Manifest,
+    def __init__(self, con: duckdb.DuckDBPyConnection, manifest: StateStore,
                  versions: Sequence[FileVersion]):
         self.con = con
         days = [v.file.folder_date for v in versions]
@@ -83,7 +83,7 @@ class SeenMessageIds:
         return counts
 
 
-def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Manifest,
+def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: StateStore,
                 group: list[FileVersion], logical_date: dt.date,
                 seen: SeenMessageIds) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, ENTITY, logical_date)
@@ -136,7 +136,7 @@ def load_web(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
     """Land every web part file up to ``logical_date`` not landed yet; one reconciliation a
     batch (an empty list when there is nothing new)."""
     with source_lock(settings.state_dir, SOURCE), \
-            Manifest(settings.state_dir / f"{SOURCE}_manifest.sqlite") as manifest:
+            StateStore(settings, SOURCE) as manifest:
         manifest.recover()
         scan = scan_landing(settings.landing, through=logical_date)
         for p in scan.problems:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from threadpoolctl import threadpool_limits
 
+from customer360.core import duck
 from customer360.ml import churn, drift, model_card, recommend, registry, segments
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
@@ -55,7 +56,7 @@ class Context:
     churn_evaluators: Sequence[ChurnEvaluator] = ()
 
     def artifact_dir(self, name: str, version: str) -> Path:
-        return registry.artifact_dir(Path(self.settings.artifacts), name, version)
+        return registry.artifact_dir(self.settings.model_artifacts_dir, name, version)
 
 
 @dataclass
@@ -374,7 +375,7 @@ def training_due_any(settings, logical_date: dt.date, *, models_dir: Path | None
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
     if not Path(settings.warehouse_path).exists():
         return True
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    con = duck.connect(settings, settings.warehouse_path, read_only=True)
     try:
         registry_exists = con.execute("select count(*) from information_schema.tables where "
                                       "table_schema = 'ml' and table_name = 'ml_model_runs'").fetchone()[0]

@@ -129,8 +129,9 @@ def model_version(spec: ModelSpec, logical_date: dt.date) -> str:
     return f"{logical_date:%Y%m%d}-{spec.hash}"
 
 
-def artifact_dir(artifacts_root: Path, model_name: str, version: str) -> Path:
-    return artifacts_root / "models" / model_name / version
+def artifact_dir(models_root: Path, model_name: str, version: str) -> Path:
+    """``models_root``: ``Settings.model_artifacts_dir``."""
+    return models_root / model_name / version
 
 
 def jsonable(value: Any) -> Any:

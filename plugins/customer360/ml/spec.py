@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from customer360.core.settings import REPO_ROOT, get_settings
 
 KINDS = ("churn_classifier", "behavioural_segments", "item_item_recommender")
 
@@ -24,15 +25,14 @@ class SpecError(ValueError):
 
 
 def repo_root() -> Path:
-    """The repository (plugins/customer360/ml/spec.py -> three levels up from plugins)."""
-    return Path(__file__).resolve().parents[3]
+    """The repository checkout (``Settings.repo_root``)."""
+    return REPO_ROOT
 
 
 def models_dir(settings: Any = None) -> Path:
-    """Where the specs are: Settings.models_dir if the settings have one, C360_MODELS_DIR,
-    else the repository's models/ folder (the package is installed editable from the repo)."""
-    configured = getattr(settings, "models_dir", None) or os.environ.get("C360_MODELS_DIR")
-    return Path(configured) if configured else repo_root() / "models"
+    """Where the specs are: ``Settings.models_dir`` (``C360_MODELS_DIR``, else the repository's
+    models/ folder; the package is installed editable from the repo)."""
+    return (settings if settings is not None else get_settings()).models_dir
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from typing import Iterable
 import duckdb
 import pandas as pd
 
+from customer360.core import duck
+
 OUTPUT_SCHEMA = "ml"
 
 
@@ -18,11 +20,7 @@ class FeaturesMissing(RuntimeError):
 def connect(settings) -> duckdb.DuckDBPyConnection:
     """The warehouse, opened for writing (the DAG's pool makes ML its only writer then)."""
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(settings.warehouse_path))
-    con.execute("set TimeZone = 'UTC'")
-    con.execute(f"set memory_limit = '{settings.duckdb_memory_limit}'")
-    con.execute(f"set threads = {int(settings.duckdb_threads)}")
-    return con
+    return duck.connect(settings, settings.warehouse_path)
 
 
 def find_table(con: duckdb.DuckDBPyConnection, name: str,

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from customer360.core.settings import CRM_CONNECTION_ID, Settings, crm_connection
+from customer360.core.settings import (CRM_CONNECTION_ID, Settings, child_environment, crm_configured,
+                                       crm_connection)
 
 DAG_ID = "c360_daily"
 WAREHOUSE_POOL = "c360_warehouse"
-REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class RunLockedError(RuntimeError):
@@ -41,16 +41,13 @@ class DagRunResult:
     returncode: int
 
 
-def dags_folder() -> Path:
-    return Path(os.environ.get("C360_DAGS_FOLDER", REPO_ROOT / "dags")).resolve()
-
-
 def airflow_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
+    """This process's environment, with what Airflow's child processes need from ``settings``."""
+    env = child_environment()
     bin_dir = str(Path(sys.executable).parent)
     env.update({
         "AIRFLOW_HOME": str(settings.airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder()),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM", "4"),
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
@@ -62,7 +59,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     # The DAG reads the CRM from the Airflow connection crm_api; outside a deployment we
     # define it from the environment (Airflow's documented AIRFLOW_CONN_* form).
     conn_var = f"AIRFLOW_CONN_{CRM_CONNECTION_ID.upper()}"
-    if conn_var not in env and env.get("C360_CRM_BASE_URL") and env.get("C360_CRM_TOKEN"):
+    if conn_var not in env and crm_configured():
         crm = crm_connection()
         env[conn_var] = json.dumps({"conn_type": "http", "host": crm.base_url,
                                     "password": crm.token})
@@ -98,7 +95,7 @@ def ensure_airflow(settings: Settings) -> None:
 @contextmanager
 def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
     settings.home.mkdir(parents=True, exist_ok=True)
-    path = settings.home / ".run.lock"
+    path = settings.run_lock_path
     with open(path, "a+") as fh:
         flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
         try:

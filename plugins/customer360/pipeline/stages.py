@@ -68,7 +68,7 @@ def build_layer(layer: str, logical_date: dt.date, settings: Settings | None = N
 
     s = _settings(settings)
     started = time.monotonic()
-    results = dbt_runner.run_layer(s, layers.check_dbt_layer(layer), as_of=logical_date, env=env)
+    results = dbt_runner.run_layer(s, layers.check_dbt_layer(layer), logical_date=logical_date, env=env)
     src = dbt_runner.target_dir(s) / "run_results.json"
     dest = s.dbt_results_path(layer)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -29,15 +29,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from customer360.core import audit
+from customer360.core import audit, duck
+from customer360.core.files import atomic_path, write_text
 from customer360.privacy import pii
 from customer360.privacy.person import PersonKeys
 from customer360.core.masking import EMAIL_RE, PHONE_RE
@@ -95,7 +94,7 @@ class AudienceExport:
 
 
 def audiences_dir(settings: Settings) -> Path:
-    return settings.published_dir / "audiences"
+    return settings.audiences_dir
 
 
 def _sql_path(path: Path) -> str:
@@ -140,24 +139,14 @@ def _check_no_pii(frame: pd.DataFrame) -> None:
                                 "email or phone number: refusing to export")
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write(settings: Settings, segment: Segment, frame: pd.DataFrame, meta: dict) -> tuple[Path, Path]:
     out = audiences_dir(settings)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / f"{segment.name}.csv", out / f"{segment.name}.json"
-    _write_atomically(csv_path, lambda p: frame.to_csv(p, index=False))
+    with atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
     document = {**meta, "members": json.loads(frame.to_json(orient="records"))}
-    _write_atomically(json_path, lambda p: p.write_text(json.dumps(document, indent=1, ensure_ascii=False)))
+    write_text(json_path, json.dumps(document, indent=1, ensure_ascii=False))
     return csv_path, json_path
 
 
@@ -167,10 +156,10 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
     if name not in SEGMENTS:
         raise AudienceError(f"unknown segment {name!r}; known: {', '.join(sorted(SEGMENTS))}")
     segment = SEGMENTS[name]
-    published = settings.published_dir / "c360.duckdb"
+    published = settings.published_db
     if not published.exists():
         raise AudienceError(f"nothing is published yet ({published}): run the pipeline first")
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         pii.register(con, pii.pseudonymizer(settings))
         con.execute(f"ATTACH '{_sql_path(published)}' AS pub (READ_ONLY)")

@@ -17,16 +17,14 @@ once, whatever happens to the next run.
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from pathlib import Path
 
 import duckdb
 
-from customer360.ingest.raw_zone import fsync_path
-from customer360.privacy.person import Needles, PersonKeys, load_key_tables
-from customer360.serve.publish import swap_into_place
+from customer360.core import duck
+from customer360.core.files import DUCKDB_SIDECARS, atomic_path, staged_files
 from customer360.core.settings import Settings
+from customer360.privacy.person import Needles, PersonKeys, load_key_tables
 
 log = logging.getLogger(__name__)
 
@@ -103,41 +101,36 @@ def purge_tables(con: duckdb.DuckDBPyConnection, catalog: str, keys: PersonKeys,
     return removed
 
 
-def compact(path: Path) -> dict:
+def compact(path: Path, settings: Settings | None = None) -> dict:
     """Rewrite a DuckDB file into a fresh one (no free blocks, so no deleted value left in
-    it) and rename it into place. Needs the file to have no other open connection."""
+    it) and rename it into place. Needs the file to have no other open connection.
+    ``settings``: DuckDB's memory limit, threads and spill folder (DuckDB's defaults without)."""
     if not path.exists():
         return {"compacted": False}
     before = path.stat().st_size
-    con = duckdb.connect(str(path))
+    con = duck.connect(settings, path)
     try:
         con.execute("CHECKPOINT")  # fold a leftover WAL in before reading the file
     finally:
         con.close()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.compacting")
-    con = duckdb.connect()
-    try:
-        con.execute(f"ATTACH '{_sql_path(path)}' AS src (READ_ONLY)")
-        con.execute(f"ATTACH '{_sql_path(tmp)}' AS dst")
-        con.execute("COPY FROM DATABASE src TO dst")
-        con.execute("DETACH dst")
-        con.execute("DETACH src")
-    except BaseException:
-        con.close()
-        tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.wal").unlink(missing_ok=True)
-        raise
-    con.close()
-    fsync_path(tmp)
-    os.replace(tmp, path)
-    Path(f"{path}.wal").unlink(missing_ok=True)
-    fsync_path(path.parent)
+    with atomic_path(path, suffix=".compacting", create=False, sidecars=DUCKDB_SIDECARS) as tmp:
+        con = duck.connect(settings)
+        try:
+            con.execute(f"ATTACH '{_sql_path(path)}' AS src (READ_ONLY)")
+            con.execute(f"ATTACH '{_sql_path(tmp)}' AS dst")
+            con.execute("COPY FROM DATABASE src TO dst")
+            con.execute("DETACH dst")
+            con.execute("DETACH src")
+        finally:
+            con.close()
+        # The old file was checkpointed: a WAL left beside it must not be replayed on the new one.
+        Path(f"{path}.wal").unlink(missing_ok=True)
     return {"compacted": True, "bytes_before": before, "bytes_after": path.stat().st_size}
 
 
-def free_blocks(path: Path) -> int:
+def free_blocks(path: Path, settings: Settings | None = None) -> int:
     """Free blocks of a DuckDB file (0 right after :func:`compact`)."""
-    con = duckdb.connect(str(path), read_only=True)
+    con = duck.connect(settings, path, read_only=True)
     try:
         return int(con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0])
     finally:
@@ -153,7 +146,7 @@ def purge_warehouse(settings: Settings, keys: PersonKeys, needles: Needles) -> d
     path = settings.warehouse_path
     if not path.exists():
         return {}
-    con = duckdb.connect(str(path))
+    con = duck.connect(settings, path)
     try:
         catalog = con.execute("SELECT current_database()").fetchone()[0]
         con.execute("BEGIN TRANSACTION")
@@ -171,41 +164,35 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
     new file (compact by construction) and renaming it over the old one, as publish does."""
     from customer360.warehouse.published import PUBLISHED_SCHEMAS
 
-    out_dir = settings.published_dir
-    db_path = out_dir / "c360.duckdb"
+    db_path = settings.published_db
     if not db_path.exists():
         return {"tables": {}}
-    tmp_db = out_dir / f".c360.duckdb.{uuid.uuid4().hex[:8]}.tmp"
     removed: dict[str, int] = {}
-    staged: list[tuple[Path, Path]] = []
-    con = duckdb.connect(str(tmp_db))
-    try:
-        con.execute(f"ATTACH '{_sql_path(db_path)}' AS pub (READ_ONLY)")
-        load_key_tables(con, keys)
-        for schema, table in _tables(con, "pub", None):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
-            predicate = row_predicate(_columns(con, "pub", schema, table))
-            keep = f"WHERE NOT coalesce(({predicate}), false)" if predicate else ""
-            con.execute(f"CREATE TABLE {_q(schema)}.{_q(table)} AS "
-                        f"SELECT * FROM pub.{_q(schema)}.{_q(table)} {keep}")
-            before = con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
-            after = con.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}").fetchone()[0]
-            if before != after:
-                removed[f"{schema}.{table}"] = int(before - after)
-                final = out_dir / "marts" / f"{table}.parquet"
-                if schema in PUBLISHED_SCHEMAS and final.exists():
-                    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-                    con.execute(f"COPY {_q(schema)}.{_q(table)} TO '{_sql_path(tmp)}' "
-                                "(FORMAT parquet, COMPRESSION zstd)")
-                    staged.append((tmp, final))
-        con.execute("DETACH pub")
-        con.execute("CHECKPOINT")
-    except BaseException:
-        con.close()
-        tmp_db.unlink(missing_ok=True)
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    con.close()
-    swap_into_place(tmp_db, db_path, staged)
-    return {"tables": removed, "parquet_files": len(staged)}
+    parquet_files = 0
+    # The new database first, then the Parquet copies, renamed into place together (as publish).
+    with staged_files(sidecars=DUCKDB_SIDECARS) as stage:
+        con = duck.connect(settings, stage(db_path, create=False))
+        try:
+            con.execute(f"ATTACH '{_sql_path(db_path)}' AS pub (READ_ONLY)")
+            load_key_tables(con, keys)
+            for schema, table in _tables(con, "pub", None):
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
+                predicate = row_predicate(_columns(con, "pub", schema, table))
+                keep = f"WHERE NOT coalesce(({predicate}), false)" if predicate else ""
+                con.execute(f"CREATE TABLE {_q(schema)}.{_q(table)} AS "
+                            f"SELECT * FROM pub.{_q(schema)}.{_q(table)} {keep}")
+                before = con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
+                after = con.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}").fetchone()[0]
+                if before != after:
+                    removed[f"{schema}.{table}"] = int(before - after)
+                    final = settings.published_marts_dir / f"{table}.parquet"
+                    if schema in PUBLISHED_SCHEMAS and final.exists():
+                        tmp = stage(final)
+                        con.execute(f"COPY {_q(schema)}.{_q(table)} TO '{_sql_path(tmp)}' "
+                                    "(FORMAT parquet, COMPRESSION zstd)")
+                        parquet_files += 1
+            con.execute("DETACH pub")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+    return {"tables": removed, "parquet_files": parquet_files}

@@ -37,9 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import duckdb
-
-from customer360.core import audit
+from customer360.core import audit, duck
 from customer360.privacy import duck_purge, erasure_log, pii
 from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
@@ -89,7 +87,7 @@ def archived_contact_requests(settings: Settings) -> list[ErasureRequest]:
     files = raw_files(settings.lake_raw, "crm", "contacts")
     if not files:
         return []
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         rows = con.execute(f"""
             SELECT contact_id FROM (
@@ -143,7 +141,7 @@ def returning_requests(settings: Settings, logical_date: dt.date,
     erased = erasure_log.erased_tokens(settings)
     if erased.empty:
         return []
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         pii.register(con, pseudo)
         con.register("erased", erased)
@@ -174,7 +172,7 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
              force: bool, result: ErasureResult, refusals: list[dict]) -> list[Resolved]:
     resolved: list[Resolved] = []
     seen: set[str] = set()
-    con = duckdb.connect()
+    con = duck.connect(settings)
     resolver = None
     try:
         pii.register(con, pseudo)
@@ -207,7 +205,7 @@ def purge(settings: Settings, person: PersonKeys,
     from customer360.privacy import audience
 
     needles = person.needles()
-    con = duckdb.connect()
+    con = duck.connect(settings)
     try:
         pii.register(con, pii.pseudonymizer(settings))
         load_key_tables(con, person)
@@ -218,10 +216,10 @@ def purge(settings: Settings, person: PersonKeys,
     result.lake = lake.as_dict()
     batch_rows = dict(lake.batches)
     result.warehouse = duck_purge.purge_warehouse(settings, person, needles)
-    result.compaction["warehouse"] = duck_purge.compact(settings.warehouse_path)
+    result.compaction["warehouse"] = duck_purge.compact(settings.warehouse_path, settings)
     result.published = duck_purge.purge_publication(settings, person)
     result.audiences = audience.purge_audiences(settings, person)
-    if settings.publish_postgres_dsn and (settings.published_dir / "c360.duckdb").exists():
+    if settings.publish_postgres_dsn and settings.published_db.exists():
         from customer360.serve.postgres import publish_postgres
 
         result.postgres = publish_postgres(settings)
@@ -229,7 +227,7 @@ def purge(settings: Settings, person: PersonKeys,
 
 
 def last_published_date(settings: Settings) -> dt.date | None:
-    path = settings.published_dir / "publication.json"
+    path = settings.publication_path
     if not path.exists():
         return None
     try:
@@ -289,7 +287,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
                 # the message of a gate or dbt failure is masked/structural, never row data
                 result.rebuild = {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 result.status = "purged; the rebuild or republish failed (the publication was purged in place)"
-            result.compaction["warehouse_after_rebuild"] = duck_purge.compact(settings.warehouse_path)
+            result.compaction["warehouse_after_rebuild"] = duck_purge.compact(settings.warehouse_path, settings)
             compacted = True
     if verify:
         from customer360.privacy.scan import verify_erased

@@ -3,7 +3,8 @@
 Raw and quarantine Parquet files holding any of the person's rows are rewritten without
 them: written in full under a temporary name beside the original, synced, and renamed over
 it (a reader sees the old file or the new one, never half of one). A file keeps its name,
-so batch ids, the loaders' manifests and the gates' watermarks stay valid.
+so batch ids, the extract state store (:mod:`customer360.ingest.state`) and the gates'
+watermarks stay valid.
 
 Which rows are the person's (:func:`entity_predicate`): their CRM contacts (every
 version, the archived one included), tickets and survey answers filed by them or whose free
@@ -16,8 +17,8 @@ Landing files (web part files, POS CSVs) under ``C360_LANDING`` are the sources'
 the copies there are ours once delivered, so they are scrubbed too: the physical lines the
 removed rows came from (``_source_file``/``_source_line``) and any line that mentions the
 person are blanked. Blanking rather than deleting keeps every other line's number, which
-raw rows and quarantine records point to, and both loaders skip blank lines. The manifest
-row of a rewritten file gets the new size, mtime and SHA-256, so the loaders do not take the
+raw rows and quarantine records point to, and both loaders skip blank lines. The state
+store's row of a rewritten file gets the new size, mtime and SHA-256, so the loaders do not take the
 scrubbed file for a new version and load it again.
 """
 
@@ -26,9 +27,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-import os
-import sqlite3
-import uuid
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,9 +36,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from customer360.ingest.raw_zone import fsync_path
+from customer360.core.files import atomic_path, write_bytes
 from customer360.ingest.landing.layout import scan_landing
-from customer360.ingest.landing.manifest import sha256_of, source_lock
+from customer360.ingest.state import StateStore, source_lock
 from customer360.privacy.person import (Needles, crm_contact_predicate, json_id_predicate,
                                         pos_transaction_predicate, web_event_predicate)
 from customer360.core.settings import Settings
@@ -132,18 +130,12 @@ def _sql_path(path: Path) -> str:
 
 def rewrite_parquet(con: duckdb.DuckDBPyConnection, path: Path, predicate: str) -> int:
     """Rewrite ``path`` without the rows matching ``predicate``; returns rows removed."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.erasing")
     removed = con.execute(f"SELECT count(*) FROM {_one_file(path)} WHERE {predicate}").fetchone()[0]
     if not removed:
         return 0
-    try:
+    with atomic_path(path, suffix=".erasing") as tmp:
         con.execute(f"COPY (SELECT * FROM {_one_file(path)} WHERE NOT coalesce(({predicate}), false)) "
                     f"TO '{_sql_path(tmp)}' (FORMAT parquet, COMPRESSION zstd)")
-        fsync_path(tmp)
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
     return int(removed)
 
 
@@ -279,43 +271,17 @@ def scrub_landing_file(path: Path, drop_lines: set[int], needles: Needles) -> tu
     out = b"\n".join(b"" if b else line for b, line in zip(blank, byte_lines))
     if path.name.endswith(".gz"):
         out = gzip.compress(out, mtime=0)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.erasing")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(out)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(path, out, suffix=".erasing")
     if not whole:
         log.warning("erasure: scrubbed a landing file that was not a whole gzip stream; what "
                     "could be read of it was kept")
     return count, before
 
 
-def _manifest_for(settings: Settings, rel: str) -> tuple[str, Path] | None:
-    source = rel.split("/", 1)[0]
-    if source not in ("web", "pos"):
-        return None
-    return source, settings.state_dir / f"{source}_manifest.sqlite"
-
-
-def _update_manifest(settings: Settings, rel: str, old_sha: str, path: Path) -> int:
+def _update_manifest(state: StateStore, rel: str, old_sha: str, path: Path) -> int:
     """Record the scrubbed file as the version already loaded, if that is the version the
-    manifest holds (a file changed since, or never loaded, is left to the loader)."""
-    found = _manifest_for(settings, rel)
-    if found is None or not found[1].exists():
-        return 0
-    st = path.stat()
-    db = sqlite3.connect(found[1], isolation_level=None)
-    try:
-        cur = db.execute("UPDATE files SET size = ?, mtime_ns = ?, sha256 = ? WHERE path = ? AND sha256 = ?",
-                         (st.st_size, st.st_mtime_ns, sha256_of(path), rel, old_sha))
-        return cur.rowcount
-    finally:
-        db.close()
+    state store holds (a file changed since, or never loaded, is left to the loader)."""
+    return state.record_rewritten_file(rel, old_sha, path)
 
 
 def purge_landing(settings: Settings, needles: Needles, report: LakePurge) -> LakePurge:
@@ -329,13 +295,13 @@ def purge_landing(settings: Settings, needles: Needles, report: LakePurge) -> La
         by_source[f.rel.split("/", 1)[0]].append(f)
     for source, group in by_source.items():
         # the loader of this source must not read a file while it is being replaced
-        with source_lock(settings.state_dir, source):
+        with source_lock(settings.state_dir, source), StateStore(settings, source) as state:
             for f in group:
                 blanked, old_sha = scrub_landing_file(f.path, report.lines.get(f.rel, set()), needles)
                 if blanked:
                     report.landing_lines += blanked
                     report.landing_files += 1
-                    report.manifest_rows += _update_manifest(settings, f.rel, old_sha, f.path)
+                    report.manifest_rows += _update_manifest(state, f.rel, old_sha, f.path)
     if report.landing_files:
         log.info("erasure: landing: %d line(s) blanked in %d file(s)", report.landing_lines,
                  report.landing_files)

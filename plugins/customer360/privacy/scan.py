@@ -25,6 +25,7 @@ from typing import Iterable
 
 import duckdb
 
+from customer360.core import duck
 from customer360.privacy.person import PersonKeys
 from customer360.core.settings import Settings
 
@@ -71,7 +72,7 @@ def _duck_rows_hits(con: duckdb.DuckDBPyConnection, relation: str, needles: list
 
 
 def _parquet(path: Path, needles: list[str]) -> list[Hit]:
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         relation = f"read_parquet({_sql_str(str(path))}, hive_partitioning = false)"
         return [Hit("", "parquet", i) for i in _duck_rows_hits(con, relation, needles)]
@@ -81,7 +82,7 @@ def _parquet(path: Path, needles: list[str]) -> list[Hit]:
 
 def _duckdb(path: Path, needles: list[str]) -> list[Hit]:
     hits = []
-    con = duckdb.connect()
+    con = duck.connect()
     try:
         con.execute(f"ATTACH {_sql_str(str(path))} AS scanned (READ_ONLY)")
         tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "

@@ -46,7 +46,7 @@ def compact(logical_date: dt.date, settings: Settings | None = None) -> dict:
     pending = erasure_log.awaiting_compaction(s)
     if not pending:
         return {"compacted": False, "erasures": 0}
-    detail = duck_purge.compact(s.warehouse_path)
+    detail = duck_purge.compact(s.warehouse_path, s)
     erasure_log.mark_compacted(s, pending, {"logical_date": logical_date.isoformat(), **detail})
     log.info("compacted the warehouse after %d erasure(s): %s", len(pending), detail)
     return {**detail, "erasures": len(pending)}

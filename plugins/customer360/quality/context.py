@@ -30,4 +30,4 @@ class GateContext:
 
     @property
     def dbt_project_dir(self) -> Path:
-        return Path(__file__).resolve().parents[3] / "dbt_project"
+        return self.settings.dbt_project_dir

@@ -29,7 +29,7 @@ th{background:#f6f8fa} .outcome{font-weight:600} code{font-size:.85rem}
 
 
 def docs_root(settings) -> Path:
-    return settings.artifacts / "data_docs"
+    return settings.data_docs_dir
 
 
 def _safe(name: str) -> str:

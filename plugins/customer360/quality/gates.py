@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -27,17 +26,11 @@ from customer360.quality.context import GateContext
 from customer360.quality.data_docs import write_gate_page
 from customer360.quality.results import ExpectationResult, GateFailed, GateResult, SuiteResult
 from customer360.quality.suites import STAGES, load_suites
-from customer360.quality.targets import DEFAULT_CHUNK_ROWS
 from customer360.core.settings import Settings
 
 __all__ = ["run_gate", "GateFailed", "GateResult", "SuiteResult", "ExpectationResult", "STAGES"]
 
 log = logging.getLogger(__name__)
-
-
-def _chunk_rows() -> int:
-    raw = os.environ.get("C360_GATE_CHUNK_ROWS", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_CHUNK_ROWS
 
 
 def run_gate(
@@ -60,7 +53,7 @@ def run_gate(
     if isinstance(logical_date, str):
         logical_date = dt.date.fromisoformat(logical_date)
     started = time.monotonic()
-    suites = load_suites(stage, expectations_dir)
+    suites = load_suites(stage, expectations_dir or settings.expectations_dir)
     if dbt_results is None:
         results_paths = []
     elif isinstance(dbt_results, (str, Path)):
@@ -68,7 +61,7 @@ def run_gate(
     else:
         results_paths = [str(p) for p in dbt_results]
     ctx = GateContext(settings=settings, stage=stage, logical_date=logical_date, run_id=run_id,
-                      chunk_rows=chunk_rows or _chunk_rows(), dbt_results=results_paths,
+                      chunk_rows=chunk_rows or settings.gate_chunk_rows, dbt_results=results_paths,
                       scratch=duck.connect(settings))
     try:
         if stage == "raw":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pandas as pd
 
 from customer360.core.masking import mask_text, mask_value
+from customer360.core.settings import apply_library_defaults
 from customer360.quality.suites import ExpectationSpec, SuiteError, gx_class_name
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ _gx_state: dict[str, Any] = {}
 def gx():
     """The great_expectations module with a quiet ephemeral context, imported once."""
     if "module" not in _gx_state:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        apply_library_defaults()  # GX_ANALYTICS_ENABLED=false unless set
         import great_expectations as gx_module
         from great_expectations.data_context.types.base import ProgressBarsConfig
         from great_expectations.execution_engine import pandas_execution_engine

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import glob
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import Callable
@@ -176,10 +175,7 @@ def trend(ctx: GateContext, params: dict) -> pd.DataFrame:
 
 
 def _dbt_result_files(ctx: GateContext, layers: list[str]) -> list[Path]:
-    patterns = list(ctx.dbt_results)
-    env = os.environ.get("C360_DBT_RESULTS", "").strip()
-    if env:
-        patterns += env.split(os.pathsep)
+    patterns = [*ctx.dbt_results, *ctx.settings.dbt_results]  # C360_DBT_RESULTS
     if not patterns:  # where the pipeline keeps each layer's results (pipeline.build_layer)
         patterns = [str(ctx.settings.dbt_results_path(layer)) for layer in layers]
     found: list[Path] = []

@@ -78,7 +78,7 @@ def discover_batches(settings, through: dt.date) -> list[RawBatch]:
 
 def load_reconciliation(settings) -> set[str]:
     """Copy new lines of reconciliation.jsonl into audit.reconciliation; their ids."""
-    path = settings.audit_dir / "reconciliation.jsonl"
+    path = settings.reconciliation_path
     if not path.exists():
         return set()
     rows = {}

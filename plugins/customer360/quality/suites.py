@@ -7,13 +7,12 @@ expectation type with its keyword arguments, a severity (``error`` stops the gat
 is recorded and reported) and, for raw batches, a scope: ``row`` failures quarantine the
 offending rows and the run goes on, ``batch`` failures stop the gate.
 
-The directory comes from ``C360_EXPECTATIONS_DIR`` or defaults to ``expectations/`` at the
-top of the repository.
+The directory is ``Settings.expectations_dir``: ``C360_EXPECTATIONS_DIR`` or ``expectations/``
+at the top of the repository.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from customer360.core.layers import GATES
+from customer360.core.settings import Settings, get_settings
 
 STAGES = tuple(GATES)  # the gates, one folder of suites each
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
@@ -48,11 +48,8 @@ class SuiteError(ValueError):
     """A suite file is malformed; the message names the file and the problem."""
 
 
-def expectations_dir() -> Path:
-    configured = os.environ.get("C360_EXPECTATIONS_DIR", "").strip()
-    if configured:
-        return Path(configured).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "expectations"
+def expectations_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).expectations_dir
 
 
 def gx_class_name(expectation_type: str) -> str:

@@ -11,9 +11,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from customer360.core.settings import DEFAULT_GATE_CHUNK_ROWS as DEFAULT_CHUNK_ROWS  # C360_GATE_CHUNK_ROWS
 from customer360.quality.gx_validation import FrameSource
-
-DEFAULT_CHUNK_ROWS = 500_000
 
 
 def type_family(duckdb_type: str) -> str:

@@ -63,7 +63,7 @@ def publish_postgres(settings: Settings, published_db: Path | None = None) -> di
     dsn = settings.publish_postgres_dsn
     if not dsn:
         raise ValueError("C360_PUBLISH_POSTGRES_DSN is not set: nothing to publish to")
-    published_db = published_db or settings.published_dir / "c360.duckdb"
+    published_db = published_db or settings.published_db
     dcon = duck.connect(settings, published_db, read_only=True)
     counts: dict[str, int] = {}
     try:

@@ -59,10 +59,9 @@ def publish(settings: Settings, logical_date: dt.date) -> Publication:
     warehouse = settings.warehouse_path
     if not warehouse.exists():
         raise FileNotFoundError(f"no warehouse at {warehouse}: build it before publishing")
-    out_dir = settings.published_dir
-    marts_dir = out_dir / "marts"
+    marts_dir = settings.published_marts_dir
     marts_dir.mkdir(parents=True, exist_ok=True)
-    db_path = out_dir / "c360.duckdb"
+    db_path = settings.published_db
     pub = Publication(logical_date=logical_date.isoformat(),
                       published_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                       database=str(db_path), parquet_dir=str(marts_dir))
@@ -74,7 +73,7 @@ def publish(settings: Settings, logical_date: dt.date) -> Publication:
             _write_publication(con, warehouse, marts_dir, pub, stage)
         finally:
             con.close()
-    write_text(out_dir / "publication.json", json.dumps(pub.as_dict(), indent=2))
+    write_text(settings.publication_path, json.dumps(pub.as_dict(), indent=2))
     log.info("published %d tables to %s", len(pub.tables), db_path)
     return pub
 

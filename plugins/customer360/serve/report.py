@@ -100,7 +100,7 @@ def _sql_str(value: str) -> str:
 
 
 def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
-    published = settings.published_dir / "c360.duckdb"
+    published = settings.published_db
     con = duck.connect(settings, published, read_only=True)
     try:
         data = {
@@ -119,7 +119,7 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
         con.close()
     data["gates"] = pd.DataFrame()
     data["gate_warnings"] = pd.DataFrame()
-    if (settings.audit_dir / "audit.duckdb").exists():
+    if settings.audit_db.exists():
         from customer360.core import audit
 
         with audit.connect(settings, read_only=True) as acon:
@@ -137,7 +137,7 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
                 FROM audit.gate_results
                 WHERE run_id = {_sql_str(run_id)} AND outcome = 'warn'
                 ORDER BY stage, suite, expectation""")
-    recon_path = settings.audit_dir / "reconciliation.jsonl"
+    recon_path = settings.reconciliation_path
     if recon_path.exists():
         recs = pd.read_json(recon_path, lines=True)
         data["reconciliation"] = (recs.groupby(["source", "entity"], as_index=False)
@@ -199,7 +199,7 @@ def build_report(settings: Settings, logical_date: dt.date, run_id: str,
 
     matplotlib.use("Agg")
     page = render(gather(settings, run_id), logical_date, run_id, dbt_docs)
-    folder = settings.artifacts / "reports"
+    folder = settings.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
     safe_run = re.sub(r"[^0-9A-Za-z_.-]+", "_", run_id)[:80]
     path = folder / f"{logical_date.isoformat()}_{safe_run}.html"

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from customer360.core.layers import DBT_LAYERS, check_dbt_layer
-from customer360.core.settings import Settings
+from customer360.core.settings import Settings, get_settings, scoped_environment
 
-_PROJECT_DIR_VAR = "C360_DBT_PROJECT_DIR"
 _FAILED = {"error", "fail", "runtime error"}
 
 
@@ -78,20 +74,18 @@ class RunResults:
         return sorted(self.nodes, key=lambda r: r.execution_time, reverse=True)[:n]
 
 
-def project_dir() -> Path:
-    """The dbt project: ``$C360_DBT_PROJECT_DIR`` or ``dbt_project/`` of this repository."""
-    override = os.environ.get(_PROJECT_DIR_VAR, "").strip()
-    if override:
-        return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parents[3] / "dbt_project"
+def project_dir(settings: Settings | None = None) -> Path:
+    """The dbt project: ``Settings.dbt_project_dir`` (``$C360_DBT_PROJECT_DIR`` or
+    ``dbt_project/`` of this repository)."""
+    return (settings or get_settings()).dbt_project_dir
 
 
 def artifacts_dir(settings: Settings) -> Path:
-    return settings.artifacts / "dbt"
+    return settings.dbt_artifacts_dir
 
 
 def target_dir(settings: Settings) -> Path:
-    return artifacts_dir(settings) / "target"
+    return settings.dbt_target_dir
 
 
 def build_env(settings: Settings) -> dict[str, str]:
@@ -106,26 +100,11 @@ def build_env(settings: Settings) -> dict[str, str]:
         "C360_DUCKDB_MEMORY_LIMIT": settings.duckdb_memory_limit,
         "C360_DUCKDB_THREADS": str(settings.duckdb_threads),
         "C360_DUCKDB_TEMP_DIR": str(settings.duckdb_temp_dir),
-        "C360_DBT_THREADS": os.environ.get("C360_DBT_THREADS", "").strip() or "1",
+        "C360_DBT_THREADS": str(settings.dbt_threads),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         # Full point-in-time history unless the ML task asks for the scoring snapshot only.
-        "C360_ML_SCORING_ONLY": "0",
+        "C360_ML_SCORING_ONLY": "1" if settings.ml_scoring_only else "0",
     }
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """dbt runs in this process and reads os.environ: set ``values`` for the call only."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = None):
@@ -141,19 +120,20 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
     settings.duckdb_temp_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
-    proj = project_dir()
+    proj = project_dir(settings)
     full_args = [*args,
                  "--project-dir", str(proj),
                  "--profiles-dir", str(proj),
                  "--target-path", str(target),
-                 "--log-path", str(artifacts_dir(settings) / "logs")]
+                 "--log-path", str(settings.dbt_logs_dir)]
     import sys
 
     saved_argv = sys.argv
     # dbt records the process command line in dbt.log and run_results.json; the caller's
     # (e.g. `c360 erase --email ...`) must not end up there.
     sys.argv = ["dbt", *args]
-    with _environment({**build_env(settings), **(env or {})}):
+    # dbt runs in this process and reads the environment: set for the call only.
+    with scoped_environment({**build_env(settings), **(env or {})}):
         try:
             return dbtRunner().invoke(full_args)
         finally:
@@ -200,16 +180,16 @@ def read_run_results(settings: Settings, args: list[str] | None = None) -> RunRe
                       nodes=nodes)
 
 
-def _vars(as_of: dt.date | None) -> list[str]:
-    if as_of is None:
+def _vars(logical_date: dt.date | None) -> list[str]:
+    if logical_date is None:
         return []
-    return ["--vars", json.dumps({"as_of_date": as_of.isoformat()})]
+    return ["--vars", json.dumps({"as_of_date": logical_date.isoformat()})]
 
 
 def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
-              as_of: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
+              logical_date: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
     """``dbt build`` one layer ("staging", "intermediate", "marts"): its models, seeds,
-    snapshots, unit tests and data tests. ``as_of`` is the logical date of the run (it dates
+    snapshots, unit tests and data tests. ``logical_date``: the run's (it dates
     snapshot versions and is customer_360's as_of_date). ``full_refresh`` rebuilds
     incremental models from the raw zone (customer ids stay: their memory is never reset).
     ``env`` as in :func:`run_dbt`.
@@ -217,18 +197,18 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     Returns the per-node summary; raises :class:`WarehouseBuildError` naming every failing
     node when anything errors or a test fails.
     """
-    args = ["build", "--selector", check_dbt_layer(layer), *_vars(as_of)]
+    args = ["build", "--selector", check_dbt_layer(layer), *_vars(logical_date)]
     if full_refresh:
         args.append("--full-refresh")
     return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
 
 
 def build_warehouse(settings: Settings, full_refresh: bool = False,
-                    as_of: dt.date | None = None, tests: bool = True) -> RunResults:
+                    logical_date: dt.date | None = None, tests: bool = True) -> RunResults:
     """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
     CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
     only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
-    args = ["build", "--selector", "warehouse", *_vars(as_of)]
+    args = ["build", "--selector", "warehouse", *_vars(logical_date)]
     if full_refresh:
         args.append("--full-refresh")
     if not tests:

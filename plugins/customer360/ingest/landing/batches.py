@@ -1,6 +1,6 @@
-"""Land one batch of landing files: raw rows, quarantined rows, one row a file, the manifest
-and the reconciliation count, in the order that keeps a crash from counting anything twice
-(see :mod:`customer360.ingest.landing.manifest`)."""
+"""Land one batch of landing files: raw rows, quarantined rows, one row a file, the files'
+record in the state store and the reconciliation count, in the order that keeps a crash from
+counting anything twice (see :mod:`customer360.ingest.state`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from customer360.ingest.raw_zone import (Reconciliation, batch_path, new_batch_id, record_reconciliation,
                               utcnow, write_quarantine, write_raw_batch)
-from customer360.ingest.landing.manifest import FileOutcome, Manifest
+from customer360.ingest.state import FileOutcome, StateStore
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class Batch:
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def start(cls, settings: Settings, manifest: Manifest, source: str, entity: str,
+    def start(cls, settings: Settings, state: StateStore, source: str, entity: str,
               load_date: dt.date, with_files_entity: bool = True) -> "Batch":
         batch_id = new_batch_id(source, entity)
         outputs = {
@@ -49,7 +49,7 @@ class Batch:
         if with_files_entity:
             outputs[FILES_ENTITY] = batch_path(settings.lake_raw, source, FILES_ENTITY,
                                                load_date, batch_id)
-        manifest.begin(batch_id, outputs)
+        state.begin(batch_id, entity, outputs)
         return cls(source, entity, load_date, batch_id, outputs)
 
 
@@ -82,9 +82,9 @@ def _files_table(batch: Batch, content: BatchContent) -> pa.Table:
     return pa.table(columns)
 
 
-def land(settings: Settings, manifest: Manifest, batch: Batch,
+def land(settings: Settings, state: StateStore, batch: Batch,
          content: BatchContent) -> Reconciliation:
-    """Write the batch, commit it in the manifest, then append its reconciliation row."""
+    """Write the batch, commit it in the state store, then append its reconciliation row."""
     outs = content.outcomes
     first = outs[0].version.file.rel if outs else None
     rec = Reconciliation(
@@ -111,7 +111,7 @@ def land(settings: Settings, manifest: Manifest, batch: Batch,
         write_raw_batch(settings, _files_table(batch, content), source=batch.source,
                         entity=FILES_ENTITY, load_date=batch.load_date, batch_id=batch.batch_id,
                         loaded_at=loaded_at)
-    manifest.commit(batch.batch_id, batch.entity, batch.load_date, batch.outputs, outs)
+    state.commit_files(batch.batch_id, batch.entity, batch.load_date, batch.outputs, outs)
     record_reconciliation(settings, rec)
     log.info("%s/%s batch %s: %d files, %d records read and checked in %.1f s, written in %.1f s",
              batch.source, batch.entity, batch.batch_id, len(outs), rec.read,

@@ -1,8 +1,9 @@
-"""An in-memory DuckDB connection set up for reading landing files.
+"""DuckDB helpers for reading landing files: encodings, SQL literals, row inserts.
 
-Extract tasks and the landing validator use this, never the warehouse file, so they run in
-parallel with each other. Session time zone is UTC so that TIMESTAMPTZ comparisons against
-folder dates mean UTC days.
+Extract tasks and the landing validator read landing files in an in-memory DuckDB
+(:func:`customer360.core.duck.connect`, session time zone UTC so that TIMESTAMPTZ
+comparisons against folder dates mean UTC days), never the warehouse file, so they run in
+parallel with each other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from customer360.core.settings import Settings
+from customer360.core.duck import load_extension, sql_str  # noqa: F401 (sql_str: for the loaders)
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,6 @@ def _encodings_extension() -> Path | None:
     return found[0] if found else None
 
 
-def connect(settings: Settings | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    if settings is not None:
-        settings.duckdb_temp_dir.mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET threads = {int(settings.duckdb_threads)}")
-        con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
-        con.execute(f"SET temp_directory = '{settings.duckdb_temp_dir}'")
-    return con
-
-
 def load_encodings(con: duckdb.DuckDBPyConnection) -> bool:
     """Load the ``encodings`` extension (GB18030 and friends for ``read_csv``) if it is
     installed; False when it is not. It is a 350 MB file that takes seconds to load, so
@@ -57,7 +46,7 @@ def load_encodings(con: duckdb.DuckDBPyConnection) -> bool:
     if ext is None:
         return False
     try:
-        con.execute(f"LOAD '{ext}'")
+        load_extension(con, ext)
         return True
     except duckdb.Error as exc:  # costs only speed: Python decodes those files instead
         log.warning("DuckDB encodings extension not loaded (%s); decoding in Python", exc)
@@ -80,11 +69,6 @@ def duckdb_encoding(name: str) -> str:
     """The name to give DuckDB's ``read_csv(encoding=...)`` for a Python-known encoding."""
     canonical = python_encoding(name) or name
     return _DUCKDB_ENCODING_NAMES.get(canonical, canonical)
-
-
-def sql_str(value: str) -> str:
-    """A SQL string literal (for file paths and names that DuckDB table functions need inline)."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:

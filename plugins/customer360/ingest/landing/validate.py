@@ -17,7 +17,7 @@ from typing import Sequence
 
 import duckdb
 
-from customer360.ingest.landing.duck import connect
+from customer360.core.duck import connect
 from customer360.ingest.landing.layout import LandingFile, scan_landing
 from customer360.ingest.landing.lines import byte_batches, uncompressed_size
 from customer360.ingest.landing.pos_rows import (ParsedCsv, Store, parse_pos_files, parse_products,

@@ -36,6 +36,7 @@ source_retries = {
 
 def _stage_task(stage: pipeline.Stage):
     options: dict = dict(source_retries) if stage.source else {}
+    options["execution_timeout"] = stage.timeout
     if stage.writes_warehouse:
         options["pool"] = WAREHOUSE_POOL
     if stage.publishes:

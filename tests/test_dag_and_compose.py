@@ -26,6 +26,8 @@ print(json.dumps({{
   "tasks": {{t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}} if dag else {{}},
   "pools": {{t.task_id: t.pool for t in dag.tasks}} if dag else {{}},
   "retries": {{t.task_id: t.retries for t in dag.tasks}} if dag else {{}},
+  "timeouts": {{t.task_id: t.execution_timeout.total_seconds() if t.execution_timeout else None
+               for t in dag.tasks}} if dag else {{}},
   "max_active_runs": dag.max_active_runs if dag else None,
   "catchup": dag.catchup if dag else None,
 }}))
@@ -54,6 +56,11 @@ def test_dagbag_imports_without_errors_and_wires_the_stages(tmp_path):
         assert rep["pools"][task] == "c360_warehouse", task
     assert all(rep["retries"][f"extract.extract_{s}"] == 3 for s in ("crm", "web", "pos"))
     assert rep["max_active_runs"] == 1
+    # No task can hang forever: each has the execution_timeout its stage declares.
+    from customer360 import pipeline
+
+    assert rep["timeouts"] == {st.task_id: st.timeout.total_seconds() for st in pipeline.STAGES}
+    assert all(0 < seconds <= 2 * 3600 for seconds in rep["timeouts"].values())
 
 
 def test_dag_file_imports_no_heavy_library(tmp_path):

@@ -151,6 +151,11 @@ class Stage:
     writes_warehouse: bool = True  # takes the one warehouse slot (the DuckDB file has one writer)
     publishes: bool = False       # updates what BI tools read (an Airflow Asset)
     rebuild: bool = False         # part of the rebuild after an erasure
+    # Airflow's execution_timeout: a stage that hangs (a source that never answers, a stuck
+    # lock) fails with a clear error and an alert instead of holding the run lock forever.
+    # Generous next to the measured stage times (BENCHMARKS.md: the slowest, ML on a training
+    # day at 100k x 365, took 147 s), so only a hang reaches it.
+    timeout: dt.timedelta = dt.timedelta(hours=2)
 
     @property
     def task_id(self) -> str:
@@ -159,7 +164,7 @@ class Stage:
 
 def _extract_stage(source: str) -> Stage:
     return Stage(f"extract_{source}", lambda d, r, s: extract(source, d, s), layer=layers.RAW,
-                 group="extract", source=True, writes_warehouse=False)
+                 group="extract", source=True, writes_warehouse=False, timeout=dt.timedelta(hours=1))
 
 
 def _dbt_stage(layer: str) -> Stage:
@@ -167,7 +172,8 @@ def _dbt_stage(layer: str) -> Stage:
 
 
 def _gate_stage(name: str, rebuild: bool = True) -> Stage:
-    return Stage(f"gate_{name}", lambda d, r, s: gate(name, d, r, s), layer=name, rebuild=rebuild)
+    return Stage(f"gate_{name}", lambda d, r, s: gate(name, d, r, s), layer=name, rebuild=rebuild,
+                 timeout=dt.timedelta(minutes=30))
 
 
 STAGES: tuple[Stage, ...] = (
@@ -188,7 +194,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("compact_warehouse", lambda d, r, s: _privacy("compact")(d, s)),
     Stage("audiences", lambda d, r, s: _privacy("audiences")(d, s)),
     # dbt docs generate reads the warehouse catalog, hence the warehouse slot
-    Stage("report", lambda d, r, s: report(d, r, s)),
+    Stage("report", lambda d, r, s: report(d, r, s), timeout=dt.timedelta(minutes=20)),
 )
 
 STAGE_NAMES = tuple(stage.name for stage in STAGES)

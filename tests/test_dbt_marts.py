@@ -67,7 +67,7 @@ def test_dbt_build_runs_every_data_and_unit_test_and_all_pass(built):
     counts: dict[str, int] = {}
     for node in results.nodes:
         counts[node.resource_type] = counts.get(node.resource_type, 0) + 1
-    assert counts["unit_test"] == 9
+    assert counts["unit_test"] == 12
     assert counts["test"] >= 150
     assert counts["snapshot"] == 1 and counts["model"] == 29
     assert {n.status for n in results.nodes} <= {"success", "pass"}
@@ -177,6 +177,31 @@ def test_feedback_categories_and_daily_nps(built):
     assert nps[dt.date(2026, 3, 3)] == pytest.approx(100.0)  # one promoter
     assert nps[dt.date(2026, 3, 4)] == pytest.approx(0.0)  # + a detractor and a passive
     assert nps[dt.date(2026, 3, 9)] == pytest.approx(25.0)  # 2 promoters, 1 detractor of 4
+
+
+def test_crm_staging_reads_hubspot_shapes_through_the_property_map(built):
+    """HubSpot's raw shapes (tests/warehouse_fixtures.py): "" is missing, free-text countries
+    become ISO, national phones are read in them, an unreadable phone is flagged (counted by
+    the intermediate gate), the portal's stages and stage ids are mapped, contacts come from
+    associations and archivedAt is kept."""
+    contacts = {r[0]: r[1:] for r in wf.query(built.db2, """
+        select contact_id, country, phone, phone_unparsed, lifecycle_stage, first_name, archived_at
+        from staging.stg_crm__contacts""")}
+    assert contacts["1001"][:3] == ("CN", "+8613800138000", False)
+    assert contacts["1002"][3] == "lead"  # marketingqualifiedlead
+    assert contacts["1004"][0] == "GB"  # "UK"
+    assert contacts["1005"][:3] == ("GB", "+442079460018", False)  # "020 7946 0018", "United Kingdom"
+    assert contacts["1007"][:3] == ("CN", "+8613912345678", False)  # "中国"
+    assert contacts["1008"][1:3] == (None, True)  # "12345": no phone key, flagged
+    assert contacts["1003"][4] == "Bob" and contacts["1004"][4] == "Carol"
+    assert wf.scalar(built.db2, "select count(*) from staging.stg_crm__contacts where last_name = ''") == 0
+    assert contacts["1006"][5] == dt.datetime(2026, 3, 9, 11, 0)  # archived, archivedAt kept
+    tickets = {r[0]: r[1:] for r in wf.query(built.db2, """
+        select ticket_id, contact_id, status, priority, category, closed_at from staging.stg_crm__tickets""")}
+    assert tickets["T1"] == ("1001", "closed", "medium", "delivery", dt.datetime(2026, 3, 2, 15, 30))
+    assert tickets["T2"] == ("1004", "open", "high", "delivery", None)
+    feedback = dict(wf.query(built.db2, "select feedback_id, contact_id from staging.stg_crm__feedback_submissions"))
+    assert feedback == {"F1": "1001", "F2": "1003", "F3": "1004", "F4": "1001", "F5": "1001"}
 
 
 def test_kpi_daily_adds_up_to_the_orders(built):

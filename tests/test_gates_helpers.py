@@ -24,7 +24,7 @@ WEB_COLUMNS = ["messageId", "type", "event", "anonymousId", "userId", "timestamp
 POS_COLUMNS = ["transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
                "loyalty_id", "customer_phone", "customer_email", "sku", "quantity", "unit_price",
                "discount_amount", "line_amount", "currency", "payment_method"]
-CRM_COLUMNS = ["id", "createdAt", "updatedAt", "archived", "properties"]
+CRM_COLUMNS = ["id", "createdAt", "updatedAt", "archived", "archivedAt", "properties", "associations"]
 
 
 @pytest.fixture
@@ -105,17 +105,28 @@ def pos_lines(day: dt.date, n: int, *, store: str = "S01", bad_type: int = 0) ->
     return rows
 
 
-def crm_contacts(day: dt.date, n: int, *, bad_stage: int = 0) -> list[dict]:
+CRM_STAGES = ("subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity",
+              "customer", "evangelist", "other")
+
+
+def crm_contacts(day: dt.date, n: int, *, bad_stage: int = 0, bad_time: int = 0) -> list[dict]:
+    """HubSpot-shaped contacts: "" for empty properties, the portal's lifecycle stages, free-text
+    countries and national phones. ``bad_stage`` rows carry a stage outside the property map (a
+    warning), ``bad_time`` rows an unreadable createdAt (quarantined)."""
     rows = []
     for i in range(n):
         stamp = f"{day}T09:{i % 60:02d}:00.000Z"
-        props = {"email": f"person{i}@example.com", "phone": "13800138000", "firstname": "Ann",
-                 "lastname": "Li", "city": "Shanghai", "country": "CN", "loyalty_id": f"LY{i:05d}",
-                 "lifecyclestage": "unknown-stage" if i < bad_stage else "customer",
-                 "marketing_consent": "true", "signup_channel": "web", "date_of_birth": "1990-01-01"}
-        rows.append({"id": str(5000 + i), "createdAt": stamp, "updatedAt": stamp, "archived": False,
-                     "properties": json.dumps(props), "_source_file": "crm:contacts?after=0",
-                     "_source_line": i})
+        props = {"email": f"person{i}@example.com", "phone": "(021) 6234-5678" if i % 3 else "13800138000",
+                 "mobilephone": "", "firstname": "Ann", "lastname": "" if i % 4 else "Li",
+                 "city": "Shanghai", "country": ("China", "CN", "中国")[i % 3], "loyalty_id": f"LY{i:05d}",
+                 "lifecyclestage": "unknown-stage" if i < bad_stage else CRM_STAGES[i % len(CRM_STAGES)],
+                 "marketing_consent": "true" if i % 5 else "", "signup_channel": "web",
+                 "date_of_birth": "" if i % 2 else "1990-01-01", "hs_object_id": str(5000 + i),
+                 "createdate": stamp, "lastmodifieddate": stamp}
+        rows.append({"id": str(5000 + i), "createdAt": "yesterday" if i < bad_time else stamp,
+                     "updatedAt": stamp, "archived": False, "archivedAt": None,
+                     "properties": json.dumps(props, ensure_ascii=False), "associations": None,
+                     "_source_file": f"search contacts {day} page 1", "_source_line": i})
     return rows
 
 
@@ -183,7 +194,11 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
     con.execute(f"""
     CREATE SCHEMA staging; CREATE SCHEMA intermediate; CREATE SCHEMA marts; CREATE SCHEMA ml;
     CREATE TABLE staging.stg_crm__contacts AS
-        SELECT CAST(1000 + i AS VARCHAR) AS contact_id, 'customer' AS lifecycle_stage FROM range({n}) t(i);
+        SELECT CAST(1000 + i AS VARCHAR) AS contact_id, 'customer' AS lifecycle_stage,
+               '138 0013 ' || lpad(CAST(i AS VARCHAR), 4, '0') AS phone_raw,
+               '+86138001' || lpad(CAST(i AS VARCHAR), 5, '0') AS phone, false AS phone_unparsed,
+               'China' AS country_raw, 'CN' AS country
+        FROM range({n}) t(i);
     CREATE TABLE staging.stg_crm__tickets AS
         SELECT 'K' || i AS ticket_id, CAST(1000 + i AS VARCHAR) AS contact_id FROM range({n // 2}) t(i);
     CREATE TABLE staging.stg_crm__feedback_submissions AS

@@ -72,10 +72,19 @@ def test_clean_batches_pass_and_are_gated_once(settings):
 
 def test_bad_rows_are_quarantined_and_excluded_and_the_run_goes_on(settings):
     land_history(settings, DAY)
-    batches = _today(settings, defects={"web": {"bad_type": 3}, "crm": {"bad_stage": 1}})
+    batches = _today(settings, defects={"web": {"bad_type": 3}, "crm": {"bad_time": 1, "bad_stage": 2}})
     result = run_gate(settings, "raw", DAY, run_id="q")
 
     assert result.ok and result.rows_quarantined == 4
+    # a lifecycle stage outside the CRM property map is reported with its value, the rows kept
+    stage = next(r for r in result.results if r.suite == "raw.crm_contacts" and r.column == "lifecycle_stage")
+    assert stage.outcome == "warn" and stage.unexpected_count == 2
+    assert "unknown-stage" in " ".join(map(str, [stage.observed_value, *stage.sample]))
+    assert "marketingqualifiedlead" in stage.label
+    crm_rejects = duckdb.sql(
+        f"SELECT * FROM read_parquet('{settings.quarantine}/_gate_rejects/{batches['crm']}.parquet')").df()
+    assert list(crm_rejects["_source_line"]) == [0]
+    assert crm_rejects["reason"].str.contains("createdAt").all()
     enum = next(r for r in result.results if r.suite == "raw.web_events" and r.column == "type")
     assert enum.outcome == "quarantine" and enum.unexpected_count == 3
     rejects = duckdb.sql(

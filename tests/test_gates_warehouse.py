@@ -62,7 +62,7 @@ def test_intermediate_gate_passes_on_clean_data_and_records_the_link_share(setti
     result = run_gate(settings, "intermediate", DAY, run_id="core-clean")
 
     assert result.ok and not result.warnings, [w.describe() for w in result.warnings]
-    assert result.summary_line().startswith("gate intermediate: 5 suites, ")
+    assert result.summary_line().startswith("gate intermediate: 6 suites, ")
     metrics = audit.read(settings, "gate_metrics", "logical_date = ?", [DAY])
     assert metrics["value"].round(3).tolist() == [0.8]
 
@@ -104,6 +104,26 @@ def test_a_collapse_of_linked_orders_against_recent_runs_stops_the_intermediate_
     message = str(failed.value)
     assert "suite intermediate.order_link_share, expectation expect_column_values_to_be_between(column=ratio_to_baseline, min_value=0.8)" in message
     assert "baseline=0.8" in message and "value=0.3" in message
+
+
+def test_unreadable_crm_phones_and_countries_are_counted_as_warnings(settings):
+    """A phone that cannot be read (stg_crm__contacts.phone_unparsed) or a country not
+    recognized is never dropped silently: the intermediate gate reports the counts."""
+    build_warehouse(settings.warehouse_path, linked_share=0.8)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("UPDATE staging.stg_crm__contacts SET phone = NULL, phone_unparsed = true, "
+                    "phone_raw = '12345' WHERE contact_id IN ('1000', '1001', '1002')")
+        con.execute("UPDATE staging.stg_crm__contacts SET country = NULL, country_raw = 'Atlantis' "
+                    "WHERE contact_id = '1003'")
+    _dbt(settings)
+    _link_share_history(settings, [0.8, 0.79, 0.81])
+    result = run_gate(settings, "intermediate", DAY, run_id="phones")
+
+    assert result.ok
+    warned = {w.column: w for w in result.warnings if w.suite == "intermediate.crm_contact_keys"}
+    assert set(warned) == {"phones_unparsed", "countries_unrecognized"}
+    shown = " ".join(map(str, [warned["phones_unparsed"].observed_value, *warned["phones_unparsed"].sample]))
+    assert "phones_unparsed=3" in shown, shown
 
 
 def test_dbt_test_results_feed_the_intermediate_gate(settings):

@@ -18,7 +18,7 @@ from customer360.ingest.crm import extract_crm, load_state
 from customer360.ingest.state import STATE_DB, StateStore, state_db_path
 from customer360.ingest.web import load_web
 from tests.landing_fixtures import batch_files, event, read_raw, write_web_part
-from tests.test_crm_extract import (D1, D3, assert_reconciled, at, crm_api, landed,  # noqa: F401
+from tests.test_crm_extract import (D1, D3, assert_reconciled, at, crm_api, crm_env, landed,  # noqa: F401
                                     raw_fingerprint, visible)
 
 # The manifest schema of older homes (one SQLite file a landing source).
@@ -99,7 +99,9 @@ def test_a_crm_watermark_and_a_web_file_record_live_in_the_same_store(settings):
     ((source, entity, wm_us, wm_text, keys),) = _rows(
         settings, "SELECT source, entity, watermark_us, watermark, keys_at_watermark FROM watermarks")
     assert (source, entity, wm_text) == ("crm", "contacts", at(D1, 23, ms=3_599_999))
-    assert wm_us == crm.parse_instant_us(wm_text) and json.loads(keys) == ["27", "28", "29"]
+    # the versions landed within the lookback window below the watermark: id@ms
+    assert wm_us == crm.parse_instant_us(wm_text)
+    assert json.loads(keys) == [f"{i}@{wm_us // 1000}" for i in (27, 28, 29)]
     # Every committed batch of both sources, in one table, matching the reconciliation log.
     batches = _rows(settings, "SELECT source, entity, batch_id, rows_landed FROM batches")
     audit = lake.read_reconciliation(settings)
@@ -134,7 +136,7 @@ def test_an_older_homes_json_watermarks_and_manifest_are_imported_once(settings,
     _to_legacy(s)
     assert not state_db_path(s).exists()
     assert sorted(p.name for p in (s.state_dir / "crm").glob("*.json")) == [
-        "contacts.json", "tickets.json"]  # no feedback before D2
+        "contacts.json", "feedback_submissions.json", "tickets.json"]  # feedback: listed empty
 
     with caplog.at_level(logging.WARNING, logger="customer360.ingest.state"):
         assert load_web(s, D1) == []  # the manifest was imported: nothing lands again
@@ -149,9 +151,9 @@ def test_an_older_homes_json_watermarks_and_manifest_are_imported_once(settings,
 
     # The next date continues from the imported watermarks: the same raw data as the reference.
     recs = extract_crm(s, D3)
-    queries = [r["query"] for r in crm_api.stats()["recent"] if r["path"] == "contacts"]
-    assert any("updatedAfter=2026-03-01T23%3A59%3A59.999Z" in q for q in queries)
-    assert any("3 re-read at the watermark skipped" in r.note for r in recs)
+    # searched from the imported watermark (minus the lookback), skipping what D1 landed
+    assert any(r["path"].endswith("/contacts/search") for r in crm_api.stats()["recent"])
+    assert any("3 version(s) landed before skipped" in r.note for r in recs)
     assert raw_fingerprint(s) == raw_fingerprint(reference)
     assert_reconciled(s)
 
@@ -173,8 +175,9 @@ def test_a_legacy_pending_batch_is_completed_after_the_import(settings, crm_api,
                                                               monkeypatch, caplog):
     # A crash after the batch's files and reconciliation line, before its state: the old
     # extractor left it as "pending" in the JSON file; the store completes it once.
-    write_crm_versions(crm_api.data_dir, "contacts", crm_api.versions["contacts"] + [
-        {"id": "", "properties": {}, "createdAt": at(D1, 12), "updatedAt": at(D1, 12, ms=1)}])
+    bad = dict(crm_api.versions["contacts"][0], id="99", updatedAt="not a time")
+    bad["properties"] = dict(bad["properties"], hs_object_id="99", lastmodifieddate="not a time")
+    write_crm_versions(crm_api.data_dir, "contacts", crm_api.versions["contacts"] + [bad])
     real = StateStore.commit_watermark
 
     def crash_on_the_batch_with_a_rejected_record(store, pending):
@@ -293,3 +296,25 @@ def test_an_erasure_rewriting_a_landing_file_keeps_the_store_in_step(settings):
         after = store.file_status(rel)
     assert after["sha256"] != before and after["size"] == path.stat().st_size
     assert load_web(settings, D1) == []
+
+
+def test_a_version_1_store_gains_the_crm_cursor_and_goes_on_from_its_watermark(settings):
+    # A store written before the CRM cursor: its watermarks table has no cursor column.
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(state_db_path(settings))
+    db.executescript(
+        "CREATE TABLE watermarks (source TEXT NOT NULL, entity TEXT NOT NULL, watermark_us INTEGER, "
+        "watermark TEXT, keys_at_watermark TEXT NOT NULL, batch_id TEXT, updated_at TEXT NOT NULL, "
+        "PRIMARY KEY (source, entity));"
+        "INSERT INTO watermarks VALUES ('crm', 'contacts', 1772409599999000, "
+        "'2026-03-01T23:59:59.999Z', '[\"27\", \"28\", \"29\"]', NULL, '2026-03-02');"
+        "PRAGMA user_version = 1;")
+    db.close()
+    with StateStore(settings, "crm") as store:
+        mark = store.watermark("contacts")
+    assert mark.watermark_us == 1772409599999000 and mark.cursor is None
+    assert "cursor" in {r[1] for r in _rows(settings, "PRAGMA table_info(watermarks)")}
+    state = load_state(settings, "contacts")
+    assert state.mode == "incremental" and state.seen == set()  # old keys: no lookback memory
+    extract_crm(settings, D3, objects=("contacts",))  # searched from that watermark
+    assert load_state(settings, "contacts").watermark_us > mark.watermark_us

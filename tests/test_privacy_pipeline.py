@@ -70,12 +70,23 @@ def _iso(day: dt.date, hh: int, mm: int = 0) -> str:
 
 def _contact(p: dict, created: str, updated: str, consent: str = "true", archived: bool = False,
              country: str = "CN") -> dict:
+    """A contact version in the simulated CRM store (HubSpot's internal names, "" for empty)."""
     return {"id": p["contact"], "createdAt": created, "updatedAt": updated, "archived": archived,
+            "archivedAt": updated if archived else None,
             "properties": {"email": p["email"], "firstname": p["first"], "lastname": p["last"],
-                           "phone": p["phone"], "gender": None, "date_of_birth": "1990-05-17",
-                           "city": "Shanghai", "country": country, "loyalty_id": p.get("loyalty"),
+                           "phone": p["phone"], "mobilephone": "", "gender": "", "date_of_birth": "1990-05-17",
+                           "city": "Shanghai", "country": country, "loyalty_id": p.get("loyalty") or "",
                            "lifecyclestage": "customer", "marketing_consent": consent,
-                           "signup_channel": "web"}}
+                           "signup_channel": "web", "hs_object_id": p["contact"], "createdate": created,
+                           "lastmodifieddate": updated}}
+
+
+def _crm_record(record_id: str, created: str, contact: str, **properties: str) -> dict:
+    """A ticket or survey answer in the simulated CRM store: its contact is an association."""
+    return {"id": record_id, "createdAt": created, "updatedAt": created, "archived": False, "archivedAt": None,
+            "properties": {"hs_object_id": record_id, "createdate": created, "hs_lastmodifieddate": created,
+                           **properties},
+            "associations": {"contacts": [contact]}}
 
 
 def _append_crm(settings, obj: str, versions: list[dict]) -> None:
@@ -137,19 +148,18 @@ def plant(settings) -> None:
         _contact(DARIO, created, _iso(LAST - dt.timedelta(days=1), 11), country="HK", archived=True),
     ])
     _append_crm(settings, "tickets", [
-        {"id": "599901", "createdAt": _iso(day, 8), "updatedAt": _iso(day, 8), "archived": False,
-         "properties": {"contact_id": ZELDA["contact"], "subject": "Refund", "content":
-                        "Please call me on 13912345678 or write to zelda.quist@example.org",
-                        "category": "billing", "priority": "high", "status": "open", "closed_at": None}},
-        {"id": "599902", "createdAt": _iso(day, 9), "updatedAt": _iso(day, 9), "archived": False,
-         "properties": {"contact_id": "100002", "subject": "Referral", "content":
-                        "My friend Zelda Quist recommended your shop", "category": "other",
-                        "priority": "low", "status": "open", "closed_at": None}},
+        _crm_record("599901", _iso(day, 8), ZELDA["contact"], subject="Refund",
+                    content="Please call me on 13912345678 or write to zelda.quist@example.org",
+                    hs_pipeline="0", hs_pipeline_stage="1", hs_ticket_category="BILLING_ISSUE",
+                    hs_ticket_priority="HIGH", closed_date=""),
+        _crm_record("599902", _iso(day, 9), "100002", subject="Referral",
+                    content="My friend Zelda Quist recommended your shop", hs_pipeline="0",
+                    hs_pipeline_stage="1", hs_ticket_category="GENERAL_INQUIRY",
+                    hs_ticket_priority="LOW", closed_date=""),
     ])
     _append_crm(settings, "feedback_submissions", [
-        {"id": "999901", "createdAt": _iso(day, 12), "updatedAt": _iso(day, 12), "archived": False,
-         "properties": {"contact_id": ZELDA["contact"], "survey_type": "NPS", "score": "9",
-                        "comment": "Great service, thanks! Zelda", "submitted_at": _iso(day, 12)}}])
+        _crm_record("999901", _iso(day, 12), ZELDA["contact"], hs_survey_type="NPS", hs_value="9",
+                    hs_content="Great service, thanks! Zelda", hs_submission_timestamp=_iso(day, 12))])
     order = {"order_id": "WO-ZQ-0001", "revenue": float(price), "currency": "CNY",
              "products": [{"sku": sku, "quantity": 1, "price": float(price)}]}
     lines = [

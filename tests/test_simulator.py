@@ -1,6 +1,9 @@
-"""The demo source simulator: determinism, the docs/sources.md layout, every messy case behind its
-knob (present when on, absent at 0, checked from the files), ground truth coverage, delivery
-replay, and that the landing validator finds exactly the planted defects."""
+"""The demo source simulator: determinism, the docs/sources.md layout, the CRM store shaped as
+HubSpot serves it (internal property names, associations, archivedAt, "" values, free-text
+countries, national and unreadable phones, lifecycle stages, a bulk import's shared
+millisecond), every messy case behind its knob (present when on, absent at 0, checked from the
+files, in its stated share), ground truth coverage, delivery replay, and that the landing
+validator finds exactly the planted defects."""
 
 from __future__ import annotations
 
@@ -30,10 +33,30 @@ PEOPLE, DAYS = 600, 14
 POS_COLUMNS = ["transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
                "loyalty_id", "customer_phone", "customer_email", "sku", "quantity", "unit_price",
                "discount_amount", "line_amount", "currency", "payment_method"]
-CONTACT_PROPS = {"email", "firstname", "lastname", "phone", "gender", "date_of_birth", "city",
-                 "country", "loyalty_id", "lifecyclestage", "marketing_consent", "signup_channel"}
-TICKET_PROPS = {"contact_id", "subject", "content", "category", "priority", "status", "closed_at"}
-FEEDBACK_PROPS = {"contact_id", "survey_type", "score", "comment", "submitted_at"}
+CONTACT_PROPS = {"email", "firstname", "lastname", "phone", "mobilephone", "date_of_birth", "gender",
+                 "city", "country", "lifecyclestage", "createdate", "lastmodifieddate",
+                 "hs_object_id", "loyalty_id", "marketing_consent", "signup_channel"}
+TICKET_PROPS = {"subject", "content", "hs_pipeline", "hs_pipeline_stage", "hs_ticket_priority",
+                "hs_ticket_category", "createdate", "closed_date", "hs_lastmodifieddate",
+                "hs_object_id"}
+FEEDBACK_PROPS = {"hs_survey_type", "hs_value", "hs_content", "hs_submission_timestamp",
+                  "createdate", "hs_lastmodifieddate", "hs_object_id"}
+LAST_MODIFIED = {"contacts": "lastmodifieddate", "tickets": "hs_lastmodifieddate",
+                 "feedback_submissions": "hs_lastmodifieddate"}
+LIFECYCLE_STAGES = {"subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
+                    "opportunity", "customer", "evangelist", "other"}
+FUNNEL_STAGES = {"marketingqualifiedlead", "salesqualifiedlead", "opportunity"}
+ISO_COUNTRIES = {"CN", "HK", "JP", "GB", "US"}
+# This test's own reading of free-text countries (independent of the simulator's list): every
+# country the simulator types must be one of these.
+COUNTRY_NAMES = {
+    "CN": {"cn", "china", "中国", "prc", "people's republic of china", "mainland china",
+           "中华人民共和国"},
+    "HK": {"hk", "hong kong", "香港", "hong kong sar", "hong kong, china"},
+    "JP": {"jp", "japan", "日本"},
+    "GB": {"gb", "uk", "u.k.", "united kingdom", "great britain", "england", "英国"},
+    "US": {"us", "usa", "u.s.", "u.s.a.", "united states", "united states of america", "美国"},
+}
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 CURRENCY = {"CN": "CNY", "HK": "HKD", "JP": "JPY", "GB": "GBP", "US": "USD"}
@@ -147,6 +170,40 @@ def _e164(raw: str, region: str) -> str:
                                       phonenumbers.PhoneNumberFormat.E164)
 
 
+def _region(country: str | None) -> str | None:
+    """The ISO code a contact's free-text country means (None when empty or unknown)."""
+    text = (country or "").strip().lower()
+    return next((iso for iso, names in COUNTRY_NAMES.items() if text in names), None)
+
+
+def _readable(raw: str | None, country: str | None) -> str | None:
+    """The E.164 number a phone field means with the contact's country as the default region,
+    None when empty or nothing valid can be read from it."""
+    if not raw:
+        return None
+    try:
+        number = phonenumbers.parse(raw, _region(country))
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _national(raw: str) -> bool:
+    """Typed without any international prefix: only the contact's country makes it readable."""
+    try:
+        phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return not raw.lstrip().startswith(("+", "00", "(+"))
+    return False
+
+
+def _mobile_field(p: dict) -> str | None:
+    """The field holding the contact's mobile: mobilephone when set (phone is then a landline)."""
+    return p["mobilephone"] or p["phone"]
+
+
 def _latest(records: list[dict]) -> dict[str, dict]:
     out = {}
     for r in records:
@@ -163,8 +220,8 @@ def n_dup_contacts(run: Run) -> int:
         p = r["properties"]
         if p["email"]:
             by_key["e:" + p["email"].strip().lower()].add(cid)
-        if p["phone"]:
-            by_key["p:" + _e164(p["phone"], p["country"])].add(cid)
+        if phone := _readable(_mobile_field(p), p["country"]):
+            by_key["p:" + phone].add(cid)
     return sum(len(ids) - 1 for ids in by_key.values())
 
 
@@ -247,7 +304,7 @@ def n_malformed(run: Run) -> int:
 
 
 def n_chinese_text(run: Run) -> int:
-    texts = [r["properties"]["comment"] for r in run.crm("feedback_submissions")]
+    texts = [r["properties"]["hs_content"] for r in run.crm("feedback_submissions")]
     texts += [r["properties"]["content"] for r in run.crm("tickets")]
     return sum(bool(t and CJK.search(t)) for t in texts)
 
@@ -262,6 +319,48 @@ def n_consent_changes(run: Run) -> int:
     for r in run.crm("contacts"):
         seen[r["id"]].add(r["properties"]["marketing_consent"])
     return sum(len(v) > 1 for v in seen.values())
+
+
+def n_empty_strings(run: Run) -> int:
+    return sum(v == "" for obj in LAST_MODIFIED for r in run.crm(obj) for v in r["properties"].values())
+
+
+def n_free_text_countries(run: Run) -> int:
+    return sum(bool(r["properties"]["country"]) and r["properties"]["country"] not in ISO_COUNTRIES
+               for r in _latest(run.crm("contacts")).values())
+
+
+def n_national_phones(run: Run) -> int:
+    """Contacts whose mobile is typed so that only their own country makes it readable."""
+    n = 0
+    for r in _latest(run.crm("contacts")).values():
+        p = r["properties"]
+        raw = _mobile_field(p)
+        n += bool(raw) and _national(raw) and _readable(raw, p["country"]) is not None
+    return n
+
+
+def n_landlines(run: Run) -> int:
+    return sum(bool(r["properties"]["mobilephone"]) for r in _latest(run.crm("contacts")).values())
+
+
+def n_unparseable_phones(run: Run) -> int:
+    contacts = [r["properties"] for r in _latest(run.crm("contacts")).values()]
+    return sum(bool(p["phone"]) and _readable(p["phone"], p["country"]) is None for p in contacts)
+
+
+def n_funnel_contacts(run: Run) -> int:
+    return len({r["id"] for r in run.crm("contacts") if r["properties"]["lifecyclestage"] in FUNNEL_STAGES})
+
+
+def n_bulk_update(run: Run) -> int:
+    """Contact versions in the largest group sharing one lastmodifieddate (chance gives a few)."""
+    biggest = max(Counter(r["properties"]["lastmodifieddate"] for r in run.crm("contacts")).values())
+    return biggest if biggest >= 10 else 0
+
+
+def n_ces(run: Run) -> int:
+    return sum(r["properties"]["hs_survey_type"] == "CES" for r in run.crm("feedback_submissions"))
 
 
 def n_existing_contacts(run: Run) -> int:
@@ -287,6 +386,10 @@ DETECTORS = {
     "chinese_comment_share": n_chinese_text, "pii_in_ticket_rate": n_pii_tickets,
     "consent_change_rate": n_consent_changes, "existing_customer_share": n_existing_contacts,
     "web_usd_share": n_usd_orders, "store_timezones": n_extra_timezones,
+    "empty_string_rate": n_empty_strings, "free_text_country_rate": n_free_text_countries,
+    "national_phone_rate": n_national_phones, "landline_phone_rate": n_landlines,
+    "unparseable_phone_rate": n_unparseable_phones, "funnel_stage_rate": n_funnel_contacts,
+    "bulk_update_contacts": n_bulk_update, "ces_survey_share": n_ces,
 }
 OFF = {"store_timezones": 1}
 
@@ -319,6 +422,14 @@ def test_summary_counts_match_the_files(messy):
     assert c["archived_contacts"] == n_archived(messy)
     assert c["shared_devices"] == n_shared_devices(messy) or c["shared_devices"] > 0
     assert c["gb18030_files"] == n_gb18030_files(messy)
+    assert c["unparseable_phones"] == n_unparseable_phones(messy) > 0
+    assert c["landline_phones"] == n_landlines(messy) > 0
+    assert c["national_phones"] == n_national_phones(messy) > 0
+    assert c["free_text_countries"] == n_free_text_countries(messy) > 0
+    assert c["funnel_stage_contacts"] == n_funnel_contacts(messy) > 0
+    assert c["bulk_update_contacts"] == n_bulk_update(messy) == 200
+    assert c["ces_surveys"] == n_ces(messy) > 0
+    assert c["lifecycle_stages"] == len({r["properties"]["lifecyclestage"] for r in messy.crm("contacts")})
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
@@ -450,17 +561,32 @@ def test_web_events_follow_the_segment_spec(messy):
 
 
 def test_crm_records_follow_the_contract(messy):
+    """The store holds HubSpot-shaped versions: internal property names, every value a string,
+    null or "", create/last-modified/hs_object_id echoing the record, archivedAt exactly on
+    archived versions, the contact of a ticket or a survey response as an association."""
     start = START.isoformat()
+    contacts = _latest(messy.crm("contacts"))
     for obj, props in (("contacts", CONTACT_PROPS), ("tickets", TICKET_PROPS),
                        ("feedback_submissions", FEEDBACK_PROPS)):
         records = messy.crm(obj)
         assert records, obj
         last = {}
         for r in records:
-            assert set(r) == {"id", "properties", "createdAt", "updatedAt", "archived"}
+            keys = {"id", "properties", "createdAt", "updatedAt", "archived", "archivedAt"}
+            assert set(r) == (keys if obj == "contacts" else keys | {"associations"})
             assert r["id"].isdigit() and ISO_MS.match(r["createdAt"]) and ISO_MS.match(r["updatedAt"])
-            assert set(r["properties"]) == props
-            assert all(v is None or isinstance(v, str) for v in r["properties"].values())
+            p = r["properties"]
+            assert set(p) == props
+            assert all(v is None or isinstance(v, str) for v in p.values())
+            assert p["hs_object_id"] == r["id"] and p["createdate"] == r["createdAt"]
+            assert p[LAST_MODIFIED[obj]] == r["updatedAt"]
+            assert (r["archivedAt"] is not None) == r["archived"]
+            if r["archived"]:
+                assert r["archivedAt"] == r["updatedAt"]
+            if obj != "contacts":
+                assert list(r["associations"]) == ["contacts"]
+                assert len(r["associations"]["contacts"]) == 1
+                assert r["associations"]["contacts"][0] in contacts
             if r["id"] in last:
                 prev = last[r["id"]]
                 assert r["updatedAt"] > prev["updatedAt"] and r["createdAt"] == prev["createdAt"]
@@ -468,20 +594,147 @@ def test_crm_records_follow_the_contract(messy):
             last[r["id"]] = r
         order = [(r["updatedAt"], int(r["id"])) for r in records]
         assert order == sorted(order)
-    contacts = _latest(messy.crm("contacts"))
     assert any(r["createdAt"] < start for r in contacts.values())
     assert any(r["createdAt"] >= start for r in contacts.values())
+    for r in messy.crm("contacts"):
+        p = r["properties"]
+        assert p["lifecyclestage"] in LIFECYCLE_STAGES
+        assert p["marketing_consent"] in {"true", "false"}
+        assert p["signup_channel"] in {"web", "store", "referral", "campaign"}
+        assert p["country"] and _region(p["country"]), p["country"]
     tickets = messy.crm("tickets")
-    assert {r["properties"]["status"] for r in tickets} >= {"open", "closed"}
+    assert {r["properties"]["hs_pipeline_stage"] for r in tickets} >= {"1", "4"}
+    assert {r["properties"]["hs_pipeline_stage"] for r in tickets} <= {"1", "2", "3", "4"}
     for r in tickets:
-        assert r["properties"]["contact_id"] in contacts
-        assert (r["properties"]["status"] == "closed") == (r["properties"]["closed_at"] is not None)
+        p = r["properties"]
+        assert p["hs_pipeline"] == "0"
+        assert p["hs_ticket_priority"] in {"LOW", "MEDIUM", "HIGH", "URGENT"}
+        assert re.fullmatch(r"[A-Z_]+", p["hs_ticket_category"])
+        assert (p["hs_pipeline_stage"] == "4") == bool(p["closed_date"])
+        if p["closed_date"]:
+            assert ISO_MS.match(p["closed_date"]) and p["closed_date"] == r["updatedAt"]
+    ranges = {"NPS": range(0, 11), "CSAT": range(1, 6), "CES": range(1, 8)}
     for r in messy.crm("feedback_submissions"):
-        score = int(r["properties"]["score"])
-        assert 0 <= score <= 10 if r["properties"]["survey_type"] == "NPS" else 1 <= score <= 5
-    comments = [r["properties"]["comment"] for r in messy.crm("feedback_submissions")
-                if r["properties"]["comment"]]
+        p = r["properties"]
+        assert int(p["hs_value"]) in ranges[p["hs_survey_type"]]
+        assert p["hs_submission_timestamp"] == r["createdAt"]
+    comments = [r["properties"]["hs_content"] for r in messy.crm("feedback_submissions")
+                if r["properties"]["hs_content"]]
     assert any(CJK.search(c) for c in comments) and any(not CJK.search(c) for c in comments)
+
+
+def test_crm_store_speaks_the_default_property_map(messy):
+    """The simulator writes what the extractor asks a portal left at the defaults for, and
+    every enumeration value it writes is one the default map reads."""
+    from customer360.ingest.crm_properties import DEFAULT_PROPERTY_MAP
+
+    expected = {"contacts": CONTACT_PROPS, "tickets": TICKET_PROPS,
+                "feedback_submissions": FEEDBACK_PROPS}
+    for obj, spec in DEFAULT_PROPERTY_MAP.items():
+        assert set(spec.request_properties()) == expected[obj], obj
+        assert spec.last_modified == LAST_MODIFIED[obj]
+        records = messy.crm(obj)
+        for column, mapping in spec.values.items():
+            seen = {r["properties"][spec.columns[column]] for r in records} - {None, ""}
+            assert seen and seen <= set(mapping), (obj, column, seen - set(mapping))
+
+
+@pytest.fixture(scope="module")
+def shares(tmp_path_factory) -> Run:
+    """A larger run at the default knobs, to check each CRM value shape's share."""
+    return run_sim(tmp_path_factory.mktemp("shares"), people=4000, days=20, seed=3)
+
+
+def _within(count: int, total: int, rate: float) -> bool:
+    """``count`` of ``total`` is a plausible binomial draw at ``rate`` (4 sigma, at least 2)."""
+    sigma = (total * rate * (1 - rate)) ** 0.5
+    return abs(count - total * rate) <= max(4 * sigma, 2)
+
+
+def test_crm_value_shapes_appear_in_their_shares(shares):
+    cfg, c = shares.cfg, shares.counts
+    contacts = _latest(shares.crm("contacts"))
+    first = {}
+    for r in shares.crm("contacts"):
+        first.setdefault(r["id"], r)
+    assert len(contacts) > 1500
+    # Free-text countries, every one readable by a small mapping.
+    free = [p["country"] for p in (r["properties"] for r in contacts.values())
+            if p["country"] not in ISO_COUNTRIES]
+    assert _within(len(free), len(contacts), cfg.free_text_country_rate)
+    assert all(_region(x) for x in free) and {"China", "United Kingdom", "中国", "UK"} <= set(free)
+    # "" instead of null on a share of records: a record is all-"" or all-null in its empties.
+    for obj in LAST_MODIFIED:
+        latest = _latest(shares.crm(obj)).values()
+        blanks = [r for r in latest if any(v in ("", None) for v in r["properties"].values())]
+        with_empty = [r for r in blanks if "" in r["properties"].values()]
+        assert not any(None in r["properties"].values() for r in with_empty), obj
+        assert _within(len(with_empty), len(blanks), cfg.empty_string_rate), obj
+    assert c["empty_string_records"] == sum(
+        any("" in r["properties"].values() for r in versions)
+        for obj in LAST_MODIFIED
+        for versions in _group(shares.crm(obj)).values())
+    # Phones: landlines with the mobile moved, national mobiles, unreadable fields.
+    with_phone = [r["properties"] for r in contacts.values() if r["properties"]["phone"]]
+    landlines = [p for p in with_phone if p["mobilephone"]]
+    assert _within(len(landlines), len(with_phone), cfg.landline_phone_rate)
+    assert all(_readable(p["phone"], p["country"]) and _national(p["phone"]) for p in landlines
+               if _readable(p["phone"], p["country"]))
+    assert any(re.fullmatch(r"\(0\d{2}\) \d{4}-\d{4}", p["phone"]) for p in landlines)   # (021) 6234-5678
+    assert any(re.fullmatch(r"020 \d{4} \d{4}", p["phone"]) for p in landlines)         # 020 7946 0958
+    assert _within(n_unparseable_phones(shares), len(with_phone), cfg.unparseable_phone_rate)
+    assert c["unparseable_phones"] == n_unparseable_phones(shares) > 0
+    mobiles = [p for p in (r["properties"] for r in contacts.values()) if _mobile_field(p)]
+    national = n_national_phones(shares)
+    assert abs(national / len(mobiles) - cfg.national_phone_rate) < 0.06   # second contacts dilute it
+    # Every lifecycle stage HubSpot has; the funnel ones on about their share of older leads.
+    assert {r["properties"]["lifecyclestage"] for r in shares.crm("contacts")} == LIFECYCLE_STAGES
+    older = [r["properties"]["lifecyclestage"] for r in first.values() if r["createdAt"] < START.isoformat()
+             and r["properties"]["lifecyclestage"] in {"lead", "subscriber"} | FUNNEL_STAGES]
+    assert abs(sum(s in FUNNEL_STAGES for s in older) / len(older) - cfg.funnel_stage_rate) < 0.1
+    # One bulk import: exactly the knob's contacts share one millisecond.
+    stamps = Counter(r["properties"]["lastmodifieddate"] for r in shares.crm("contacts"))
+    stamp, n = stamps.most_common(1)[0]
+    assert n == cfg.bulk_update_contacts == c["bulk_update_contacts"] and stamp == c["bulk_update_at"]
+    # CES among the non-NPS surveys; archived contacts carry archivedAt.
+    surveys = [r["properties"]["hs_survey_type"] for r in shares.crm("feedback_submissions")]
+    assert _within(surveys.count("CES"), len(surveys) - surveys.count("NPS"), cfg.ces_survey_share)
+    archived = [r for r in shares.crm("contacts") if r["archived"]]
+    assert len(archived) == c["archived_contacts"] > 0 and all(r["archivedAt"] for r in archived)
+
+
+def _group(records: list[dict]) -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for r in records:
+        out[r["id"]].append(r)
+    return out
+
+
+def test_crm_phone_ground_truth_gives_the_number_each_field_means(shares):
+    """crm_phones.parquet: each phone field as typed, with the E.164 number it means (read with
+    the contact's own free-text country), null exactly for the unreadable ones; keys.parquet
+    links every readable one to its person."""
+    fields = pq.read_table(shares.sim_dir / "ground_truth/crm_phones.parquet").to_pandas()
+    fields = fields.astype(object).where(fields.notna(), None)
+    latest = _latest(shares.crm("contacts"))
+    person = shares.person_of("crm_contact_id")
+    phone_person = shares.person_of("phone")
+    assert set(fields["shape"]) == {"international", "national", "landline", "unparseable"}
+    # The pipeline's own country reader knows every country the simulator types.
+    from customer360.core.countries import country_code
+    assert all(country_code(t) == iso for t, iso in zip(fields["country_typed"], fields["country"]))
+    assert (fields["shape"] == "unparseable").sum() == shares.counts["unparseable_phones"]
+    for f in fields.itertuples(index=False):
+        p = latest[f.contact_id]["properties"]
+        assert p[f.property] == f.value and p["country"] == f.country_typed
+        assert _region(f.country_typed) == f.country
+        assert _readable(f.value, f.country_typed) == f.e164
+        assert f.person_id == person[f.contact_id]
+        if f.e164 is not None:
+            assert phone_person[f.e164] == f.person_id
+    typed = {(cid, prop) for cid, r in latest.items() for prop in ("phone", "mobilephone")
+             if r["properties"][prop]}
+    assert typed == set(zip(fields["contact_id"], fields["property"]))
 
 
 def test_ground_truth_covers_every_source_key(messy):

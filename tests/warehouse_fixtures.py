@@ -45,11 +45,18 @@ LOAD_2 = dt.date(2026, 3, 10)
 LANDED_1 = dt.datetime(2026, 3, 9, 1, 0, tzinfo=UTC)
 LANDED_2 = dt.datetime(2026, 3, 11, 1, 0, tzinfo=UTC)
 
+# The raw zone shape of a CRM object (docs/sources.md section 1): HubSpot's record with every
+# property under its internal name ("" kept as ""), archivedAt, and the associations as JSON.
 CRM_SCHEMA = pa.schema([
     ("id", pa.string()), ("createdAt", pa.string()), ("updatedAt", pa.string()),
-    ("archived", pa.bool_()), ("properties", pa.string()),
+    ("archived", pa.bool_()), ("archivedAt", pa.string()), ("properties", pa.string()),
+    ("associations", pa.string()),
     ("_source_file", pa.string()), ("_source_line", pa.int64()),
 ])
+# Our values -> the portal's (the default property map, config/crm_properties.yml).
+TICKET_STAGE = {"open": "1", "pending": "2", "closed": "4"}
+TICKET_CATEGORY = {"billing": "BILLING_ISSUE", "delivery": "DELIVERY_ISSUE", "product": "PRODUCT_ISSUE",
+                   "account": "ACCOUNT_ISSUE", "other": "GENERAL_INQUIRY"}
 WEB_SCHEMA = pa.schema([
     ("messageId", pa.string()), ("type", pa.string()), ("event", pa.string()),
     ("anonymousId", pa.string()), ("userId", pa.string()), ("timestamp", pa.string()),
@@ -149,33 +156,42 @@ def fx_rate(currency: str, day: dt.date) -> float:
 
 # ---------------------------------------------------------------- record builders
 
-def crm_record(record_id: str, created: str, updated: str, archived: bool = False,
+def crm_record(record_id: str, created: str, updated: str, archived: bool = False, *,
+               last_modified: str = "hs_lastmodifieddate", contacts: list[str] | None = None,
                **properties: str | None) -> dict:
+    """One record version as the extractor lands it: HubSpot's createdate, last-modified and
+    hs_object_id properties, archivedAt when archived, the contact ids as associations."""
+    props = {"hs_object_id": record_id, "createdate": created, last_modified: updated, **properties}
     return {"id": record_id, "createdAt": created, "updatedAt": updated, "archived": archived,
-            "properties": json.dumps(properties, ensure_ascii=False)}
+            "archivedAt": updated if archived else None,
+            "properties": json.dumps(props, ensure_ascii=False),
+            "associations": json.dumps({"contacts": contacts}) if contacts is not None else None}
 
 
 def contact(cid: str, created: str, updated: str | None = None, archived: bool = False,
             **props: str | None) -> dict:
-    base = {"email": None, "firstname": None, "lastname": None, "phone": None, "gender": None,
-            "date_of_birth": None, "city": None, "country": None, "loyalty_id": None,
+    # HubSpot sends "" for a property that is defined but empty.
+    base = {"email": "", "firstname": "", "lastname": "", "phone": "", "mobilephone": "",
+            "gender": "", "date_of_birth": "", "city": "", "country": "", "loyalty_id": "",
             "lifecyclestage": "customer", "marketing_consent": "false",
             "signup_channel": "web"}
     base.update(props)
-    return crm_record(cid, created, updated or created, archived, **base)
+    return crm_record(cid, created, updated or created, archived, last_modified="lastmodifieddate", **base)
 
 
 def ticket(tid: str, contact_id: str, created: str, updated: str | None = None, *,
            status: str = "open", closed_at: str | None = None, category: str = "delivery",
            priority: str = "medium") -> dict:
-    return crm_record(tid, created, updated or created, False, contact_id=contact_id,
-                      subject="Where is my parcel", content="包裹还没到", category=category,
-                      priority=priority, status=status, closed_at=closed_at)
+    return crm_record(tid, created, updated or created, False, contacts=[contact_id],
+                      subject="Where is my parcel", content="包裹还没到", hs_pipeline="0",
+                      hs_pipeline_stage=TICKET_STAGE[status],
+                      hs_ticket_category=TICKET_CATEGORY[category],
+                      hs_ticket_priority=priority.upper(), closed_date=closed_at or "")
 
 
 def feedback(fid: str, contact_id: str, survey: str, score: int, submitted: str) -> dict:
-    return crm_record(fid, submitted, submitted, False, contact_id=contact_id, survey_type=survey,
-                      score=str(score), comment="很好", submitted_at=submitted)
+    return crm_record(fid, submitted, submitted, False, contacts=[contact_id], hs_survey_type=survey,
+                      hs_value=str(score), hs_content="很好", hs_submission_timestamp=submitted)
 
 
 def web_event(message_id: str, when: str, anon: str, *, user: str | None = None,
@@ -234,7 +250,7 @@ class Lander:
                                loaded_at=self.loaded_at)
 
     def crm(self, obj: str, records: list[dict]) -> None:
-        source_file = f"crm:{obj}?updatedAfter=2026-01-01T00:00:00Z&after=0"
+        source_file = f"search {obj} {self.load_date.isoformat()} page 1"
         rows = [r | {"_source_file": source_file, "_source_line": i}
                 for i, r in enumerate(records, 1)]
         self._write(rows, CRM_SCHEMA, "crm", obj)
@@ -314,21 +330,25 @@ def land_first_load(settings: Settings) -> None:
     lander.reference()
     lander.crm("contacts", [
         contact("1001", "2026-01-05T08:00:00Z", email=" Ann@Mail.com ", phone="+86 138-0013-8000",
-                firstname="Ann", lastname="Li", country="CN", city="Shanghai",
+                firstname="Ann", lastname="Li", country="China", city="Shanghai",
                 loyalty_id="LY0001-2345", gender="female", date_of_birth="1990-04-02",
                 marketing_consent="true", signup_channel="store"),
+        # the portal's own lifecycle stage, mapped to ours (lead) through the property map
         contact("1002", "2026-02-10T08:00:00Z", email="ann@mail.com ", firstname="Ann",
-                lastname="Li", country="CN", city="Shanghai", signup_channel="web"),
+                lastname="Li", country="CN", city="Shanghai", signup_channel="web",
+                lifecyclestage="marketingqualifiedlead"),
         contact("1003", "2026-01-06T08:00:00Z", email="bob@example.com", phone="(212) 555-0101",
                 firstname="Bob", lastname="Smith", country="US", city="New York"),
         contact("1004", "2026-01-07T08:00:00Z", email="carol@example.com", firstname="Carol",
-                country="GB", city="London", marketing_consent="true"),
+                country="UK", city="London", marketing_consent="true"),
+        # a national number read with the contact's free-text country
         contact("1005", "2026-01-08T08:00:00Z", email="dan@example.com", phone="020 7946 0018",
-                firstname="Dan", country="GB", city="London"),
+                firstname="Dan", country="United Kingdom", city="London"),
         contact("1006", "2026-01-09T08:00:00Z", email="erased@example.com", firstname="Erin",
                 country="CN", city="Beijing"),
+        # a phone that cannot be a full number: no phone key, flagged phone_unparsed (counted)
         contact("1008", "2026-02-01T08:00:00Z", email="Frank@Example.com", firstname="Frank",
-                country="CN", city="Shanghai"),
+                country="CN", city="Shanghai", phone="12345"),
     ])
     lander.crm("tickets", [
         ticket("T1", "1001", "2026-03-01T09:00:00Z"),
@@ -401,7 +421,7 @@ def land_second_load(settings: Settings) -> None:
         contact("1006", "2026-01-09T08:00:00Z", "2026-03-09T11:00:00Z", archived=True,
                 email="erased@example.com", firstname="Erin", country="CN", city="Beijing"),
         contact("1007", "2026-03-09T12:00:00Z", email="eve@example.com", phone="13912345678",
-                firstname="Eve", country="CN", city="Shanghai", signup_channel="store"),
+                firstname="Eve", country="中国", city="Shanghai", signup_channel="store"),
     ])
     lander.crm("tickets", [ticket("T2", "1004", "2026-03-09T08:00:00Z", priority="high")])
     lander.crm("feedback_submissions", [feedback("F5", "1001", "NPS", 10, "2026-03-09T12:00:00Z")])

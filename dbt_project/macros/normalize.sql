@@ -24,6 +24,12 @@
          then normalize_phone({{ raw_expr }}, upper({{ clean_text(country_expr) }})) end
 {%- endmacro %}
 
+{# ISO-3166 alpha-2 of a country as typed ("China", "United Kingdom", "UK", "中国", "cn"): the
+   normalize_country function (customer360.core.countries); null when not recognized. #}
+{% macro normalize_country(expr) -%}
+    case when {{ expr }} is not null then normalize_country({{ expr }}) end
+{%- endmacro %}
+
 {# An ISO-8601 text with offset ("2026-03-01T09:12:44.120Z") as a UTC timestamp. #}
 {% macro iso_to_utc(expr) -%}
     timezone('UTC', try_cast({{ expr }} as timestamptz))

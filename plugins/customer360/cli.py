@@ -100,8 +100,12 @@ def crm_server(
     rate_429: float = typer.Option(0.0, help="Share of requests answered 429 with Retry-After."),
     rate_5xx: float = typer.Option(0.0, help="Share of requests answered 500/502/503."),
     rate_cut: float = typer.Option(0.0, help="Share of pages cut short mid-body."),
+    burst_per_10s: int = typer.Option(100, help="HubSpot's ten-second burst limit for list, v4 and "
+                                      "pipeline calls (0: none)."),
+    search_per_second: int = typer.Option(5, help="HubSpot's per-second search limit (0: none)."),
+    index_lag_seconds: float = typer.Option(0.0, help="Writes this recent are not yet visible to search."),
 ) -> None:
-    """Serve the simulated CRM over HTTP on 127.0.0.1 (HubSpot v3 shape). Token: C360_CRM_TOKEN."""
+    """Serve the simulated CRM over HTTP on 127.0.0.1 as HubSpot's CRM API v3. Token: C360_CRM_TOKEN."""
     from customer360.demo.crm_server import FaultConfig, serve
 
     s = _settings()
@@ -112,7 +116,9 @@ def crm_server(
                       "needs the bearer token clients must send")
         raise typer.Exit(2) from None
     serve(data_dir or s.simulation_dir / "crm", port=port, token=token,
-          faults=FaultConfig(rate_429=rate_429, rate_5xx=rate_5xx, rate_cut=rate_cut))
+          faults=FaultConfig(rate_429=rate_429, rate_5xx=rate_5xx, rate_cut=rate_cut,
+                             burst_per_10s=burst_per_10s, search_per_second=search_per_second,
+                             index_lag_seconds=index_lag_seconds))
 
 
 @app.command("validate-landing")

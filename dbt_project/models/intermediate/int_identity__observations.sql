@@ -32,6 +32,8 @@ observations as (
     union all
     select 'crm_contact', contact_id, created_at, {{ identity_key('phone', 'phone') }} from contacts
     union all
+    select 'crm_contact', contact_id, created_at, {{ identity_key('phone', 'mobile_phone') }} from contacts
+    union all
     select 'crm_contact', contact_id, created_at, {{ identity_key('loyalty', 'loyalty_id') }} from contacts
 
     union all

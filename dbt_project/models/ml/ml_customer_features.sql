@@ -297,7 +297,7 @@ ticket_features as (
         p.customer_id,
         count(*) filter (where t.created_at >= p.snapshot_date - 89) as tickets_90d,
         count(*) filter (where t.created_at >= p.snapshot_date - 364) as tickets_365d,
-        count(*) filter (where t.priority = 'high' and t.created_at >= p.snapshot_date - 364)
+        count(*) filter (where t.priority in ('high', 'urgent') and t.created_at >= p.snapshot_date - 364)
             as high_priority_tickets_365d,
         -- open at the cutoff: not closed yet then, whatever its status is today
         count(*) filter (where t.closed_at is null

@@ -70,8 +70,22 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_TOKEN", "",
          "The CRM API's bearer token outside Airflow (the crm_api connection's password under "
          "Airflow); also the token `c360 crm-server` accepts.", secret=True),
-    Knob("C360_CRM_PAGE_SIZE", "100", "Records asked for per CRM page (`limit`)."),
+    Knob("C360_CRM_PAGE_SIZE", "100",
+         "Records asked for per CRM list page (`limit`; HubSpot allows at most 100)."),
+    Knob("C360_CRM_SEARCH_PAGE_SIZE", "200",
+         "Records asked for per CRM search page (`limit`; HubSpot allows at most 200)."),
     Knob("C360_CRM_PAGES_PER_BATCH", "10", "CRM pages per raw batch, and per commit of the watermark."),
+    Knob("C360_CRM_LOOKBACK_SECONDS", "600",
+         "How far before its watermark a CRM search starts again: HubSpot's search is eventually "
+         "consistent (the versions re-read there are skipped)."),
+    Knob("C360_CRM_SEARCH_PER_SECOND", "4",
+         "Most CRM search requests sent in any second (HubSpot allows 5); 0: no limit."),
+    Knob("C360_CRM_REQUESTS_PER_TEN_SECONDS", "90",
+         "Most other CRM requests (list, associations) sent in any 10 seconds (HubSpot allows "
+         "100 to 190 by plan); 0: no limit."),
+    Knob("C360_CRM_MAX_PAGES", "100000",
+         "Most CRM requests for one object in one run: past it the extract fails (pages that "
+         "never end)."),
     Knob("C360_CRM_MAX_ATTEMPTS", "8",
          "Attempts per CRM request, over every retryable failure (429, 5xx, cut page, timeout)."),
     Knob("C360_CRM_BACKOFF_SECONDS", "0.5",
@@ -79,6 +93,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_BACKOFF_MAX_SECONDS", "30", "Longest wait before a CRM retry."),
     Knob("C360_CRM_MAX_RETRY_AFTER_SECONDS", "300", "Longest sleep on one Retry-After of the CRM."),
     Knob("C360_CRM_TIMEOUT_SECONDS", "60", "Read timeout of one CRM request."),
+    Knob("C360_CRM_PROPERTIES", "<repo>/config/crm_properties.yml",
+         "The CRM property map: the portal's internal property names of our columns and its "
+         "enumeration values mapped to ours (HubSpot's standard names by default)."),
     # The warehouse.
     Knob("C360_PII_KEY", "",
          "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
@@ -215,12 +232,18 @@ class Settings:
     models_dir: Path                    # C360_MODELS_DIR
     dags_folder: Path                   # C360_DAGS_FOLDER
     crm_page_size: int                  # C360_CRM_PAGE_SIZE
+    crm_search_page_size: int           # C360_CRM_SEARCH_PAGE_SIZE
+    crm_lookback_seconds: float         # C360_CRM_LOOKBACK_SECONDS
+    crm_search_per_second: float        # C360_CRM_SEARCH_PER_SECOND
+    crm_requests_per_ten_seconds: float  # C360_CRM_REQUESTS_PER_TEN_SECONDS
+    crm_max_pages: int                  # C360_CRM_MAX_PAGES
     crm_pages_per_batch: int            # C360_CRM_PAGES_PER_BATCH
     crm_max_attempts: int               # C360_CRM_MAX_ATTEMPTS
     crm_backoff_seconds: float          # C360_CRM_BACKOFF_SECONDS
     crm_backoff_max_seconds: float      # C360_CRM_BACKOFF_MAX_SECONDS
     crm_max_retry_after_seconds: float  # C360_CRM_MAX_RETRY_AFTER_SECONDS
     crm_timeout_seconds: float          # C360_CRM_TIMEOUT_SECONDS
+    crm_properties: Path                # C360_CRM_PROPERTIES
     gate_chunk_rows: int                # C360_GATE_CHUNK_ROWS
     dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
@@ -391,12 +414,18 @@ def get_settings(home: str | Path | None = None) -> Settings:
         models_dir=_path("C360_MODELS_DIR"),
         dags_folder=_path("C360_DAGS_FOLDER"),
         crm_page_size=_int("C360_CRM_PAGE_SIZE", minimum=1),
+        crm_search_page_size=_int("C360_CRM_SEARCH_PAGE_SIZE", minimum=1),
+        crm_lookback_seconds=_float("C360_CRM_LOOKBACK_SECONDS"),
+        crm_search_per_second=_float("C360_CRM_SEARCH_PER_SECOND"),
+        crm_requests_per_ten_seconds=_float("C360_CRM_REQUESTS_PER_TEN_SECONDS"),
+        crm_max_pages=_int("C360_CRM_MAX_PAGES", minimum=1),
         crm_pages_per_batch=_int("C360_CRM_PAGES_PER_BATCH", minimum=1),
         crm_max_attempts=_int("C360_CRM_MAX_ATTEMPTS", minimum=1),
         crm_backoff_seconds=_float("C360_CRM_BACKOFF_SECONDS"),
         crm_backoff_max_seconds=_float("C360_CRM_BACKOFF_MAX_SECONDS"),
         crm_max_retry_after_seconds=_float("C360_CRM_MAX_RETRY_AFTER_SECONDS"),
         crm_timeout_seconds=_float("C360_CRM_TIMEOUT_SECONDS", minimum=0.001),
+        crm_properties=_path("C360_CRM_PROPERTIES"),
         gate_chunk_rows=_int("C360_GATE_CHUNK_ROWS", minimum=1),
         dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
         publish_postgres_dsn=dsn,

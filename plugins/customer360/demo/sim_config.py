@@ -82,6 +82,31 @@ class SimulationConfig:
     existing_customer_share: float = _knob(
         0.5, "share of people who already have a CRM contact before the first day")
 
+    # --- CRM values as HubSpot serves them ---
+    empty_string_rate: float = _knob(
+        0.3, "share of CRM records (contacts, tickets, feedback) whose empty properties come as "
+        "\"\" (a cleared HubSpot field) instead of null")
+    free_text_country_rate: float = _knob(
+        0.6, "share of contacts whose country is free text ('China', '中国', 'United Kingdom', "
+        "'UK', 'Hong Kong, China') instead of the ISO code")
+    national_phone_rate: float = _knob(
+        0.3, "share of contacts whose mobile number is typed in national format ('138 0013 8000', "
+        "'07712 345678', '(212) 734-5678'): it parses only with the contact's own country")
+    landline_phone_rate: float = _knob(
+        0.08, "share of contacts with a phone whose 'phone' is a landline typed nationally "
+        "('(021) 6234-5678', '020 7946 0958'), their mobile moving to 'mobilephone'")
+    unparseable_phone_rate: float = _knob(
+        0.01, "share of contacts with a phone whose 'phone' holds no readable number ('n/a', "
+        "'不详', a number typed short); counted as unparseable_phones in the summary")
+    funnel_stage_rate: float = _knob(
+        0.3, "share of leads in HubSpot's funnel stages (marketingqualifiedlead, "
+        "salesqualifiedlead, opportunity) instead of lead or subscriber")
+    bulk_update_contacts: int = _knob(
+        200, "contacts touched by one bulk import in the middle of the period: all get a new "
+        "version with the same lastmodifieddate, to the millisecond", rate=False)
+    ces_survey_share: float = _knob(
+        0.2, "share of CSAT surveys asked as CES (customer effort score, 1-7) instead")
+
     # --- web content ---
     web_usd_share: float = _knob(0.05, "share of web orders paid in USD (the rest CNY)")
     parts_per_day: int = _knob(2, "regular web part files per day folder", rate=False)

@@ -87,6 +87,117 @@ def e164(nsn: np.ndarray, country: np.ndarray) -> np.ndarray:
     return np.array([f"+{CALLING_CODE[c]}{n}" for n, c in zip(nsn, country)], dtype=object)
 
 
+# How people type their country into a free-text field (the ISO code is what the ground truth
+# holds). "Hong Kong, China" and "England" are deliberate traps for a naive name lookup.
+COUNTRY_TEXT = {
+    "CN": ["China", "中国", "PRC", "People's Republic of China", "china", "Mainland China",
+           "中华人民共和国", " China "],
+    "HK": ["Hong Kong", "香港", "Hong Kong SAR", "Hong Kong, China", "hong kong"],
+    "JP": ["Japan", "日本", "japan", "JAPAN"],
+    "GB": ["United Kingdom", "UK", "England", "Great Britain", "U.K.", "united kingdom",
+           "英国"],
+    "US": ["United States", "USA", "United States of America", "U.S.", "U.S.A.", "美国",
+           "usa"],
+}
+
+# Phone fields no parser can read: placeholders typed instead of a number, and numbers typed
+# short (phonenumbers raises, or the number is not valid in any region).
+UNPARSEABLE_PHONE_TEXT = ["n/a", "N/A", "none", "-", "ask at till", "see notes", "不详", "无",
+                          "tbd", "0"]
+
+# Landline area codes (national significant number prefix, subscriber digits, first digits).
+_LANDLINE_PLAN = {
+    "CN": [("21", 8, "56"), ("10", 8, "568"), ("20", 8, "38"), ("755", 8, "28")],
+    "HK": [("", 8, "23")],
+    "JP": [("3", 8, "56"), ("6", 8, "6")],
+    "GB": [("20", 8, "37"), ("161", 7, "2"), ("131", 7, "2")],
+    "US": [(str(a), 7, "2345678") for a in (212, 718, 617, 415, 312, 206)],
+}
+
+
+def free_text_countries(country: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """One free-text spelling per row of the ISO ``country`` (``pick`` uniforms in [0, 1))."""
+    out = np.empty(len(country), dtype=object)
+    for i, (c, u) in enumerate(zip(country, pick)):
+        pool = COUNTRY_TEXT[c]
+        out[i] = pool[int(u * len(pool))]
+    return out
+
+
+def landline_numbers(rng: np.random.Generator, country: np.ndarray,
+                     taken: set[str] = frozenset()) -> np.ndarray:
+    """A distinct valid fixed-line national significant number per row (none in ``taken``,
+    a set of E.164 numbers)."""
+    import phonenumbers
+
+    out = np.empty(len(country), dtype=object)
+    seen = set(taken)
+    for i, c in enumerate(country):
+        plan = _LANDLINE_PLAN[c]
+        while True:
+            area, digits, first = plan[int(rng.integers(len(plan)))]
+            sub = first[int(rng.integers(len(first)))] + "".join(
+                str(d) for d in rng.integers(0, 10, size=digits - 1))
+            nsn = area + sub
+            e = f"+{CALLING_CODE[c]}{nsn}"
+            if e not in seen and phonenumbers.is_valid_number(phonenumbers.parse(e, None)):
+                seen.add(e)
+                out[i] = nsn
+                break
+    return out
+
+
+def landline_national(nsn: str, country: str, pick: float) -> str:
+    """A landline as typed in its own country: "(021) 6234-5678", "020 7946 0958", "03-5123-4567"."""
+    if country == "CN":
+        area = nsn[:-8]
+        a, b = nsn[-8:-4], nsn[-4:]
+        pool = [f"(0{area}) {a}-{b}", f"0{area}-{a}{b}", f"0{area} {a} {b}", f"0{area}-{a}-{b}"]
+    elif country == "HK":
+        pool = [f"{nsn[:4]} {nsn[4:]}", f"{nsn[:4]}-{nsn[4:]}", nsn]
+    elif country == "JP":
+        area, rest = nsn[:-8], nsn[-8:]
+        pool = [f"0{area}-{rest[:4]}-{rest[4:]}", f"(0{area}) {rest[:4]}-{rest[4:]}", f"0{nsn}"]
+    elif country == "GB":
+        if nsn.startswith("20"):
+            pool = [f"020 {nsn[2:6]} {nsn[6:]}", f"(020) {nsn[2:6]} {nsn[6:]}",
+                    f"0{nsn[:3]} {nsn[3:6]} {nsn[6:]}"]
+        else:
+            pool = [f"0{nsn[:3]} {nsn[3:6]} {nsn[6:]}", f"(0{nsn[:3]}) {nsn[3:]}", f"0{nsn}"]
+    else:  # US
+        pool = [f"({nsn[:3]}) {nsn[3:6]}-{nsn[6:]}", f"{nsn[:3]}-{nsn[3:6]}-{nsn[6:]}",
+                f"{nsn[:3]}.{nsn[3:6]}.{nsn[6:]}"]
+    return pool[int(pick * len(pool))]
+
+
+def national_phones(nsn: np.ndarray, country: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """One national-format typing per row ("138 0013 8000", "07712 345678", "(212) 734-5678"):
+    these parse only with the number's own country as the default region."""
+    out = np.empty(len(nsn), dtype=object)
+    for i, (n, c, u) in enumerate(zip(nsn, country, pick)):
+        national, _ = phone_variants(n, c)
+        if c == "CN":
+            national = national + [f"{n[:3]} {n[3:7]} {n[7:]}"]
+        elif c == "GB":
+            national = national + [f"0{n[:4]} {n[4:]}"]
+        out[i] = national[int(u * len(national))]
+    return out
+
+
+def unparseable_phones(nsn: np.ndarray, pick: np.ndarray) -> np.ndarray:
+    """Phone fields that hold no readable number: a placeholder, or the number typed short."""
+    out = np.empty(len(nsn), dtype=object)
+    for i, (n, u) in enumerate(zip(nsn, pick)):
+        k = int(u * (len(UNPARSEABLE_PHONE_TEXT) + 2))
+        if k < len(UNPARSEABLE_PHONE_TEXT):
+            out[i] = UNPARSEABLE_PHONE_TEXT[k]
+        elif k == len(UNPARSEABLE_PHONE_TEXT):
+            out[i] = f"{n[:3]} {n[3:6]}"        # typed short
+        else:
+            out[i] = f"{n[:4]} ext."
+    return out
+
+
 def messy_emails(email: np.ndarray, pick: np.ndarray) -> np.ndarray:
     """Case changes and stray spaces, as typed at a till or in a sign-up form."""
     out = np.empty(len(email), dtype=object)

@@ -7,6 +7,11 @@
   crm_contact_id, web_user_id, anonymous_id (one row per person using it), email (lowercase),
   phone (E.164), loyalty_id (upper-case, no separators), pos_transaction_id (null person for
   walk-ins), web_order_id
+- ``crm_phones.parquet``: every non-empty CRM phone field (contact_id, property phone or
+  mobilephone, value as typed, country_typed as the contact's free-text country, country ISO,
+  e164 it means or null when nothing can be read from it, shape international / national /
+  landline / unparseable, person_id): what a phone parser is scored on; ``summary.json``
+  counts the unparseable ones as ``unparseable_phones``
 - ``defects.parquet``: the deliberately broken lines and files (file, line, kind) in the final
   landing state, so a validator can be scored on finding exactly these
 - ``summary.json``: every count, including each messy case
@@ -112,6 +117,11 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
     add("pos_transaction_id", pos.txn_id, pos.txn_person)
     add("web_order_id", web.orders.order_id, web.orders.person)
     _write(pa.concat_tables(parts), out / "keys.parquet")
+
+    phones = crm.phone_fields
+    persons = phones.column("person_index").to_numpy()
+    _write(phones.drop(["person_index"]).append_column("person_id", pa.array(persons + 1, pa.int64())),
+           out / "crm_phones.parquet")
 
     defects = sorted(web.defects + pos.defects, key=lambda d: (d["file"], d["line"] or 0))
     _write(pa.table({"file": pa.array([d["file"] for d in defects], pa.string()),

@@ -5,8 +5,10 @@
   A size and mtime equal to what the store saw mean "unchanged" without reading the file;
   otherwise its SHA-256 decides (a file touched but not changed is not loaded again). A
   changed file is loaded again as a new version (``file_versions`` keeps every version).
-- **Watermarks** (CRM): per object, the latest ``updatedAt`` landed and the record keys landed
-  at exactly that instant (:mod:`customer360.ingest.crm` says why both).
+- **Watermarks** (CRM): per object, the latest last-modified time landed, the record
+  versions landed within the lookback window below it (``keys_at_watermark``, "id@ms") and
+  the extractor's cursor (JSON: full load or incremental, where a listing or a search window
+  stopped; :mod:`customer360.ingest.crm` says why).
 - **Batches**: every committed batch of every source, with its output files.
 
 Crash safety, the same write-ahead step for every source. Before a batch writes anything,
@@ -53,7 +55,7 @@ from customer360.ingest.landing.layout import LandingFile
 log = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: watermarks.cursor
 LANDING_SOURCES = ("web", "pos")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -71,9 +73,11 @@ CREATE TABLE IF NOT EXISTS file_versions (    -- landing files: every version ev
 CREATE TABLE IF NOT EXISTS watermarks (       -- CRM: per object, how far it has landed
     source TEXT NOT NULL, entity TEXT NOT NULL,
     watermark_us INTEGER, watermark TEXT,     -- µs since the epoch, and the same as ISO text
-    keys_at_watermark TEXT NOT NULL,          -- JSON array: keys landed at exactly it
+    keys_at_watermark TEXT NOT NULL,          -- JSON array: keys landed near it (CRM: id@ms)
     batch_id TEXT,                            -- the batch that moved it last
-    updated_at TEXT NOT NULL, PRIMARY KEY (source, entity));
+    updated_at TEXT NOT NULL,
+    cursor TEXT,                              -- JSON: where the extractor stands (CRM)
+    PRIMARY KEY (source, entity));
 CREATE TABLE IF NOT EXISTS batches (          -- every committed batch, all sources
     batch_id TEXT PRIMARY KEY, source TEXT NOT NULL, entity TEXT NOT NULL,
     load_date TEXT NOT NULL, outputs TEXT NOT NULL,   -- JSON {role: path} of files written
@@ -164,6 +168,7 @@ class Watermark:
     watermark_us: int | None = None
     keys_at_watermark: frozenset[str] = frozenset()
     batch_id: str | None = None
+    cursor: dict | None = None
 
 
 class StateStore:
@@ -185,6 +190,9 @@ class StateStore:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             self.db.execute(statement)
+                    columns = {r[1] for r in self.db.execute("PRAGMA table_info(watermarks)")}
+                    if "cursor" not in columns:  # a version-1 store
+                        self.db.execute("ALTER TABLE watermarks ADD COLUMN cursor TEXT")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _import_legacy(self)
         except BaseException:
@@ -326,13 +334,13 @@ class StateStore:
     def commit_watermark(self, pending: Pending) -> None:
         """Commit a CRM batch from its pending row: the watermark it moves to and the batch,
         in one transaction (the same call completes a batch an interrupted run left).
-        The payload holds ``load_date``, ``watermark_us``, ``keys_at_watermark`` and the
-        ``reconciliation`` counts (``read``, ``landed``, ``quarantined``)."""
+        The payload holds ``load_date``, ``watermark_us``, ``keys_at_watermark``, ``cursor``
+        (optional) and the ``reconciliation`` counts (``read``, ``landed``, ``quarantined``)."""
         p, now = pending.payload, _now()
         rec = p.get("reconciliation") or {}
         with self._transaction():
             self._set_watermark(pending.entity, p["watermark_us"], p["keys_at_watermark"],
-                                pending.batch_id, now)
+                                pending.batch_id, now, p.get("cursor"))
             self._insert_batch(pending.batch_id, pending.entity, p["load_date"], pending.outputs,
                                None, None, rec.get("read"), rec.get("landed"),
                                rec.get("quarantined"), now)
@@ -348,20 +356,32 @@ class StateStore:
              _paths_json({k: p for k, p in outputs.items() if Path(p).exists()}),
              min_day, max_day, read, landed, quarantined, now))
 
+    def save_watermark(self, entity: str, watermark_us: int | None, keys: Any,
+                       cursor: dict | None) -> None:
+        """Move a watermark (and cursor) with no batch: a run that landed nothing but still
+        moved on (a listing finished, a window searched empty)."""
+        with self._transaction():
+            self._set_watermark(entity, watermark_us, keys, self.watermark(entity).batch_id,
+                                _now(), cursor)
+
     def _set_watermark(self, entity: str | None, watermark_us: int | None, keys: Any,
-                       batch_id: str | None, now: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO watermarks VALUES (?,?,?,?,?,?,?)",
+                       batch_id: str | None, now: str, cursor: dict | None = None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO watermarks (source, entity, watermark_us, "
+                        "watermark, keys_at_watermark, batch_id, updated_at, cursor) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
                         (self.source, entity, watermark_us, iso_us(watermark_us),
-                         json.dumps(sorted(keys)), batch_id, now))
+                         json.dumps(sorted(keys)), batch_id, now,
+                         None if cursor is None else json.dumps(cursor, sort_keys=True)))
 
     # --- what earlier batches hold ------------------------------------------------------
     def watermark(self, entity: str) -> Watermark:
         row = self.db.execute(
-            "SELECT watermark_us, keys_at_watermark, batch_id FROM watermarks "
+            "SELECT watermark_us, keys_at_watermark, batch_id, cursor FROM watermarks "
             "WHERE source = ? AND entity = ?", (self.source, entity)).fetchone()
         if row is None:
             return Watermark()
-        return Watermark(row[0], frozenset(json.loads(row[1])), row[2])
+        return Watermark(row[0], frozenset(json.loads(row[1])), row[2],
+                         json.loads(row[3]) if row[3] else None)
 
     def batches(self, entity: str | None = None) -> list[dict]:
         """Committed batches of this source (and entity), in commit order."""

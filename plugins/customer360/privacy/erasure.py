@@ -40,8 +40,9 @@ from typing import Callable
 from customer360.core import audit, duck
 from customer360.privacy import duck_purge, erasure_log, pii
 from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
+from customer360.ingest.crm_properties import load_property_map
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
-                                        load_key_tables, parquet_sql, raw_files)
+                                        contact_property_sql, load_key_tables, parquet_sql, raw_files)
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,17 +108,31 @@ def _today_batches(root: Path, source: str, entity: str, logical_date: dt.date) 
             if p.parent.name == f"load_date={logical_date.isoformat()}"]
 
 
-# (source, entity) -> SQL of (key_type, value, record time) rows of a raw batch
+# A ticket's or survey answer's contacts: its associations (one row each), or the contact_id
+# property of batches landed before associations existed.
+_CRM_OWNER = ("trim(unnest(coalesce(json_extract_string(associations, '$.\"contacts\"[*]'), "
+              "[json_extract_string(properties, '$.contact_id')])))")
+
+
+def _returning_keys(settings: Settings) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
+    """(source, entity) -> SQL of (key_type, value, record time) rows of a raw batch; CRM
+    contact properties by the portal's names (the CRM property map)."""
+    prop = contact_property_sql(load_property_map(settings)["contacts"])
+    return {
+        ("crm", "contacts"): [
+            ("contact", "trim(id)", '"updatedAt"'),
+            ("email", pii.email_sql(prop("email")), '"updatedAt"'),
+            ("phone", pii.phone_sql(prop("phone"), prop("country")), '"updatedAt"'),
+            ("phone", pii.phone_sql(prop("mobile_phone"), prop("country")), '"updatedAt"'),
+            ("loyalty", pii.loyalty_sql(prop("loyalty_id")), '"updatedAt"')],
+        ("crm", "tickets"): [("contact", _CRM_OWNER, '"updatedAt"')],
+        ("crm", "feedback_submissions"): [("contact", _CRM_OWNER, '"updatedAt"')],
+        **_RETURNING_KEYS,
+    }
+
+
+# (source, entity) -> SQL of (key_type, value, record time) rows of a raw batch (CRM: above)
 _RETURNING_KEYS = {
-    ("crm", "contacts"): [
-        ("contact", "trim(id)", '"updatedAt"'),
-        ("email", pii.email_sql("json_extract_string(properties, '$.email')"), '"updatedAt"'),
-        ("phone", pii.phone_sql("json_extract_string(properties, '$.phone')",
-                                "json_extract_string(properties, '$.country')"), '"updatedAt"'),
-        ("loyalty", pii.loyalty_sql("json_extract_string(properties, '$.loyalty_id')"), '"updatedAt"')],
-    ("crm", "tickets"): [("contact", "trim(json_extract_string(properties, '$.contact_id'))", '"updatedAt"')],
-    ("crm", "feedback_submissions"): [
-        ("contact", "trim(json_extract_string(properties, '$.contact_id'))", '"updatedAt"')],
     ("web", "events"): [
         ("contact", 'trim("userId")', '"timestamp"'),
         ("anon", '"anonymousId"', '"timestamp"'),
@@ -146,13 +161,18 @@ def returning_requests(settings: Settings, logical_date: dt.date,
         pii.register(con, pseudo)
         con.register("erased", erased)
         found: set[tuple[str, str]] = set()
-        for (source, entity), extractors in _RETURNING_KEYS.items():
+        for (source, entity), extractors in _returning_keys(settings).items():
             files = _today_batches(settings.lake_raw, source, entity, logical_date)
             if not files:
                 continue
+            read = parquet_sql(files)
+            if source == "crm":  # batches landed before associations existed lack the column
+                columns = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {read}").fetchall()}
+                if "associations" not in columns:
+                    read = f"(SELECT *, CAST(NULL AS VARCHAR) AS associations FROM {read})"
             selects = " UNION ALL ".join(
                 f"SELECT '{kt}' AS key_type, {value} AS value, "
-                f"try_cast({when} AS TIMESTAMPTZ) AS record_at FROM {parquet_sql(files)}"
+                f"try_cast({when} AS TIMESTAMPTZ) AS record_at FROM {read}"
                 for kt, value, when in extractors)
             rows = con.execute(f"""
                 WITH keyed AS (SELECT key_type, value, min(record_at) AS first_at FROM ({selects})

@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 from customer360.core.files import atomic_path, write_bytes
 from customer360.ingest.landing.layout import scan_landing
 from customer360.ingest.state import StateStore, source_lock
-from customer360.privacy.person import (Needles, crm_contact_predicate, json_id_predicate,
+from customer360.privacy.person import (Needles, crm_contact_predicate, crm_owner_predicate,
+                                        json_association_predicate, json_id_predicate,
                                         pos_transaction_predicate, web_event_predicate)
 from customer360.core.settings import Settings
 
@@ -96,10 +97,12 @@ def entity_predicate(source: str, entity: str, columns: dict[str, str], needles:
         # A contact record names its own person: other contacts are never matched by name.
         needles = needles.without_names()
     elif source == "crm":
-        if "properties" in cols:
-            parts.append("trim(json_extract_string(properties, '$.contact_id')) IN (SELECT v FROM p_contacts)")
+        owner = crm_owner_predicate(cols)
+        if owner:
+            parts.append(owner)
         if "raw_text" in cols:
             parts.append(json_id_predicate("raw_text", ("contact_id",)))
+            parts.append(json_association_predicate("raw_text"))
     elif (source, entity) == ("web", "events"):
         if {"userId", "anonymousId", "traits", "context"} <= cols:
             parts.append(web_event_predicate())

@@ -32,6 +32,7 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
+from customer360.ingest.crm_properties import ObjectProperties, load_property_map
 from customer360.privacy import pii
 from customer360.core.settings import Settings
 
@@ -212,6 +213,14 @@ def raw_files(root: Path, source: str, entity: str) -> list[Path]:
     return sorted((root / source / entity).glob("load_date=*/*.parquet"))
 
 
+def contact_property_sql(names: ObjectProperties):
+    """SQL of one of our contact columns out of a raw ``properties`` JSON: the portal's property
+    (the CRM property map), trimmed, "" as null."""
+    def prop(column: str) -> str:
+        return f"nullif(trim(json_extract_string(properties, '$.\"{names.prop(column)}\"')), '')"
+    return prop
+
+
 def parquet_sql(files: list[Path]) -> str:
     listed = ", ".join(_sql_str(str(p)) for p in files)
     return f"read_parquet([{listed}], union_by_name = true)"
@@ -254,17 +263,18 @@ class Resolver:
         self.clusters = self._attach_clusters()
         self.ambiguous: set[str] = set()
         if self.contacts:
-            props = "properties"
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE r_contacts AS
+            # the portal's property names (config/crm_properties.yml), as staging reads them
+            prop = contact_property_sql(load_property_map(settings)["contacts"])
+            # one row per phone the contact has (phone and mobilephone are both keys)
+            selects = [f"""
                 SELECT trim(id) AS contact_id,
-                       {pii.email_sql(f"json_extract_string({props}, '$.email')")} AS email,
-                       {pii.phone_sql(f"json_extract_string({props}, '$.phone')",
-                                      f"json_extract_string({props}, '$.country')")} AS phone,
-                       {pii.loyalty_sql(f"json_extract_string({props}, '$.loyalty_id')")} AS loyalty,
-                       {pii.clean_sql(f"json_extract_string({props}, '$.firstname')")} AS first_name,
-                       {pii.clean_sql(f"json_extract_string({props}, '$.lastname')")} AS last_name
-                FROM {parquet_sql(self.contacts)} WHERE id IS NOT NULL""")
+                       {pii.email_sql(prop("email"))} AS email,
+                       {pii.phone_sql(prop(column), prop("country"))} AS phone,
+                       {pii.loyalty_sql(prop("loyalty_id"))} AS loyalty,
+                       {pii.clean_sql(prop("first_name"))} AS first_name,
+                       {pii.clean_sql(prop("last_name"))} AS last_name
+                FROM {parquet_sql(self.contacts)} WHERE id IS NOT NULL""" for column in ("phone", "mobile_phone")]
+            con.execute("CREATE OR REPLACE TEMP TABLE r_contacts AS " + " UNION ALL ".join(selects))
             self.ambiguous = self._shared_keys()
 
     def _shared_keys(self) -> set[str]:
@@ -410,9 +420,31 @@ def crm_contact_predicate() -> str:
     return "trim(id) IN (SELECT v FROM p_contacts)"
 
 
+def crm_owner_predicate(columns: set[str] | frozenset[str]) -> str | None:
+    """A raw ticket or survey answer of the person: one of its associated contacts
+    (``associations``, {"contacts": [...]}) is theirs; batches landed before associations
+    existed named the contact in the ``contact_id`` property. None when neither column exists."""
+    parts = []
+    if "associations" in columns:
+        parts.append("EXISTS (SELECT 1 FROM p_contacts k WHERE list_contains("
+                     "json_extract_string(associations, '$.\"contacts\"[*]'), k.v))")
+    if "properties" in columns:
+        parts.append("trim(json_extract_string(properties, '$.contact_id')) IN (SELECT v FROM p_contacts)")
+    return "(" + " OR ".join(parts) + ")" if parts else None
+
+
+def json_association_predicate(expr: str, table: str = "p_contacts") -> str:
+    """``expr`` (a quarantined record as JSON text) associates one of the person's contacts:
+    {"contacts": ["1001"]}, the same escaped inside a JSON string, or HubSpot's own
+    {"contacts": {"results": [{"id": "1001", ...}]}}; read without parsing, as
+    :func:`json_id_predicate`."""
+    return (f"EXISTS (SELECT 1 FROM {table} k WHERE regexp_matches({expr}, "
+            "'\\\\?\"contacts\\\\?\"\\s*:[^\\]]*?\\\\?\"' || regexp_escape(k.v) || '\\\\?\"'))")
+
+
 def crm_activity_predicate(needles: Needles, text_fields: tuple[str, ...]) -> str:
     """Tickets and survey answers: the person's own, or any whose free text mentions them."""
-    own = "trim(json_extract_string(properties, '$.contact_id')) IN (SELECT v FROM p_contacts)"
+    own = crm_owner_predicate({"associations", "properties"})
     mentions = [needles.sql(f"json_extract_string(properties, '$.{f}')") for f in text_fields]
     return " or ".join([own, *mentions])
 

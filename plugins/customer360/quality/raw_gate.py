@@ -32,7 +32,9 @@ import pyarrow.parquet as pq
 from customer360.core import audit
 from customer360.core.files import atomic_path
 from customer360.ingest import raw_zone as lake
+from customer360.ingest.crm_properties import load_property_map
 from customer360.quality.context import GateContext
+from customer360.quality.crm_map import apply_property_map
 from customer360.quality.metrics import parquet_row_counts
 from customer360.quality.gx_validation import FrameSample, Outcome
 from customer360.quality.results import FAIL, QUARANTINE, WARN, ExpectationResult, SuiteResult
@@ -309,6 +311,10 @@ def run_entity_suite(ctx: GateContext, suite: Suite, batches: list[RawBatch],
 def run(ctx: GateContext, suites: list[Suite]) -> tuple[list[SuiteResult], int]:
     """All raw suites; returns their results and the number of rows quarantined."""
     settings = ctx.settings
+    # CRM suites name our columns; the portal's property names and values come from the map.
+    if any(s.kind == "raw" and s.target.get("source") == "crm" for s in suites):
+        property_map = load_property_map(settings)
+        suites = [apply_property_map(s, property_map) for s in suites]
     ctx.new_reconciliation_lines = load_reconciliation(settings)
     ensure_rejects_schema_file(settings)
     with audit.connect(settings, read_only=True) as con:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from customer360.core.layers import DBT_LAYERS, check_dbt_layer
 from customer360.core.settings import Settings, get_settings, scoped_environment
+from customer360.ingest import crm_properties
 
 _FAILED = {"error", "fail", "runtime error"}
 
@@ -104,6 +105,8 @@ def build_env(settings: Settings) -> dict[str, str]:
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         # Full point-in-time history unless the ML task asks for the scoring snapshot only.
         "C360_ML_SCORING_ONLY": "1" if settings.ml_scoring_only else "0",
+        # The CRM property map (config/crm_properties.yml), read by macros/crm_properties.sql.
+        "C360_CRM_PROPERTY_MAP": crm_properties.to_json(crm_properties.load_property_map(settings)),
     }
 
 

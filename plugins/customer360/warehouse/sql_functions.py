@@ -1,8 +1,8 @@
-"""Scalar functions the warehouse SQL needs but cannot express well: E.164 phone numbers and
-keyed PII hashes.
+"""Scalar functions the warehouse SQL needs but cannot express well: E.164 phone numbers, ISO
+countries from free text and keyed PII hashes.
 
 ``register_functions(con)`` installs them on any DuckDB connection as ``normalize_phone(raw,
-country)`` and ``pii_hash(value)``; the dbt project gets them through the dbt-duckdb plugin in
+country)``, ``normalize_country(text)`` and ``pii_hash(value)``; the dbt project gets them through the dbt-duckdb plugin in
 :mod:`customer360.warehouse.dbt_plugin`. They are vectorized over Arrow batches and cached per distinct
 value, because the same phone or email repeats on many rows.
 """
@@ -21,6 +21,7 @@ from phonenumbers.phonenumberutil import ValidationResult
 import pyarrow as pa
 from duckdb.sqltypes import VARCHAR
 
+from customer360.core.countries import country_code
 from customer360.core.settings import SettingsError, get_settings
 
 _CACHE_SIZE = 500_000
@@ -45,8 +46,9 @@ def _full_number(text: str, region: str | None) -> phonenumbers.PhoneNumber | No
 def normalize_phone(raw: str | None, country: str | None) -> str | None:
     """``raw`` as typed ("+86 138-0013-8000", "13800138000", "(212) 555-0101") to E.164.
 
-    ``country`` (ISO-3166 alpha-2, the contact's or the store's) says how to read a number
-    typed without its country code. Returns None when the text cannot be a phone number of
+    ``country`` (the contact's or the store's: ISO-3166 alpha-2, or a name as typed, "China",
+    "United Kingdom", "中国", read by :func:`customer360.core.countries.country_code`) says how
+    to read a number typed without its country code. Returns None when the text cannot be a phone number of
     that country: an unusable key is better than a wrong link.
     """
     if raw is None:
@@ -54,7 +56,7 @@ def normalize_phone(raw: str | None, country: str | None) -> str | None:
     text = raw.strip()
     if not text:
         return None
-    region = (country or "").strip().upper() or None
+    region = country_code(country)
     # "00" is the international prefix almost everywhere, so people type it even where the
     # local one differs (Hong Kong dials 001): "0085269230759" is +852 6923 0759. No national
     # number starts with 00, so that reading goes first.
@@ -87,7 +89,8 @@ def _missing_key_hasher(reason: str) -> Callable[[str | None], str | None]:
 
 
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
-    """Create ``normalize_phone(VARCHAR, VARCHAR)`` and ``pii_hash(VARCHAR)`` on ``con``.
+    """Create ``normalize_phone(VARCHAR, VARCHAR)``, ``normalize_country(VARCHAR)`` and
+    ``pii_hash(VARCHAR)`` on ``con``.
 
     The PII key is read from ``C360_PII_KEY`` now; when it is missing, ``pii_hash`` fails on
     first use with a message naming the variable (never a value), so models that hash nothing
@@ -102,10 +105,14 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
         return pa.array([normalize_phone(r, c) for r, c in zip(raw.to_pylist(), country.to_pylist())],
                         type=pa.string())
 
+    def country_batch(values: pa.Array) -> pa.Array:
+        return pa.array([country_code(v) for v in values.to_pylist()], type=pa.string())
+
     def hash_batch(values: pa.Array) -> pa.Array:
         return pa.array([hasher(v) for v in values.to_pylist()], type=pa.string())
 
     for name, fn, params in (("normalize_phone", phone_batch, [VARCHAR, VARCHAR]),
+                             ("normalize_country", country_batch, [VARCHAR]),
                              ("pii_hash", hash_batch, [VARCHAR])):
         try:
             con.remove_function(name)

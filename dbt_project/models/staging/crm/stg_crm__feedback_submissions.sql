@@ -1,4 +1,6 @@
--- The latest version of each survey answer, typed.
+-- The latest version of each survey answer, typed. Properties are read through the CRM
+-- property map (macros/crm_properties.sql): "" is missing, the survey type is mapped to ours.
+-- The contact is the answer's first associated contact (an association, not a property).
 with versions as (
 
     {{ crm_versions('feedback_submissions') }}
@@ -7,12 +9,12 @@ with versions as (
 
 select
     {{ clean_text('id') }} as feedback_id,
-    {{ clean_text(json_text('properties', '$.contact_id')) }} as contact_id,
+    {{ crm_first_association('contacts') }} as contact_id,
     coalesce(archived, false) as is_archived,
-    upper({{ clean_text(json_text('properties', '$.survey_type')) }}) as survey_type,
-    try_cast({{ clean_text(json_text('properties', '$.score')) }} as integer) as score,
-    {{ json_text('properties', '$.comment') }} as comment,
-    coalesce({{ iso_to_utc(clean_text(json_text('properties', '$.submitted_at'))) }},
+    {{ crm_value_map('feedback_submissions', 'survey_type', crm_prop('feedback_submissions', 'survey_type')) }} as survey_type,
+    try_cast({{ crm_prop('feedback_submissions', 'score') }} as integer) as score,
+    {{ crm_prop('feedback_submissions', 'comment') }} as comment,
+    coalesce({{ iso_to_utc(crm_prop('feedback_submissions', 'submitted_at')) }},
              {{ iso_to_utc('"createdAt"') }}) as submitted_at,
     {{ iso_to_utc('"createdAt"') }} as created_at,
     {{ iso_to_utc('"updatedAt"') }} as updated_at,

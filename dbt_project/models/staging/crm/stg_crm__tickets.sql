@@ -1,4 +1,7 @@
--- The latest version of each support ticket, typed. Free text stays here (restricted
+-- The latest version of each support ticket, typed. Properties are read through the CRM
+-- property map (macros/crm_properties.sql): "" is missing; the pipeline stage id, priority and
+-- category are mapped to our status, priority and category. The contact is the ticket's first
+-- associated contact (an association, not a property). Free text stays here (restricted
 -- layer): it can contain the customer's email or phone.
 with versions as (
 
@@ -8,16 +11,16 @@ with versions as (
 
 select
     {{ clean_text('id') }} as ticket_id,
-    {{ clean_text(json_text('properties', '$.contact_id')) }} as contact_id,
+    {{ crm_first_association('contacts') }} as contact_id,
     coalesce(archived, false) as is_archived,
     {{ iso_to_utc('"createdAt"') }} as created_at,
     {{ iso_to_utc('"updatedAt"') }} as updated_at,
-    {{ iso_to_utc(clean_text(json_text('properties', '$.closed_at'))) }} as closed_at,
-    lower({{ clean_text(json_text('properties', '$.category')) }}) as category,
-    lower({{ clean_text(json_text('properties', '$.priority')) }}) as priority,
-    lower({{ clean_text(json_text('properties', '$.status')) }}) as status,
-    {{ json_text('properties', '$.subject') }} as subject,
-    {{ json_text('properties', '$.content') }} as content,
+    {{ iso_to_utc(crm_prop('tickets', 'closed_at')) }} as closed_at,
+    {{ crm_value_map('tickets', 'category', crm_prop('tickets', 'category')) }} as category,
+    {{ crm_value_map('tickets', 'priority', crm_prop('tickets', 'priority')) }} as priority,
+    {{ crm_value_map('tickets', 'status', crm_prop('tickets', 'status')) }} as status,
+    {{ crm_prop('tickets', 'subject') }} as subject,
+    {{ crm_prop('tickets', 'content') }} as content,
     _batch_id,
     _loaded_at
 from versions

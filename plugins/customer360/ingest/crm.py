@@ -767,10 +767,7 @@ class _ObjectExtract:
         stamps: list[int] = []
         prev_id: str | None = drain_after or None
         for record in results:
-            props = record.get("properties") if isinstance(record, dict) else None
-            ms = parse_instant_ms((props or {}).get(self.lastmod)) if isinstance(props, dict) else None
-            if ms is None:
-                ms = parse_instant_ms(record.get("updatedAt")) if isinstance(record, dict) else None
+            ms = self._modified_ms(record) if isinstance(record, dict) else None
             if ms is None:
                 raise CrmApiError(f"{what}: a result without {self.lastmod}")
             bad = (ms != cursor) if drain_after is not None else not (cursor <= ms < hi)
@@ -786,6 +783,12 @@ class _ObjectExtract:
                 prev_id = rid
             stamps.append(ms)
         return stamps
+
+    def _modified_ms(self, record: dict) -> int | None:
+        """When this version was written: the object's last-modified property, else updatedAt."""
+        props = record.get("properties")
+        ms = parse_instant_ms(props.get(self.lastmod)) if isinstance(props, dict) else None
+        return ms if ms is not None else parse_instant_ms(record.get("updatedAt"))
 
     # --- 3. archived records: the list endpoint, archived=true ----------------------------
     def _archived(self, state: WatermarkState) -> None:
@@ -821,15 +824,14 @@ class _ObjectExtract:
             record_id = _as_text(record.get("id"))
             record_id = record_id.strip() if record_id and record_id.strip() else None
             props = record.get("properties")
-            ms = parse_instant_ms(props.get(self.lastmod)) if isinstance(props, dict) else None
-            if ms is None:
-                ms = parse_instant_ms(record.get("updatedAt"))
+            ms = self._modified_ms(record)
             archived, archived_ok = _archived(record.get("archived"))
             archived_ms = parse_instant_ms(record.get("archivedAt"))
+            # a record without an id is still told apart from the others by its content
+            identity = record_id or "raw-md5:" + hashlib.md5(raw_text.encode()).hexdigest()
             if archived_list:
                 when = archived_ms if archived_ms is not None else ms
-                key = _key(record_id or "raw-md5:" + hashlib.md5(raw_text.encode()).hexdigest(),
-                           when if when is not None else -1)
+                key = _key(identity, when if when is not None else -1)
                 keys.add(key)
                 if when is not None and when >= self.day_end_ms:
                     batch.later += 1  # archived after the date: the next date lands it
@@ -843,8 +845,7 @@ class _ObjectExtract:
                     batch.later += 1  # a later date's version: its search finds it
                     continue
                 if ms is not None:
-                    key = _key(record_id or "raw-md5:" + hashlib.md5(raw_text.encode()).hexdigest(),
-                               ms)
+                    key = _key(identity, ms)
                     if key in state.seen:
                         batch.skipped += 1
                         continue

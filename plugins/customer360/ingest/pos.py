@@ -23,10 +23,10 @@ import pyarrow as pa
 from customer360.core.duck import connect
 from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
-from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
-from customer360.ingest.landing.layout import POS_DIR, scan_landing
+from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land, landing_run
+from customer360.ingest.landing.layout import POS_DIR
 from customer360.ingest.landing.lines import byte_batches
-from customer360.ingest.state import FileOutcome, FileVersion, StateStore, source_lock
+from customer360.ingest.state import FileOutcome, FileVersion, StateStore
 from customer360.ingest.landing.pos_rows import (ParsedCsv, Store, parse_pos_files, parse_products,
                                           parse_stores)
 from customer360.core.settings import Settings
@@ -152,13 +152,7 @@ def _reference(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: Sta
 def load_pos(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
     """Land the reference files (when changed) and every POS file up to ``logical_date`` not
     landed yet; one reconciliation a batch (an empty list when there is nothing new)."""
-    with source_lock(settings.state_dir, SOURCE), \
-            StateStore(settings, SOURCE) as manifest:
-        manifest.recover()
-        scan = scan_landing(settings.landing, through=logical_date)
-        for p in scan.problems:
-            if p.file.startswith(POS_DIR.as_posix()):
-                log.warning("landing: %s: %s", p.file, p.reason)
+    with landing_run(settings, SOURCE, POS_DIR, logical_date) as (manifest, scan):
         if scan.stores is None:
             if scan.pos:
                 raise ExtractError("pos/reference/stores.csv is missing: the stores' time zones "

@@ -21,10 +21,10 @@ import duckdb
 
 from customer360.core.duck import connect, sql_str
 from customer360.ingest.raw_zone import Reconciliation
-from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land
-from customer360.ingest.landing.layout import WEB_EVENTS_DIR, scan_landing
+from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land, landing_run
+from customer360.ingest.landing.layout import WEB_EVENTS_DIR
 from customer360.ingest.landing.lines import byte_batches, uncompressed_size
-from customer360.ingest.state import FileOutcome, FileVersion, StateStore, source_lock
+from customer360.ingest.state import FileOutcome, FileVersion, StateStore
 from customer360.ingest.landing.web_events import (LATE_DAYS, RAW_COLUMNS, folder_date_window,
                                             parse_web_files)
 from customer360.core.settings import Settings
@@ -135,13 +135,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: St
 def load_web(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
     """Land every web part file up to ``logical_date`` not landed yet; one reconciliation a
     batch (an empty list when there is nothing new)."""
-    with source_lock(settings.state_dir, SOURCE), \
-            StateStore(settings, SOURCE) as manifest:
-        manifest.recover()
-        scan = scan_landing(settings.landing, through=logical_date)
-        for p in scan.problems:
-            if p.file.startswith(WEB_EVENTS_DIR.as_posix()):
-                log.warning("landing: %s: %s", p.file, p.reason)
+    with landing_run(settings, SOURCE, WEB_EVENTS_DIR, logical_date) as (manifest, scan):
         versions = manifest.changed(scan.web, ENTITY)
         if not versions:
             log.info("web: nothing new up to %s", logical_date)

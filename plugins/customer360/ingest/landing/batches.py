@@ -7,15 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import pyarrow as pa
 
 from customer360.ingest.raw_zone import (Reconciliation, batch_path, new_batch_id, record_reconciliation,
                               utcnow, write_quarantine, write_raw_batch)
-from customer360.ingest.state import FileOutcome, StateStore
+from customer360.ingest.landing.layout import LandingScan, scan_landing
+from customer360.ingest.state import FileOutcome, StateStore, source_lock
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,3 +119,18 @@ def land(settings: Settings, state: StateStore, batch: Batch,
              batch.source, batch.entity, batch.batch_id, len(outs), rec.read,
              checked_at - batch.started, time.perf_counter() - checked_at)
     return rec
+
+
+@contextmanager
+def landing_run(settings: Settings, source: str, folder: Path,
+                through: dt.date) -> Iterator[tuple[StateStore, LandingScan]]:
+    """One loader's run over the landing folder: the source's lock and state store held
+    throughout, a batch an earlier run left half-done recovered first, the landing scanned up
+    to ``through`` and the scan's problems under ``folder`` logged."""
+    with source_lock(settings.state_dir, source), StateStore(settings, source) as store:
+        store.recover()
+        scan = scan_landing(settings.landing, through=through)
+        for p in scan.problems:
+            if p.file.startswith(folder.as_posix()):
+                log.warning("landing: %s: %s", p.file, p.reason)
+        yield store, scan

@@ -72,7 +72,7 @@ from customer360.ingest import raw_zone as lake
 from customer360.ingest.crm_properties import ObjectProperties, load_property_map
 from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
-from customer360.ingest.state import Pending, StateStore, source_lock
+from customer360.ingest.state import Pending, StateStore, iso_us, source_lock
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,7 @@ def parse_instant_ms(value: Any) -> int | None:
 
 
 def format_instant_us(us: int) -> str:
-    value = _EPOCH + dt.timedelta(microseconds=us)
-    spec = "milliseconds" if us % 1000 == 0 else "microseconds"
-    return value.isoformat(timespec=spec).replace("+00:00", "Z")
+    return iso_us(us)
 
 
 def format_ms(ms: int | None) -> str:

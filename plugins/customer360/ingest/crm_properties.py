@@ -146,6 +146,12 @@ class ObjectProperties:
             raise KeyError(f"{self.object} has no column {column!r} in the CRM property map "
                            f"(columns: {', '.join(sorted(self.columns))})") from None
 
+    def sql(self, column: str) -> str:
+        """DuckDB SQL of one of our columns out of a raw row's ``properties`` JSON: the portal's
+        property as text, trimmed, with ``""`` (HubSpot's cleared value) as null. The raw gate
+        and the erasure read raw rows with it; staging does the same in dbt (crm_prop)."""
+        return f"nullif(trim(json_extract_string(properties, '$.\"{self.prop(column)}\"')), '')"
+
     def to_dict(self) -> dict[str, Any]:
         return {"last_modified": self.last_modified, "columns": dict(self.columns),
                 "values": {c: dict(m) for c, m in self.values.items()},

@@ -42,7 +42,7 @@ from customer360.privacy import duck_purge, erasure_log, pii
 from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
 from customer360.ingest.crm_properties import load_property_map
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
-                                        contact_property_sql, load_key_tables, parquet_sql, raw_files)
+                                        load_key_tables, parquet_sql, raw_files)
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ _CRM_OWNER = ("trim(unnest(coalesce(json_extract_string(associations, '$.\"conta
 def _returning_keys(settings: Settings) -> dict[tuple[str, str], list[tuple[str, str, str]]]:
     """(source, entity) -> SQL of (key_type, value, record time) rows of a raw batch; CRM
     contact properties by the portal's names (the CRM property map)."""
-    prop = contact_property_sql(load_property_map(settings)["contacts"])
+    prop = load_property_map(settings)["contacts"].sql
     return {
         ("crm", "contacts"): [
             ("contact", "trim(id)", '"updatedAt"'),

@@ -32,7 +32,7 @@ from pathlib import Path
 import duckdb
 import phonenumbers
 
-from customer360.ingest.crm_properties import ObjectProperties, load_property_map
+from customer360.ingest.crm_properties import load_property_map
 from customer360.privacy import pii
 from customer360.core.settings import Settings
 
@@ -213,14 +213,6 @@ def raw_files(root: Path, source: str, entity: str) -> list[Path]:
     return sorted((root / source / entity).glob("load_date=*/*.parquet"))
 
 
-def contact_property_sql(names: ObjectProperties):
-    """SQL of one of our contact columns out of a raw ``properties`` JSON: the portal's property
-    (the CRM property map), trimmed, "" as null."""
-    def prop(column: str) -> str:
-        return f"nullif(trim(json_extract_string(properties, '$.\"{names.prop(column)}\"')), '')"
-    return prop
-
-
 def parquet_sql(files: list[Path]) -> str:
     listed = ", ".join(_sql_str(str(p)) for p in files)
     return f"read_parquet([{listed}], union_by_name = true)"
@@ -264,7 +256,7 @@ class Resolver:
         self.ambiguous: set[str] = set()
         if self.contacts:
             # the portal's property names (config/crm_properties.yml), as staging reads them
-            prop = contact_property_sql(load_property_map(settings)["contacts"])
+            prop = load_property_map(settings)["contacts"].sql
             # one row per phone the contact has (phone and mobilephone are both keys)
             selects = [f"""
                 SELECT trim(id) AS contact_id,

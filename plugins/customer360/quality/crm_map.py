@@ -28,14 +28,9 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def prop_sql(props: ObjectProperties, column: str) -> str:
-    name = props.prop(column)
-    return f"nullif(trim(json_extract_string(properties, '$.\"{name}\"')), '')"
-
-
 def mapped_sql(props: ObjectProperties, column: str) -> str:
     values = props.values.get(column) or {}
-    text = prop_sql(props, column)
+    text = props.sql(column)
     if not values:
         return text
     whens = " ".join(f"WHEN {_literal(k)} THEN {_literal(v)}" for k, v in sorted(values.items()))
@@ -48,7 +43,7 @@ def _expand(suite: Suite, props: ObjectProperties, expr: str) -> str:
         if column not in props.columns:
             raise SuiteError(f"{suite.path}: {{{kind}:{column}}}: {props.object} has no column "
                              f"{column!r} in the CRM property map")
-        return prop_sql(props, column) if kind == "prop" else mapped_sql(props, column)
+        return props.sql(column) if kind == "prop" else mapped_sql(props, column)
 
     return _PLACEHOLDER.sub(one, expr)
 

@@ -174,8 +174,14 @@ def trend(ctx: GateContext, params: dict) -> pd.DataFrame:
                           "ratio_to_baseline": ratio, "history_runs": len(history)}])
 
 
+def _given_dbt_results(ctx: GateContext) -> list[str]:
+    """run_results paths or globs given instead of the layers' kept results (the gate's
+    argument, C360_DBT_RESULTS)."""
+    return [*ctx.dbt_results, *ctx.settings.dbt_results]
+
+
 def _dbt_result_files(ctx: GateContext, layers: list[str]) -> list[Path]:
-    patterns = [*ctx.dbt_results, *ctx.settings.dbt_results]  # C360_DBT_RESULTS
+    patterns = _given_dbt_results(ctx)
     if not patterns:  # where the pipeline keeps each layer's results (pipeline.build_layer)
         patterns = [str(ctx.settings.dbt_results_path(layer)) for layer in layers]
     found: list[Path] = []
@@ -203,7 +209,7 @@ def dbt_results(ctx: GateContext, params: dict) -> pd.DataFrame:
                          "status": str(r.get("status")), "failures": r.get("failures"),
                          "message": mask_text(str(r.get("message") or ""))[:300],
                          "results_file": str(path), "generated_at": generated})
-    if not ctx.dbt_results:  # a layer that left no results is reported, never skipped silently
+    if not _given_dbt_results(ctx):  # a layer that left no results is reported, never skipped silently
         for layer in layers:
             path = ctx.settings.dbt_results_path(layer)
             if not path.exists():

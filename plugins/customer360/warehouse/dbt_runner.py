@@ -81,10 +81,6 @@ def project_dir(settings: Settings | None = None) -> Path:
     return (settings or get_settings()).dbt_project_dir
 
 
-def artifacts_dir(settings: Settings) -> Path:
-    return settings.dbt_artifacts_dir
-
-
 def target_dir(settings: Settings) -> Path:
     return settings.dbt_target_dir
 
@@ -239,10 +235,10 @@ def _invoke_checked(settings: Settings, args: list[str], *, what: str,
         raise WarehouseBuildError(f"{what} could not run: {outcome.exception}") from outcome.exception
     if not results:
         if not outcome.success:
-            raise WarehouseBuildError(f"{what} failed; see {artifacts_dir(settings) / 'logs'}")
+            raise WarehouseBuildError(f"{what} failed; see {settings.dbt_logs_dir}")
         return RunResults(args=args, elapsed_seconds=0.0)
     if not stale.exists():
-        raise WarehouseBuildError(f"{what} wrote no run results; see {artifacts_dir(settings) / 'logs'}")
+        raise WarehouseBuildError(f"{what} wrote no run results; see {settings.dbt_logs_dir}")
     summary = read_run_results(settings, args)
     if summary.failed or not outcome.success:
         lines = [f"  {n.resource_type} {n.name}: {n.status}"

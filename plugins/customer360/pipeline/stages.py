@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -62,17 +61,13 @@ def gate(name: str, logical_date: dt.date, run_id: str, settings: Settings | Non
 
 def build_layer(layer: str, logical_date: dt.date, settings: Settings | None = None,
                 env: dict[str, str] | None = None) -> dict:
-    """One dbt invocation for a whole layer (not one Airflow task a model). Its run results are
-    kept at ``Settings.dbt_results_path(layer)``, where the gates and the report read them."""
+    """One dbt invocation for a whole layer (not one Airflow task a model); run_layer keeps its
+    run results where the gates and the report read them."""
     from customer360.warehouse import dbt_runner
 
     s = _settings(settings)
     started = time.monotonic()
-    results = dbt_runner.run_layer(s, layers.check_dbt_layer(layer), logical_date=logical_date, env=env)
-    src = dbt_runner.target_dir(s) / "run_results.json"
-    dest = s.dbt_results_path(layer)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
+    results = dbt_runner.run_layer(s, layer, logical_date=logical_date, env=env)
     out = {"layer": layer, "counts": results.counts(), "dbt_seconds": round(results.elapsed_seconds, 2),
            "seconds": round(time.monotonic() - started, 2),
            "slowest": [n.name for n in results.slowest(3)]}

@@ -15,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from customer360.core.layers import DBT_LAYERS, check_dbt_layer
+from customer360.core import files
+from customer360.core.layers import check_dbt_layer
 from customer360.core.settings import Settings, get_settings, scoped_environment
 from customer360.ingest import crm_properties
 
@@ -187,19 +188,23 @@ def _vars(logical_date: dt.date | None) -> list[str]:
 
 def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
               logical_date: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
-    """``dbt build`` one layer ("staging", "intermediate", "marts"): its models, seeds,
-    snapshots, unit tests and data tests. ``logical_date``: the run's (it dates
-    snapshot versions and is customer_360's as_of_date). ``full_refresh`` rebuilds
-    incremental models from the raw zone (customer ids stay: their memory is never reset).
-    ``env`` as in :func:`run_dbt`.
+    """``dbt build`` one layer of ``core.layers.DBT_LAYERS``: its models, seeds, snapshots,
+    unit tests and data tests. ``logical_date``: the run's (it dates snapshot versions and is
+    customer_360's as_of_date). ``full_refresh`` rebuilds incremental models from the raw zone
+    (customer ids stay: their memory is never reset). ``env`` as in :func:`run_dbt`.
 
-    Returns the per-node summary; raises :class:`WarehouseBuildError` naming every failing
-    node when anything errors or a test fails.
+    The layer's run_results.json is kept at ``Settings.dbt_results_path(layer)``, where the
+    gates and the report read it (the next command overwrites dbt's target folder). Returns
+    the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
+    anything errors or a test fails.
     """
     args = ["build", "--selector", check_dbt_layer(layer), *_vars(logical_date)]
     if full_refresh:
         args.append("--full-refresh")
-    return _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
+    results = _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
+    files.write_bytes(settings.dbt_results_path(layer),
+                      (target_dir(settings) / "run_results.json").read_bytes())
+    return results
 
 
 def build_warehouse(settings: Settings, full_refresh: bool = False,

@@ -52,13 +52,12 @@ def session(token: str | None) -> requests.Session:
     return s
 
 
-def get_all(srv, obj: str = "contacts", **params) -> tuple[list[dict], list[dict]]:
-    """Follow paging.next.after to the end; returns (records, raw pages)."""
-    s = session(srv.token)
+def _follow(fetch) -> tuple[list[dict], list[dict]]:
+    """Call ``fetch(after)`` page by page, following paging.next.after to the end; returns
+    (records, raw pages)."""
     records, pages, after = [], [], None
     while True:
-        query = dict(params, **({"after": after} if after else {}))
-        resp = s.get(f"{srv.base_url}/crm/v3/objects/{obj}", params=query, timeout=10)
+        resp = fetch({"after": after} if after else {})
         assert resp.status_code == 200, resp.text
         page = resp.json()
         pages.append(page)
@@ -69,21 +68,18 @@ def get_all(srv, obj: str = "contacts", **params) -> tuple[list[dict], list[dict
         assert len(pages) < 1000
 
 
+def get_all(srv, obj: str = "contacts", **params) -> tuple[list[dict], list[dict]]:
+    s = session(srv.token)
+    return _follow(lambda after: s.get(f"{srv.base_url}/crm/v3/objects/{obj}",
+                                       params=dict(params, **after), timeout=10))
+
+
 def search(srv, obj: str = "contacts", **body) -> requests.Response:
     return session(srv.token).post(f"{srv.base_url}/crm/v3/objects/{obj}/search", json=body, timeout=10)
 
 
 def search_all(srv, obj: str = "contacts", **body) -> tuple[list[dict], list[dict]]:
-    records, pages, after = [], [], None
-    while True:
-        resp = search(srv, obj, **body, **({"after": after} if after else {}))
-        assert resp.status_code == 200, resp.text
-        page = resp.json()
-        pages.append(page)
-        records.extend(page["results"])
-        if "paging" not in page:
-            return records, pages
-        after = page["paging"]["next"]["after"]
+    return _follow(lambda after: search(srv, obj, **body, **after))
 
 
 def gte(prop: str, value: str) -> list[dict]:

@@ -56,7 +56,7 @@ def test_clean_batches_pass_and_are_gated_once(settings):
 
     assert result.ok and result.rows_quarantined == 0
     assert result.summary_line().startswith(
-        f"gate raw: 11 suites, {result.expectations} expectations, 0 errors, 0 warnings, 0 rows quarantined (")
+        f"gate raw: 12 suites, {result.expectations} expectations, 0 errors, 0 warnings, 0 rows quarantined (")
     recorded = audit.read(settings, "gate_results", "run_id = ?", ["clean"])
     assert len(recorded) == result.expectations and recorded["success"].all()
     gated = audit.read(settings, "gated_batches")

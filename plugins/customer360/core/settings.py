@@ -114,6 +114,12 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_DBT_RESULTS", "",
          "dbt run_results.json paths or globs, separated by `:`, that the gates read instead of "
          "each layer's kept results."),
+    Knob("C360_QUARANTINE_WARN_SHARE", "",
+         "Share (0-1) of a batch's records the loaders may quarantine before the raw gate warns; "
+         "unset: each entity's value in expectations/raw/loader_quarantine.yml."),
+    Knob("C360_QUARANTINE_ERROR_SHARE", "",
+         "Share (0-1) of a batch's records quarantined by the loaders past which the raw gate "
+         "fails; unset: each entity's value in expectations/raw/loader_quarantine.yml."),
     # Publication and alerts.
     Knob("C360_PUBLISH_POSTGRES_DSN", "",
          "Publish the marts to PostgreSQL too: a postgresql:// URL or a libpq key=value string.",
@@ -174,9 +180,19 @@ def _float(name: str, minimum: float = 0.0) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
     if not value >= minimum or value == float("inf"):  # also refuses nan
         raise SettingsError(f"{name} must be a finite number >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def _share(name: str) -> float | None:
+    """An optional share in [0, 1]."""
+    if _raw(name) is None:
+        return None
+    value = _float(name)
+    if value > 1:
+        raise SettingsError(f"{name} must be a share between 0 and 1, got {value:g}")
     return value
 
 
@@ -246,6 +262,8 @@ class Settings:
     crm_properties: Path                # C360_CRM_PROPERTIES
     gate_chunk_rows: int                # C360_GATE_CHUNK_ROWS
     dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
+    quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
+    quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
     alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
 
@@ -428,6 +446,8 @@ def get_settings(home: str | Path | None = None) -> Settings:
         crm_properties=_path("C360_CRM_PROPERTIES"),
         gate_chunk_rows=_int("C360_GATE_CHUNK_ROWS", minimum=1),
         dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
+        quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
+        quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),
         publish_postgres_dsn=dsn,
         alert_webhook=_url("C360_ALERT_WEBHOOK"),
     )

@@ -5,6 +5,8 @@ A suite names one with ``target: {metric: <name>, ...params}``:
 
 - ``raw_volume``: rows landed today per source/entity against recent days (same weekday first).
 - ``reconciliation``: read = landed + quarantined for every batch recorded by the extractors.
+- ``loader_quarantine``: the share of each new batch its loader quarantined, with the files
+  and reasons behind it.
 - ``trend``: a number computed in SQL against its own recent history (kept in the audit store).
 - ``dbt_results``: the data tests dbt ran for the stage's layers (run_results.json).
 - ``pii_scan``: emails and phone numbers in every string column of every published table.
@@ -23,6 +25,7 @@ import duckdb
 import pandas as pd
 
 from customer360.core import audit
+from customer360.core.duck import sql_str
 from customer360.quality.context import GateContext
 from customer360.core.masking import (SQL_EMAIL_PATTERN, SQL_PHONE_PATTERN, mask_email,
                                          mask_phone, mask_text)
@@ -125,10 +128,9 @@ def raw_volume(ctx: GateContext, params: dict) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-@metric("reconciliation")
-def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
-    """Reconciliation rows of this logical date or loaded by this run, with their imbalance and
-    how the landed count compares with the rows actually in the batch's Parquet file."""
+def _run_reconciliation(ctx: GateContext) -> pd.DataFrame:
+    """The extractors' reconciliation rows this gate run judges: those of its logical date and
+    those recorded since the last gate run (a rerun of a date judges its batches again)."""
     with audit.connect(ctx.settings, read_only=True) as con:
         frame = con.execute(
             "SELECT line_sha256, source, entity, batch_id, CAST(load_date AS VARCHAR) AS load_date, "
@@ -136,6 +138,14 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
             "WHERE load_date = ? OR list_contains(?, line_sha256) ORDER BY source, entity, batch_id",
             [ctx.logical_date, sorted(ctx.new_reconciliation_lines)]).df()
     frame["source_entity"] = frame["source"] + "/" + frame["entity"]
+    return frame
+
+
+@metric("reconciliation")
+def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """Reconciliation rows of this logical date or loaded by this run, with their imbalance and
+    how the landed count compares with the rows actually in the batch's Parquet file."""
+    frame = _run_reconciliation(ctx)
     frame["imbalance"] = frame["read"] - frame["landed"] - frame["quarantined"]
     landed_per_batch = frame.groupby("batch_id")["landed"].transform("sum")
     batch_rows = {}
@@ -149,6 +159,100 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
     frame["landed_minus_batch_rows"] = (landed_per_batch - frame["batch_rows"]).where(
         frame["batch_rows"].notna())
     return frame.drop(columns=["line_sha256"])
+
+
+# A reason's kind: its first reason with the values it quotes and every token holding a digit
+# (ids, line numbers, times) blanked, so "quantity is not a number: '1,2x'" on a thousand lines
+# is one kind, and nothing a record held (an email typed into a wrong field) reaches a message.
+_QUOTED = r"'[^']*'"
+_WITH_DIGIT = r"[^\s,;:()=]*[0-9][^\s,;:()=]*"
+
+
+def _reason_kind(expr: str) -> str:
+    return (f"regexp_replace(regexp_replace(split_part({expr}, '; ', 1), "
+            f"{sql_str(_QUOTED)}, '…', 'g'), {sql_str(_WITH_DIGIT)}, '…', 'g')")
+
+
+def _quarantine_limits(ctx: GateContext, params: dict, source_entity: str) -> tuple[float, float, int]:
+    """(warn_share, error_share, min_rows) of an entity: the suite's, the entity's own in the
+    suite, and C360_QUARANTINE_*_SHARE over both (an operator's choice for one run)."""
+    own = {**params, **((params.get("entities") or {}).get(source_entity) or {})}
+    warn, error = float(own.get("warn_share", 0.02)), float(own.get("error_share", 0.25))
+    s = ctx.settings
+    warn = s.quarantine_warn_share if s.quarantine_warn_share is not None else warn
+    error = s.quarantine_error_share if s.quarantine_error_share is not None else error
+    return warn, error, int(own.get("min_rows", 20))
+
+
+def _batch_file(root: Path, source: str, entity: str, batch_id: str) -> list[str]:
+    return sorted(str(p) for p in (root / source / entity).glob(f"load_date=*/{batch_id}.parquet"))
+
+
+def _top_reasons(con: duckdb.DuckDBPyConnection, files: list[str], limit: int = 3) -> str:
+    if not files:
+        return ""
+    kinds = con.execute(
+        f"SELECT {_reason_kind('reason')} AS kind, count(*) AS n "
+        f"FROM read_parquet(?, union_by_name = true) GROUP BY kind ORDER BY n DESC, kind LIMIT ?",
+        [files, limit]).fetchall()
+    return mask_text("; ".join(f"{kind} ({n})" for kind, n in kinds))
+
+
+def _top_files(con: duckdb.DuckDBPyConnection, files: list[str], limit: int = 3) -> tuple[str, int]:
+    """The files of a batch that lost most, and how many were quarantined whole."""
+    if not files:
+        return "", 0
+    rows = con.execute(
+        f"SELECT source_file, status, rows_read, rows_quarantined, {_reason_kind('reason')} "
+        f"FROM read_parquet(?, union_by_name = true) WHERE rows_quarantined > 0 "
+        f"ORDER BY status = 'quarantined' DESC, "
+        f"rows_quarantined::DOUBLE / greatest(rows_read, 1) DESC, rows_quarantined DESC, source_file",
+        [files]).fetchall()
+    shown = [f"{rel}: quarantined whole ({why})" if status == "quarantined"
+             else f"{rel}: {q} of {n} ({q / max(n, 1):.0%})"
+             for rel, status, n, q, why in rows[:limit]]
+    if len(rows) > limit:
+        shown.append(f"and {len(rows) - limit} more")
+    return mask_text("; ".join(shown)), sum(1 for r in rows if r[1] == "quarantined")
+
+
+_LOADER_QUARANTINE_COLUMNS = [
+    "source_entity", "batch_id", "load_date", "read", "landed", "quarantined", "quarantine_share",
+    "warn_share", "error_share", "warning_headroom", "error_headroom", "files_quarantined_whole",
+    "top_files", "top_reasons"]
+
+
+@metric("loader_quarantine")
+def loader_quarantine(ctx: GateContext, params: dict) -> pd.DataFrame:
+    """One row a batch the extractors landed for this run: the share of its records they
+    quarantined against the entity's warning and error shares, the files that lost most and
+    the commonest reasons. ``*_headroom`` is the threshold minus the share (negative: over
+    it); the error headroom is null for a batch of fewer than ``min_rows`` records, too few to
+    tell a broken source from a few bad records."""
+    rows = []
+    for r in _run_reconciliation(ctx).itertuples(index=False):
+        warn, error, min_rows = _quarantine_limits(ctx, params, r.source_entity)
+        read, quarantined = int(r.read), int(r.quarantined)
+        share = quarantined / read if read else None
+        top_files, whole = ("", 0)
+        top_reasons = ""
+        if quarantined:
+            top_files, whole = _top_files(ctx.scratch, _batch_file(
+                ctx.settings.lake_raw, r.source, "files", r.batch_id))
+            top_reasons = _top_reasons(ctx.scratch, _batch_file(
+                ctx.settings.quarantine, r.source, r.entity, r.batch_id))
+        rows.append({
+            "source_entity": r.source_entity, "batch_id": r.batch_id, "load_date": r.load_date,
+            "read": read, "landed": int(r.landed), "quarantined": quarantined,
+            "quarantine_share": share, "warn_share": warn, "error_share": error,
+            "warning_headroom": None if share is None else warn - share,
+            "error_headroom": None if share is None or read < min_rows else error - share,
+            "files_quarantined_whole": whole, "top_files": top_files, "top_reasons": top_reasons,
+        })
+    frame = pd.DataFrame(rows, columns=_LOADER_QUARANTINE_COLUMNS)
+    for c in ("quarantine_share", "warning_headroom", "error_headroom"):
+        frame[c] = frame[c].astype("float64")
+    return frame
 
 
 # ---------------------------------------------------------------- warehouse

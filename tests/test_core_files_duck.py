@@ -212,3 +212,45 @@ def test_files_are_replaced_only_by_core_files():
              if not c.startswith("core/files.py:") and c.split(":")[0] not in RENAMES_ALLOWED]
     assert stray == [], ("write files with customer360.core.files (atomic_write, atomic_path, "
                          "staged_files), not os.replace: " + ", ".join(stray))
+
+
+def test_a_torn_last_line_is_skipped_by_readers_and_cut_by_the_next_writer(tmp_path, caplog):
+    log = tmp_path / "audit" / "reconciliation.jsonl"
+    files.append_jsonl(log, ['{"n": 1}', '{"n": 2}'])
+    with open(log, "ab") as fh:  # a writer that died mid-append (a crash, a full disk)
+        fh.write(b'{"n": 3, "sour')
+
+    assert files.read_jsonl_lines(log) == ['{"n": 1}', '{"n": 2}']
+    assert "torn last line of 14 bytes" in caplog.text
+
+    files.append_jsonl(log, ['{"n": 4}'])
+    assert log.read_text() == '{"n": 1}\n{"n": 2}\n{"n": 4}\n'
+    assert (tmp_path / "audit" / "reconciliation.jsonl.torn").read_bytes() == b'{"n": 3, "sour\n'
+    assert files.read_jsonl_lines(log) == ['{"n": 1}', '{"n": 2}', '{"n": 4}']
+
+
+def test_a_log_that_is_one_torn_line_reads_empty_and_repairs(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'{"half": ' + b"x" * 9000)  # longer than one block read backwards
+
+    assert files.read_jsonl_lines(log) == []
+    files.append_jsonl(log, ['{"ok": true}'])
+    assert log.read_text() == '{"ok": true}\n'
+
+
+def test_the_reconciliation_log_survives_a_torn_write(settings):
+    from customer360.ingest import raw_zone
+    from customer360.quality.raw_gate import load_reconciliation
+
+    def rec(batch: str) -> raw_zone.Reconciliation:
+        return raw_zone.Reconciliation("web", "events", batch, "2026-03-10", None, 5, 5, 0)
+
+    raw_zone.record_reconciliation(settings, rec("b1"))
+    with open(settings.reconciliation_path, "ab") as fh:
+        fh.write(b'{"source": "web", "entity": "ev')
+    assert [r["batch_id"] for r in raw_zone.read_reconciliation(settings)] == ["b1"]
+    assert len(load_reconciliation(settings)) == 1  # the gate reads on past the torn tail
+
+    raw_zone.record_reconciliation(settings, rec("b2"))
+    assert [r["batch_id"] for r in raw_zone.read_reconciliation(settings)] == ["b1", "b2"]
+    assert len(load_reconciliation(settings)) == 1  # only the new whole line is new

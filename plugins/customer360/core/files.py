@@ -150,3 +150,84 @@ def staged_files(*, sidecars: Iterable[str] = ()) -> Iterator[Callable[..., Path
     finally:
         for tmp, _ in staged:
             _discard(tmp, sidecars)
+
+
+# ---------------------------------------------------------------- append-only JSON lines
+
+@contextmanager
+def _locked(path: Path, mode: str) -> Iterator[IO]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode) as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _torn_tail(fh) -> int | None:
+    """Where a torn last line starts (a crash or a full disk mid-append left it without its
+    newline), or None when the file ends with a whole line."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size == 0:
+        return None
+    fh.seek(size - 1)
+    if fh.read(1) == b"\n":
+        return None
+    # Back to the previous newline, in blocks: a log line is small, the log can be large.
+    pos = size
+    while pos > 0:
+        step = min(4096, pos)
+        fh.seek(pos - step)
+        block = fh.read(step)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            return pos - step + cut + 1
+        pos -= step
+    return 0
+
+
+def append_jsonl(path: str | Path, lines: Iterable[str]) -> None:
+    """Append whole lines to an append-only log under an exclusive lock, flushed to disk.
+
+    A torn last line left by an earlier writer is moved to ``<log>.torn`` (kept for a look,
+    never parsed) and cut off first, so every line after it is whole again."""
+    import logging
+
+    path = Path(path)
+    text = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
+    with _locked(path, "ab+") as fh:
+        start = _torn_tail(fh)
+        if start is not None:
+            fh.seek(start)
+            torn = fh.read()
+            with open(f"{path}.torn", "ab") as keep:
+                keep.write(torn + b"\n")
+            fh.truncate(start)
+            logging.getLogger(__name__).warning(
+                "%s: cut a torn last line of %d bytes (kept in %s.torn)", path, len(torn), path.name)
+        fh.seek(0, os.SEEK_END)
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl_lines(path: str | Path) -> list[str]:
+    """The whole lines of an append-only log, blank ones dropped. A torn last line (no
+    newline: its writer died mid-append) is reported and skipped; the next append repairs it."""
+    import logging
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    whole, sep, torn = data.rpartition(b"\n")
+    if torn:
+        logging.getLogger(__name__).warning(
+            "%s: skipping a torn last line of %d bytes (a write that did not finish)", path,
+            len(torn))
+    text = (whole + sep).decode("utf-8", errors="replace")
+    return [line for line in text.split("\n") if line.strip()]

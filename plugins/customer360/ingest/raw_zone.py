@@ -14,21 +14,17 @@ tasks only ever write here, never the warehouse DuckDB file, so they run in para
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
-import os
 import uuid
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 
 from customer360.core import duck
 from customer360.core.duck import sql_str
-from customer360.core.files import atomic_path
+from customer360.core.files import append_jsonl, atomic_path, read_jsonl_lines
 from customer360.core.settings import Settings
 
 META_COLUMNS = ("_batch_id", "_source_file", "_source_line", "_loaded_at", "_record_hash")
@@ -152,19 +148,6 @@ class Reconciliation:
         return self.read == self.landed + self.quarantined
 
 
-@contextmanager
-def _locked_append(path: Path) -> Iterator:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def record_reconciliation(settings: Settings, rec: Reconciliation) -> None:
     """Append one reconciliation row to ``$C360_HOME/audit/reconciliation.jsonl``.
 
@@ -176,13 +159,8 @@ def record_reconciliation(settings: Settings, rec: Reconciliation) -> None:
             f"reconciliation broken for {rec.source}/{rec.entity} batch {rec.batch_id}: "
             f"read {rec.read} != landed {rec.landed} + quarantined {rec.quarantined}")
     row = asdict(rec) | {"recorded_at": utcnow().isoformat()}
-    with _locked_append(settings.reconciliation_path) as fh:
-        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    append_jsonl(settings.reconciliation_path, [json.dumps(row, ensure_ascii=False)])
 
 
 def read_reconciliation(settings: Settings) -> list[dict]:
-    path = settings.reconciliation_path
-    if not path.exists():
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return [json.loads(line) for line in read_jsonl_lines(settings.reconciliation_path)]

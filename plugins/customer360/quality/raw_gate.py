@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from customer360.core import audit
-from customer360.core.files import atomic_path
+from customer360.core.files import atomic_path, read_jsonl_lines
 from customer360.ingest import raw_zone as lake
 from customer360.ingest.crm_properties import load_property_map
 from customer360.quality.context import GateContext
@@ -80,14 +80,10 @@ def discover_batches(settings, through: dt.date) -> list[RawBatch]:
 
 def load_reconciliation(settings) -> set[str]:
     """Copy new lines of reconciliation.jsonl into audit.reconciliation; their ids."""
-    path = settings.reconciliation_path
-    if not path.exists():
+    rows = {hashlib.sha256(line.strip().encode()).hexdigest(): json.loads(line)
+            for line in read_jsonl_lines(settings.reconciliation_path)}
+    if not rows:
         return set()
-    rows = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows[hashlib.sha256(line.strip().encode()).hexdigest()] = json.loads(line)
     with audit.connect(settings, read_only=True) as con:
         known = {r[0] for r in con.execute("SELECT line_sha256 FROM audit.reconciliation").fetchall()}
     new = {h: r for h, r in rows.items() if h not in known}

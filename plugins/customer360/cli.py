@@ -29,6 +29,16 @@ def _date(value: str) -> dt.date:
         raise typer.BadParameter(f"expected YYYY-MM-DD, got {value!r}") from None
 
 
+def _logical_date(value: str) -> dt.date:
+    """A run's logical date: a date, and not one in the future."""
+    from customer360.core.logical_date import FutureDateError, check_logical_date
+
+    try:
+        return check_logical_date(_date(value))
+    except FutureDateError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 def _settings():
     try:
         return get_settings()
@@ -145,7 +155,7 @@ def extract(
 
     s = _settings()
     try:
-        recs = extract_mod.run_extract(source, s, _date(date))
+        recs = extract_mod.run_extract(source, s, _logical_date(date))
     except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
         # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
         console.print(f"[red]extract {source} failed:[/red] {exc}")
@@ -170,7 +180,7 @@ def run(
 
     s = _settings()
     try:
-        result = run_dag(s, _date(date), wait=wait)
+        result = run_dag(s, _logical_date(date), wait=wait)
     except RunLockedError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(3) from None
@@ -189,7 +199,7 @@ def backfill(
 
     s = _settings()
     try:
-        results = do_backfill(s, _date(start), _date(end), wait=wait)
+        results = do_backfill(s, _logical_date(start), _logical_date(end), wait=wait)
     except RunLockedError as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(3) from None
@@ -240,7 +250,7 @@ def stage(
         pipeline.stage(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    out = pipeline.run_stage(name, _date(date), run_id, _settings())
+    out = pipeline.run_stage(name, _logical_date(date), run_id, _settings())
     console.print_json(json.dumps(out, default=str))
 
 

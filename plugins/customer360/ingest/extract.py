@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from customer360.ingest.raw_zone import Reconciliation
+from customer360.core.logical_date import check_logical_date
 from customer360.core.settings import Settings
 from customer360.ingest.errors import ExtractError
 
@@ -14,6 +15,7 @@ SOURCES = ("crm", "web", "pos")
 
 
 def run_extract(source: str, settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
+    check_logical_date(logical_date)
     if source == "crm":
         from customer360.ingest.crm import extract_crm
         return extract_crm(settings, logical_date)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from customer360.core import layers
+from customer360.core.logical_date import check_logical_date
 from customer360.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def stage(name: str) -> Stage:
 
 def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
     """Run one stage by name: what each Airflow task and ``c360 stage`` call."""
-    return stage(name).run(logical_date, run_id, _settings(settings))
+    return stage(name).run(check_logical_date(logical_date), run_id, _settings(settings))
 
 
 def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:

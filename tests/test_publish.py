@@ -110,6 +110,8 @@ def test_postgres_publish_and_analyst_role(env, monkeypatch):
         settings = get_settings()
         make_warehouse(settings.warehouse_path, 25, 1)
         publish(settings, dt.date(2026, 1, 5))
+        with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+            admin.execute("CREATE DATABASE other_team")
         out = publish_postgres(settings)
         assert out["tables"] == {"marts.customer_360": 25, "ml.ml_churn_scores": 25}
         with psycopg.connect(pg["dsn"], autocommit=True) as admin:
@@ -125,9 +127,13 @@ def test_postgres_publish_and_analyst_role(env, monkeypatch):
                               "INSERT INTO marts.customer_360 (customer_id) VALUES ('x')",
                               "DELETE FROM ml.ml_churn_scores",
                               "CREATE TABLE marts.mine (x int)",
-                              "CREATE TABLE public.mine (x int)"):
+                              "CREATE TABLE public.mine (x int)",
+                              "CREATE TEMP TABLE scratch (x int)"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     ana.execute(forbidden)
+        for db in ("other_team", "template1"):
+            with pytest.raises(psycopg.OperationalError, match="permission denied|not currently accepting"):
+                psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/{db}").close()
         with psycopg.connect(f"postgresql://boss:boss-pw@127.0.0.1:{pg['port']}/postgres", autocommit=True) as boss:
             boss.execute("INSERT INTO marts.customer_360 (customer_id) VALUES ('added-by-admin')")
             assert boss.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 26
@@ -150,3 +156,37 @@ def test_table_checksum_sees_every_column_and_ignores_row_order():
     sums = {t: table_checksum(con, t) for t in "abcd"}
     assert sums["a"] == sums["b"] and sums["a"][0] == 2
     assert sums["c"] != sums["a"] and sums["d"] != sums["a"] and sums["c"] != sums["d"]
+
+
+@pytest.mark.postgres
+def test_postgres_publish_waits_for_a_reader_lock_only_so_long_then_fails_clearly(env, monkeypatch):
+    """An analyst's open transaction holds a lock on a published table: publish gives up
+    after its lock timeout on each of its attempts, names the cause, and leaves the
+    publication as it was; once the reader is done, it goes through."""
+    from customer360.serve.postgres import PUBLISH_ATTEMPTS, PublishLockTimeout, publish_postgres
+
+    with postgres_server() as pg:
+        monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])
+        monkeypatch.setenv("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", "0.3")
+        settings = get_settings()
+        make_warehouse(settings.warehouse_path, 25, 1)
+        publish(settings, dt.date(2026, 1, 5))
+        publish_postgres(settings)
+        make_warehouse(settings.warehouse_path, 40, 2)
+        publish(settings, dt.date(2026, 1, 6))
+
+        reader = psycopg.connect(pg["dsn"])  # a BI tool's long transaction
+        assert reader.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 25
+        started = time.monotonic()
+        with pytest.raises(PublishLockTimeout, match=f"after {PUBLISH_ATTEMPTS} attempts.*0.3s"):
+            publish_postgres(settings)
+        assert time.monotonic() - started < 30
+        reader.rollback()
+        with psycopg.connect(pg["dsn"], autocommit=True) as check:
+            assert check.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 25
+            assert check.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%%__next'"
+                                 ).fetchone()[0] == 0
+        publish_postgres(settings)
+        with psycopg.connect(pg["dsn"], autocommit=True) as check:
+            assert check.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 40
+        reader.close()

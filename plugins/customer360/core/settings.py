@@ -124,6 +124,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PUBLISH_POSTGRES_DSN", "",
          "Publish the marts to PostgreSQL too: a postgresql:// URL or a libpq key=value string.",
          secret=True),
+    Knob("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", "30",
+         "Longest wait of one PostgreSQL publish for a lock an analyst's open transaction holds; "
+         "past it the publish rolls back and tries again (3 attempts in all), then fails."),
     Knob("C360_ALERT_WEBHOOK", "",
          "An http(s) URL failure alerts are POSTed to (JSON), besides the log line and the file "
          "under artifacts/alerts.", secret=True),
@@ -264,6 +267,7 @@ class Settings:
     dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
     quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
     quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
+    publish_lock_timeout_seconds: float = 30.0  # C360_PUBLISH_LOCK_TIMEOUT_SECONDS
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
     alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
 
@@ -448,6 +452,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
         dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
         quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
         quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),
+        publish_lock_timeout_seconds=_float("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", minimum=0.001),
         publish_postgres_dsn=dsn,
         alert_webhook=_url("C360_ALERT_WEBHOOK"),
     )

@@ -10,9 +10,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from customer360.core.settings import SettingsError, get_settings
+from customer360.core.terminal import labelled, plain
 
 app = typer.Typer(
     help="customer360: build a customer 360 warehouse from a CRM API, web events and POS files.",
@@ -43,7 +45,7 @@ def _settings():
     try:
         return get_settings()
     except SettingsError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
 
 
@@ -52,7 +54,7 @@ def print_reconciliation(recs) -> None:
     for col in ("source", "entity", "file / request", "read", "landed", "quarantined", "dup ids"):
         table.add_column(col, justify="right" if col in ("read", "landed", "quarantined", "dup ids") else "left")
     for r in recs:
-        table.add_row(r.source, r.entity, (r.source_file or "")[-60:], str(r.read), str(r.landed),
+        table.add_row(r.source, r.entity, plain((r.source_file or "")[-60:]), str(r.read), str(r.landed),
                       str(r.quarantined), str(r.duplicates_in_raw))
     console.print(table)
 
@@ -84,8 +86,8 @@ def simulate(
     summary = run_simulation(cfg, landing=s.landing, sim_dir=s.simulation_dir, progress=True,
                              deliver_all=deliver_all)
     console.print(summary.as_table())
-    console.print(f"landing folder: [bold]{s.landing}[/bold]\nCRM store and ground truth: "
-                  f"[bold]{s.simulation_dir}[/bold]")
+    console.print(f"landing folder: [bold]{escape(str(s.landing))}[/bold]\nCRM store and ground "
+                  f"truth: [bold]{escape(str(s.simulation_dir))}[/bold]")
 
 
 @app.command("simulate-knobs")
@@ -158,7 +160,7 @@ def extract(
         recs = extract_mod.run_extract(source, s, _logical_date(date))
     except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
         # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
-        console.print(f"[red]extract {source} failed:[/red] {exc}")
+        console.print(labelled(f"extract {source} failed:", "red", exc))
         raise typer.Exit(1) from None
     print_reconciliation(recs)
 
@@ -182,7 +184,7 @@ def run(
     try:
         result = run_dag(s, _logical_date(date), wait=wait)
     except RunLockedError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
     _print_dag_result(result)
     raise typer.Exit(0 if result.success else 1)
@@ -201,7 +203,7 @@ def backfill(
     try:
         results = do_backfill(s, _logical_date(start), _logical_date(end), wait=wait)
     except RunLockedError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
     for result in results:
         _print_dag_result(result)
@@ -335,20 +337,20 @@ def erase(
             result = do_erase(s, requests, rebuild=pipeline.rebuild if rebuild else None, as_of=_date(date) if date else None,
                               force=force, dry_run=dry_run, verify=verify and not dry_run)
     except RunLockedError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
+        console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
     except SettingsError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
+        console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
     for reason in result.refused:
-        console.print(f"[yellow]nothing erased:[/yellow] {reason}")
+        console.print(labelled("nothing erased:", "yellow", reason))
     table = Table(title=f"erasure: {result.status}")
     table.add_column("where")
     table.add_column("removed", justify="right")
     if dry_run:
         console.print("[yellow]dry run: nothing was changed or logged[/yellow]")
     for e in result.erasures:
-        console.print(f"erasure {e['erasure_id']} ({e['reason']}, {e['request_kind']}; request token "
+        console.print(f"erasure {e['erasure_id']} ({escape(e['reason'])}, {e['request_kind']}; request token "
                       f"{e['request_token'][:16]}...): " + ", ".join(f"{k} {v}" for k, v in e["keys"].items() if v))
     for name, rows in {**{f"raw {k}": v for k, v in result.lake.get("raw_rows", {}).items()},
                        **{f"quarantine {k}": v for k, v in result.lake.get("quarantine_rows", {}).items()},
@@ -360,7 +362,7 @@ def erase(
     if result.erasures and not dry_run:
         console.print(table)
     if result.rebuild and "failed" in result.rebuild:
-        console.print(f"[red]rebuild/republish failed:[/red] {result.rebuild['failed']}")
+        console.print(labelled("rebuild/republish failed:", "red", result.rebuild['failed']))
     if result.verification is not None:
         v = result.verification
         colour = "green" if v["hits"] == 0 else "red"
@@ -402,7 +404,7 @@ def audience(
                           f"({out.without_consent} without marketing consent left out) -> {out.csv_path}, "
                           f"{out.json_path.name}")
     except (AudienceError, SettingsError) as exc:
-        console.print(f"[red]audience export failed:[/red] {exc}")
+        console.print(labelled("audience export failed:", "red", exc))
         raise typer.Exit(1) from None
 
 

@@ -6,13 +6,16 @@
 
 Files that match nothing are reported as warnings and ignored (docs/sources.md: extra files may
 appear and must not break a run). Hidden files (``.name``) are skipped silently: writers use
-them as temporary names before an atomic rename.
+them as temporary names before an atomic rename. Symbolic links and anything that is not a
+regular file or folder (a FIFO would block a reader forever, a device or a link can point
+anywhere on the machine) are refused as errors, with the reason, and never read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +53,25 @@ def _rel(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+def _refused(root: Path, entry: Path, scan: LandingScan) -> bool:
+    """Report and refuse a link or a special file (lstat: the entry itself, not its target)."""
+    mode = entry.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        why = "a symbolic link: refused (landing entries must be the files themselves)"
+    elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        why = "not a regular file or folder (a FIFO, socket or device): refused"
+    else:
+        return False
+    scan.problems.append(Problem(_rel(root, entry), None, why, ERROR))
+    return True
+
+
 def _date_folders(root: Path, parent: Path, through: dt.date | None, scan: LandingScan,
                   allowed: set[str]) -> list[tuple[dt.date, Path]]:
     """The ``date=`` folders under ``parent`` up to ``through``, oldest first."""
     out = []
     for entry in sorted(parent.iterdir()):
-        if entry.name.startswith(".") or entry.name in allowed:
+        if entry.name.startswith(".") or _refused(root, entry, scan) or entry.name in allowed:
             continue
         match = DATE_DIR.fullmatch(entry.name) if entry.is_dir() else None
         if match is None:
@@ -79,7 +95,7 @@ def _files(root: Path, folder: Path, pattern: re.Pattern, expected: str,
            scan: LandingScan) -> list[tuple[Path, re.Match]]:
     out = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or _refused(root, entry, scan):
             continue
         match = pattern.fullmatch(entry.name) if entry.is_file() else None
         if match is None:
@@ -114,6 +130,8 @@ def scan_landing(root: Path, through: dt.date | None = None) -> LandingScan:
                 scan.pos.append(LandingFile(path, _rel(root, path), day, store_id=match.group(1)))
         for name, attr in ((STORES_FILE, "stores"), (PRODUCTS_FILE, "products")):
             path = root / name
+            if (path.is_symlink() or path.exists()) and _refused(root, path, scan):
+                continue
             if path.is_file():
                 setattr(scan, attr, LandingFile(path, name.as_posix(), None))
             else:

@@ -6,7 +6,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
+
+from customer360.core.terminal import plain
 
 ERROR = "error"
 WARN = "warn"
@@ -44,7 +47,7 @@ class ValidationReport:
     def as_table(self, max_rows: int = 200) -> Table:
         n_err, n_warn = len(self.errors), len(self.warnings)
         verdict = "OK" if self.ok else "FAILED"
-        table = Table(title=f"landing {self.root}: {verdict} - {self.files_checked} files, "
+        table = Table(title=f"landing {escape(str(self.root))}: {verdict} - {self.files_checked} files, "
                             f"{self.records_checked} records checked, {n_err} errors, "
                             f"{n_warn} warnings")
         table.add_column("severity")
@@ -54,11 +57,11 @@ class ValidationReport:
         ordered = sorted(self.problems, key=lambda p: (p.severity != ERROR, p.file, p.line or 0))
         for p in ordered[:max_rows]:
             style = "red" if p.severity == ERROR else "yellow"
-            table.add_row(f"[{style}]{p.severity}[/{style}]", p.file,
-                          "" if p.line is None else str(p.line), p.reason)
+            table.add_row(f"[{style}]{p.severity}[/{style}]", plain(p.file),
+                          "" if p.line is None else str(p.line), plain(p.reason))
         if len(ordered) > max_rows:
             # The rest summarised by reason so a million identical errors stay readable.
             rest = Counter((p.severity, p.reason.split(":")[0]) for p in ordered[max_rows:])
             for (severity, reason), count in rest.most_common():
-                table.add_row(severity, f"... {count} more", "", reason)
+                table.add_row(severity, f"... {count} more", "", plain(reason))
         return table

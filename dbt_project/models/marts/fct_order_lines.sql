@@ -59,8 +59,8 @@ web_lines as (
 
     select
         web_items.*,
-        {{ web_product_sku('web_items.item.sku', 'web_items.item.product_id', 'catalogue') }} as sku,
-        nullif(trim(web_items.item.product_id), '') as product_id
+        {{ web_product_sku('web_items.item.sku', 'web_items.item.product_id', 'catalogue') }} as line_sku,
+        nullif(trim(web_items.item.product_id), '') as line_product_id
     from web_items
     left join {{ ref('stg_pos__products') }} as catalogue
         on catalogue.sku = nullif(trim(web_items.item.product_id), '')
@@ -97,8 +97,8 @@ unified as (
         cast(null as varchar) as store_id,
         event_at as ordered_at,
         cast(event_at as date) as business_date,
-        sku,
-        product_id,
+        line_sku as sku,
+        line_product_id as product_id,
         item.quantity,
         item.price as unit_price,
         cast(0 as decimal(18, 2)) as discount_amount,

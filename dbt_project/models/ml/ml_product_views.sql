@@ -1,5 +1,4 @@
 {{ config(materialized='table', schema='ml') }}
--- depends_on: {{ ref('stg_pos__products') }}
 {#-
     Product views and cart adds, one row an event, tied to a web session and (when the session
     is linked to one) a customer. The recommender reads it for co-view affinity (sessions with
@@ -32,6 +31,7 @@
 {%- set event_name = found.event_name -%}
 {%- set event_at = found.event_at -%}
 
+-- depends_on: {{ ref('stg_pos__products') }}
 with events as (
 
     select

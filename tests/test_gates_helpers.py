@@ -20,6 +20,7 @@ from customer360.ingest import raw_zone as lake
 from customer360.core.settings import get_settings
 
 WEB_COLUMNS = ["messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt",
+               "originalTimestamp", "sentAt", "previousId", "groupId", "name", "category",
                "context", "properties", "traits"]
 POS_COLUMNS = ["transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
                "loyalty_id", "customer_phone", "customer_email", "sku", "quantity", "unit_price",
@@ -58,7 +59,23 @@ def land(settings, rows: list[dict], *, source: str, entity: str, load_date: dt.
     return batch_id
 
 
-def web_events(day: dt.date, n: int, *, prefix: str = "", bad_type: int = 0, late: int = 0) -> list[dict]:
+# Segment call shapes the contract accepts (docs/sources.md section 2), planted by ``shapes``.
+SEGMENT_SHAPES = {
+    "server_side": {"type": "track", "event": "Order Refunded", "anonymousId": None, "userId": "1007"},
+    "alias": {"type": "alias", "anonymousId": None, "userId": "1007", "previousId": "anon-3"},
+    "group": {"type": "group", "groupId": "acme", "traits": json.dumps({"name": "Acme"})},
+    "screen": {"type": "screen", "name": "Cart"},
+}
+# ... and broken ones, planted by ``broken``.
+BROKEN_SHAPES = {
+    "no_ids": {"anonymousId": None, "userId": None},
+    "alias_without_previous_id": {"type": "alias", "anonymousId": None, "userId": "1007"},
+    "group_without_group_id": {"type": "group"},
+}
+
+
+def web_events(day: dt.date, n: int, *, prefix: str = "", bad_type: int = 0, late: int = 0,
+               shapes: tuple[str, ...] = (), broken: tuple[str, ...] = ()) -> list[dict]:
     rows = []
     for i in range(n):
         ts = dt.datetime.combine(day, dt.time(8)) + dt.timedelta(seconds=37 * i)
@@ -82,6 +99,11 @@ def web_events(day: dt.date, n: int, *, prefix: str = "", bad_type: int = 0, lat
             "_source_file": f"web/events/date={day}/part-0000.jsonl.gz",
             "_source_line": i + 1,
         })
+    # planted on the last rows (never an order: rows i % 10 == 3 are kept as they are)
+    planted = [SEGMENT_SHAPES[k] for k in shapes] + [BROKEN_SHAPES[k] for k in broken]
+    free = [i for i in range(n - 1, -1, -1) if i % 10 != 3]
+    for i, shape in zip(free, planted):
+        rows[i].update(shape)
     return rows
 
 

@@ -124,6 +124,25 @@ def test_a_broken_enum_across_a_batch_stops_the_gate_and_publish_does_not_run(se
     assert list(audit.read(settings, "gate_runs")["ok"]) == [False]
 
 
+def test_every_segment_call_shape_passes_and_incomplete_calls_are_quarantined(settings):
+    land_history(settings, DAY)
+    batches = _today(settings, defects={"web": {
+        "shapes": ("server_side", "alias", "group", "screen"),
+        "broken": ("no_ids", "alias_without_previous_id", "group_without_group_id")}})
+    result = run_gate(settings, "raw", DAY, run_id="shapes")
+
+    assert result.ok and result.rows_quarantined == 3
+    failed = {r.column: r.unexpected_count for r in result.results
+              if r.suite == "raw.web_events" and r.outcome == "quarantine"}
+    assert failed == {"has_anonymous_or_user_id": 1, "alias_is_complete": 1,
+                      "group_has_group_id": 1}
+    rejects = duckdb.sql(
+        f"SELECT * FROM read_parquet('{settings.quarantine}/_gate_rejects/{batches['web']}.parquet')").df()
+    # planted from the last row back, skipping orders (line 114): shapes on lines 120-117,
+    # the broken calls on 116, 115 and 113
+    assert sorted(rejects["_source_line"]) == [113, 115, 116]
+
+
 def test_a_missing_column_stops_the_gate(settings):
     land_history(settings, DAY)
     _today(settings, web=0)

@@ -326,3 +326,42 @@ def test_a_key_shared_by_many_contacts_is_nobody_in_particular(settings):
     with pytest.raises(ErasureRefused, match="no record carries"):
         resolver.resolve(ErasureRequest("email", "nobody@example.org"))
     assert len(resolver.resolve(ErasureRequest("phone", shop_phone), force=True).contact_ids) == 3
+
+
+def test_an_audience_leaves_out_whoever_denied_advertising_in_their_latest_segment_consent(settings):
+    from customer360.privacy import audience
+
+    settings.published_db.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(settings.published_db))
+    con.execute("CREATE SCHEMA marts")
+    con.execute("""CREATE TABLE marts.customer_360 AS SELECT * FROM (VALUES
+        ('c-ok', true, []::VARCHAR[], 'h1'),
+        ('c-analytics-only', true, ['analytics'], 'h2'),
+        ('c-no-ads', true, ['advertising'], 'h3'),
+        ('c-no-sharing', true, ['analytics', 'datasharing'], 'h4'),
+        ('c-no-marketing', false, []::VARCHAR[], 'h5'))
+        AS t(customer_id, marketing_consent, web_consent_denied, email_hash)""")
+    con.execute("""ALTER TABLE marts.customer_360 ADD COLUMN phone_hash VARCHAR;
+                   ALTER TABLE marts.customer_360 ADD COLUMN orders_count INTEGER DEFAULT 0;
+                   ALTER TABLE marts.customer_360 ADD COLUMN web_sessions_30d INTEGER DEFAULT 2""")
+    con.close()
+
+    export = audience.export_audience(settings, "browsers")
+
+    members = sorted(duckdb.sql(f"SELECT customer_id FROM read_csv('{export.csv_path}')").fetchall())
+    assert members == [("c-analytics-only",), ("c-ok",)]
+    assert (export.in_segment, export.without_consent, export.web_consent_denied) == (5, 1, 2)
+
+
+def test_an_audience_refuses_a_publication_without_segment_consent(settings):
+    from customer360.privacy import audience
+
+    settings.published_db.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(settings.published_db))
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.customer_360 AS SELECT 'c1' AS customer_id, "
+                "true AS marketing_consent, 'h' AS email_hash, NULL::VARCHAR AS phone_hash, "
+                "0 AS orders_count, 1 AS web_sessions_30d")
+    con.close()
+    with pytest.raises(audience.AudienceError, match="web_consent_denied"):
+        audience.export_audience(settings, "browsers")

@@ -67,7 +67,9 @@ MESSY = dict(dup_contact_rate=0.15, archived_contact_rate=0.05, shared_device_ra
              corrected_pos_file_rate=0.3, gb18030_store_share=0.5, return_rate=0.3, void_rate=0.1,
              malformed_row_rate=0.02, chinese_comment_share=0.5, pii_in_ticket_rate=0.5,
              consent_change_rate=0.1, existing_customer_share=0.5, web_usd_share=0.3,
-             store_timezones=5)
+             store_timezones=5, server_side_order_rate=0.5, app_session_share=0.3,
+             signup_alias_rate=0.8, product_id_only_rate=0.3, consent_device_share=0.5,
+             group_call_rate=0.3)
 
 
 @dataclass
@@ -233,7 +235,7 @@ def n_shared_devices(run: Run) -> int:
     person = run.person_of("web_user_id")
     people = defaultdict(set)
     for _, e in run.events:
-        if e["userId"]:
+        if e["userId"] and e["anonymousId"]:
             people[e["anonymousId"]].add(person[e["userId"]])
     return sum(len(p) > 1 for p in people.values())
 
@@ -372,6 +374,36 @@ def n_usd_orders(run: Run) -> int:
                for _, e in run.events)
 
 
+def n_server_side_orders(run: Run) -> int:
+    return sum(e["type"] == "track" and e["anonymousId"] is None and bool(e["userId"])
+               for _, e in run.events)
+
+
+def n_screens(run: Run) -> int:
+    return sum(e["type"] == "screen" for _, e in run.events)
+
+
+def n_aliases(run: Run) -> int:
+    return sum(e["type"] == "alias" for _, e in run.events)
+
+
+def n_product_id_only(run: Run) -> int:
+    n = 0
+    for _, e in run.events:
+        p = e["properties"] or {}
+        n += "product_id" in p and "sku" not in p
+        n += sum("sku" not in item for item in p.get("products") or [])
+    return n
+
+
+def n_consent_events(run: Run) -> int:
+    return sum("consent" in (e["context"] or {}) for _, e in run.events)
+
+
+def n_group_calls(run: Run) -> int:
+    return sum(e["type"] == "group" for _, e in run.events)
+
+
 def n_extra_timezones(run: Run) -> int:
     return len({s["timezone"] for s in run.stores.values()}) - 1
 
@@ -390,6 +422,9 @@ DETECTORS = {
     "national_phone_rate": n_national_phones, "landline_phone_rate": n_landlines,
     "unparseable_phone_rate": n_unparseable_phones, "funnel_stage_rate": n_funnel_contacts,
     "bulk_update_contacts": n_bulk_update, "ces_survey_share": n_ces,
+    "server_side_order_rate": n_server_side_orders, "app_session_share": n_screens,
+    "signup_alias_rate": n_aliases, "product_id_only_rate": n_product_id_only,
+    "consent_device_share": n_consent_events, "group_call_rate": n_group_calls,
 }
 OFF = {"store_timezones": 1}
 
@@ -541,12 +576,26 @@ def test_web_events_follow_the_segment_spec(messy):
         folder_day = f.split("date=")[1][:10]
         assert {"messageId", "type", "anonymousId", "userId", "timestamp", "receivedAt", "context",
                 "properties", "traits"} <= set(e)
-        assert e["type"] in {"page", "track", "identify"}
+        assert e["type"] in {"page", "track", "identify", "screen", "group", "alias"}
+        assert e["anonymousId"] or e["userId"]
         assert ISO_MS.match(e["timestamp"]) and ISO_MS.match(e["receivedAt"])
         assert e["timestamp"] <= e["receivedAt"] and e["receivedAt"][:10] == folder_day
         assert (dt.date.fromisoformat(folder_day) - dt.date.fromisoformat(e["timestamp"][:10])).days <= 3
-        assert {"page", "campaign", "userAgent", "ip", "locale"} <= set(e["context"])
-        assert {"url", "path", "referrer", "title"} <= set(e["context"]["page"])
+        if e["anonymousId"] is None:   # server-side: the back end's library, no browser context
+            assert e["context"] == {"library": {"name": "analytics-python", "version": "2.4.0"}}
+        else:
+            assert {"campaign", "userAgent", "ip", "locale"} <= set(e["context"])
+        if e["type"] == "screen":
+            assert e["name"] and "page" not in e["context"]
+        elif e["anonymousId"] is not None and "page" in e["context"]:
+            assert {"url", "path", "referrer", "title"} <= set(e["context"]["page"])
+        if e["type"] == "alias":
+            assert e["previousId"] == e["anonymousId"] and e["userId"]
+        if e["type"] == "group":
+            assert e["userId"] and e["groupId"].startswith("acct-") and e["traits"]["name"]
+        if "consent" in e["context"]:
+            prefs = e["context"]["consent"]["categoryPreferences"]
+            assert set(prefs) == {"Advertising", "Analytics", "Functional"}
         if e["type"] == "track":
             assert e["event"] in {"Product Viewed", "Product Added", "Order Completed", "Signed Up"}
         if e["type"] == "identify":
@@ -751,8 +800,10 @@ def test_ground_truth_covers_every_source_key(messy):
         anon_people[a].add(p)
     orders = messy.person_of("web_order_id")
     for _, e in messy.events:
-        assert e["anonymousId"] in anon_people
-        if e["userId"]:
+        assert e["anonymousId"] in anon_people or (e["anonymousId"] is None and e["userId"])
+        if e["type"] == "alias":   # an alias links a device the truth already gives the person
+            assert users[e["userId"]] in anon_people[e["previousId"]]
+        if e["userId"] and e["anonymousId"]:
             assert users[e["userId"]] == contact_person[e["userId"]]
             assert users[e["userId"]] in anon_people[e["anonymousId"]]
         if e.get("event") == "Order Completed":

@@ -135,7 +135,7 @@ def test_malformed_lines_are_quarantined_with_line_reason_and_text(settings):
     broken = '{"messageId": "x", "type": "page", "anonymousId": "a", "timestamp": "2026-03-10T1'
     write_web_part(settings.landing, D1, 0, [
         event("ok1", D1), "", broken, event("no-anon", D1, anonymousId=None),
-        event("screen", D1, type="screen"), event("noevent", D1, type="track", event=None),
+        event("screen", D1, type="pageview"), event("noevent", D1, type="track", event=None),
         order_completed("order", D1) | {"properties": {"revenue": "lots"}},
         event("future", D1 + dt.timedelta(days=1), hour=1), event("ok2", D1)])
 
@@ -144,8 +144,9 @@ def test_malformed_lines_are_quarantined_with_line_reason_and_text(settings):
     got = {q["source_line"]: q for q in read_quarantine(settings, "web", "events")}
     assert sorted(got) == [3, 4, 5, 6, 7, 8]
     assert got[3]["reason"] == "line is not valid JSON" and got[3]["raw_text"] == broken
-    assert got[4]["reason"] == "missing anonymousId" and got[4]["record_key"] == "no-anon"
-    assert got[5]["reason"].startswith("type must be page, track or identify")
+    assert got[4]["reason"] == "missing both anonymousId and userId"
+    assert got[4]["record_key"] == "no-anon"
+    assert got[5]["reason"].startswith("type must be identify, track, page, screen, group or alias")
     assert got[6]["reason"] == "track call without event"
     assert got[7]["reason"] == "Order Completed without properties.order_id"
     assert "after its folder's day" in got[8]["reason"]
@@ -156,11 +157,63 @@ def test_malformed_lines_are_quarantined_with_line_reason_and_text(settings):
 
 def test_unknown_top_level_fields_are_kept(settings):
     write_web_part(settings.landing, D1, 0, [event("e1", D1, sentAt="2026-03-10T10:00:01.000Z",
-                                                  integrations={"All": True})])
+                                                  integrations={"All": True}, channel="server",
+                                                  version=2)])
     load_web(settings, D1)
     (row,) = read_raw(settings, "web", "events")
-    assert json.loads(row["_extra"]) == {"sentAt": "2026-03-10T10:00:01.000Z",
-                                         "integrations": {"All": True}}
+    assert row["sentAt"] == "2026-03-10T10:00:01.000Z"   # a Segment field: a column of its own
+    assert json.loads(row["_extra"]) == {"integrations": {"All": True}, "channel": "server",
+                                         "version": 2}
+
+
+def test_every_segment_call_type_lands_with_either_id(settings):
+    write_web_part(settings.landing, D1, 0, [
+        event("i", D1, type="identify", userId="1042", anonymousId=None, traits={"email": "a@b.c"}),
+        event("t", D1, type="track", userId="1042", anonymousId=None, event="Signed Up"),
+        event("p", D1, type="page", name="Home", category="Shop"),
+        event("s", D1, type="screen", name="Cart", anonymousId="dev-1", userId="1042"),
+        event("g", D1, type="group", userId="1042", anonymousId=None, groupId="acme",
+              traits={"name": "Acme 有限公司"}),
+        event("a", D1, type="alias", userId="1042", anonymousId=None, previousId="dev-1")])
+
+    (rec,) = load_web(settings, D1)
+
+    assert (rec.read, rec.landed, rec.quarantined) == (6, 6, 0)
+    rows = {r["messageId"]: r for r in read_raw(settings, "web", "events")}
+    assert {r["type"] for r in rows.values()} == {"identify", "track", "page", "screen", "group",
+                                                  "alias"}
+    assert rows["a"]["previousId"] == "dev-1" and rows["a"]["anonymousId"] is None
+    assert rows["g"]["groupId"] == "acme"
+    assert json.loads(rows["g"]["traits"]) == {"name": "Acme 有限公司"}
+    assert (rows["s"]["name"], rows["p"]["category"]) == ("Cart", "Shop")
+
+
+def test_a_line_without_timestamp_gets_segments_skew_corrected_one(settings):
+    # The device clock runs 2 hours fast: it says it sent at 12:00:05 what happened at 12:00:00
+    # (its time); the collector received it at 10:00:06 (true time). Segment's timestamp is
+    # receivedAt - (sentAt - originalTimestamp) = 10:00:01.
+    skewed = event("skew", D1, timestamp=None, originalTimestamp="2026-03-10T12:00:00.000Z",
+                   sentAt="2026-03-10T12:00:05.000Z", receivedAt="2026-03-10T10:00:06.000Z")
+    original_only = event("orig", D1, timestamp=None, originalTimestamp="2026-03-10T09:30:00Z",
+                          receivedAt="2026-03-10T09:31:00.000Z")
+    received_only = event("recv", D1, timestamp=None, receivedAt="2026-03-10T08:00:00.250Z")
+    kept = event("kept", D1, originalTimestamp="2026-03-10T01:00:00Z",
+                 sentAt="2026-03-10T01:00:00Z")
+    write_web_part(settings.landing, D1, 0, [skewed, original_only, received_only, kept])
+
+    load_web(settings, D1)
+
+    rows = {r["messageId"]: r for r in read_raw(settings, "web", "events")}
+    assert rows["skew"]["timestamp"] == "2026-03-10T10:00:01.000Z"
+    assert rows["skew"]["_timestamp_from"] == "receivedAt - (sentAt - originalTimestamp)"
+    assert rows["skew"]["originalTimestamp"] == "2026-03-10T12:00:00.000Z"
+    assert (rows["orig"]["timestamp"], rows["orig"]["_timestamp_from"]) == (
+        "2026-03-10T09:30:00.000Z", "originalTimestamp")
+    assert (rows["recv"]["timestamp"], rows["recv"]["_timestamp_from"]) == (
+        "2026-03-10T08:00:00.250Z", "receivedAt")
+    # a line with its own timestamp keeps it as sent
+    assert rows["kept"]["timestamp"] == kept["timestamp"]
+    assert rows["kept"]["_timestamp_from"] is None
 
 
 def test_a_changed_file_is_loaded_again_and_its_events_count_as_duplicates(settings):

@@ -1,6 +1,7 @@
 -- Keys that would merge different people, so the graph leaves them out:
---   shared_device: a web device (anonymousId) on which two or more contact ids logged in
---                  (a household computer); its logged-out activity belongs to nobody.
+--   shared_device: a web device (anonymousId) on which two or more contact ids logged in or
+--                  which Segment aliased to them (a household computer); its logged-out
+--                  activity belongs to nobody.
 --   shared_key:    an email, phone or loyalty id on more CRM contacts than
 --                  var('identity_max_contacts_per_key') (a shop's own number typed for
 --                  customers, a placeholder address). Two contacts sharing a key are kept:
@@ -16,10 +17,10 @@ with logins as (
             contact_key.identity_key as record_id
         from {{ ref('int_identity__observations') }} as anon
         inner join {{ ref('int_identity__observations') }} as contact_key
-            on contact_key.record_type = 'web_login'
+            on contact_key.record_type = anon.record_type
            and contact_key.record_id = anon.record_id
            and contact_key.key_type = 'contact'
-        where anon.record_type = 'web_login' and anon.key_type = 'anon'
+        where anon.record_type in ('web_login', 'web_alias') and anon.key_type = 'anon'
     ) as device_logins
     group by identity_key
 

@@ -1,8 +1,12 @@
 -- Which identity keys each source record carries: the evidence the identity graph is built
 -- from. One row per (record, key). Records are CRM contacts (id, email, phone, loyalty id),
 -- POS transactions (the keys typed at the till), web logins (device + contact id) and web
--- identify calls (traits email/phone with the contact id, or with the device when logged out;
--- both from int_identity__web_observations).
+-- identify calls (traits email/phone with the contact id, or with the device when logged out)
+-- and Segment alias calls (previousId -> userId; all from int_identity__web_observations).
+-- An alias's previousId is a contact key when it is a known contact id (an old userId), else
+-- a device key. Guards: a contact id aliased to two or more userIds is no one person's old id
+-- (a placeholder), so those alias records are left out; a device aliased to several contacts
+-- is a shared device (int_identity__ambiguous_keys).
 with contacts as (
 
     select * from {{ ref('stg_crm__contacts') }} where not is_archived
@@ -43,10 +47,49 @@ observations as (
     union all
     select 'pos_transaction', transaction_id, observed_at, {{ identity_key('email', 'customer_email') }} from pos_keys
 
-    -- logins and identify calls (int_identity__web_observations keeps them incrementally)
+    -- logins, aliases and identify calls (int_identity__web_observations keeps them incrementally)
     union all
     select record_type, record_id, observed_at, identity_key
     from {{ ref('int_identity__web_observations') }}
+),
+
+contact_keys as (
+
+    select distinct identity_key
+    from observations
+    where identity_key like 'contact:%'
+
+),
+
+resolved as (
+
+    select
+        observations.record_type,
+        observations.record_id,
+        case when observations.record_type = 'web_alias' and known.identity_key is not null
+             then known.identity_key else observations.identity_key end as identity_key,
+        observations.observed_at
+    from observations
+    left join contact_keys as known
+        on observations.record_type = 'web_alias'
+       and observations.identity_key like 'anon:%'
+       and known.identity_key = 'contact:' || substr(observations.identity_key, 6)
+
+),
+
+-- alias records whose previousId is a contact id aliased to more than one userId (a
+-- device aliased to several is left to the shared_device rule of int_identity__ambiguous_keys)
+fanned_out_aliases as (
+
+    select record_id
+    from (
+        select record_id, count(*) over (partition by identity_key) as targets
+        from resolved
+        where record_type = 'web_alias'
+          and identity_key = 'contact:' || split_part(record_id, '|', 1)
+    ) as counted
+    where targets > 1
+
 )
 
 select distinct
@@ -55,5 +98,7 @@ select distinct
     identity_key,
     split_part(identity_key, ':', 1) as key_type,
     observed_at
-from observations
+from resolved
 where identity_key is not null
+  and not (record_type = 'web_alias'
+           and record_id in (select record_id from fanned_out_aliases))

@@ -1,6 +1,7 @@
 -- The identity evidence in web events, kept incrementally (it is the bulk of the evidence and
 -- comes from the largest table): logins (a device and the contact id logged in on it, first
--- seen at the pair's earliest event) and identify calls (traits email/phone with the contact
+-- seen at the pair's earliest event), Segment alias calls (previousId -> userId, likewise)
+-- and identify calls (traits email/phone with the contact
 -- id, or with the device when logged out). Each run reads only events staged since the last
 -- one; a login pair seen before keeps its earliest sighting. int_identity__observations adds
 -- the CRM and POS evidence. A full refresh gives the same table (tests/test_dbt_incremental.py).
@@ -15,7 +16,8 @@
 
 with new_events as (
 
-    select message_id, anonymous_id, user_id, event_at, trait_email, trait_phone, _loaded_at
+    select message_id, event_type, anonymous_id, user_id, previous_id, event_at, trait_email,
+           trait_phone, _loaded_at
     from {{ ref('stg_web__events') }}
     {% if is_incremental() %}
     where _loaded_at > (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
@@ -23,11 +25,14 @@ with new_events as (
 
 ),
 
-logins as (
+-- Pairs of ids one person used, each first seen at its earliest event: logins (a device and
+-- the contact id logged in on it) and Segment alias calls (previousId -> userId).
+pairs as (
 
     select
+        'web_login' as record_type,
         anonymous_id || '|' || user_id as record_id,
-        anonymous_id,
+        anonymous_id as earlier_id,
         user_id,
         min(event_at) as observed_at,
         max(_loaded_at) as _loaded_at
@@ -35,47 +40,66 @@ logins as (
     where user_id is not null and anonymous_id is not null
     group by anonymous_id, user_id
 
+    union all
+
+    select
+        'web_alias',
+        previous_id || '|' || user_id,
+        previous_id,
+        user_id,
+        min(event_at),
+        max(_loaded_at)
+    from new_events
+    where event_type = 'alias' and previous_id is not null and user_id is not null
+      and previous_id <> user_id
+    group by previous_id, user_id
+
 ),
 
 {% if is_incremental() %}
-earlier_logins as (
+earlier_pairs as (
 
-    select record_id, min(observed_at) as observed_at
+    select record_type, record_id, min(observed_at) as observed_at
     from {{ this }}
-    where record_type = 'web_login'
-      and record_id in (select record_id from logins)
-    group by record_id
+    where record_type in ('web_login', 'web_alias')
+      and (record_type, record_id) in (select (record_type, record_id) from pairs)
+    group by record_type, record_id
 
 ),
 {% endif %}
 
-login_sightings as (
+pair_sightings as (
 
     select
-        logins.record_id,
-        logins.anonymous_id,
-        logins.user_id,
+        pairs.record_type,
+        pairs.record_id,
+        pairs.earlier_id,
+        pairs.user_id,
         {% if is_incremental() -%}
-        least(logins.observed_at, earlier_logins.observed_at)
+        least(pairs.observed_at, earlier_pairs.observed_at)
         {%- else -%}
-        logins.observed_at
+        pairs.observed_at
         {%- endif %} as observed_at,
-        logins._loaded_at
-    from logins
+        pairs._loaded_at
+    from pairs
     {% if is_incremental() %}
-    left join earlier_logins on earlier_logins.record_id = logins.record_id
+    left join earlier_pairs
+        on earlier_pairs.record_type = pairs.record_type
+       and earlier_pairs.record_id = pairs.record_id
     {% endif %}
 
 ),
 
 observations as (
 
-    select 'web_login' as record_type, record_id, observed_at,
+    select record_type, record_id, observed_at,
            {{ identity_key('contact', 'user_id') }} as identity_key, _loaded_at
-    from login_sightings
+    from pair_sightings
     union all
-    select 'web_login', record_id, observed_at, {{ identity_key('anon', 'anonymous_id') }}, _loaded_at
-    from login_sightings
+    -- an alias's previousId is written as a device key here; int_identity__observations
+    -- makes it a contact key when it is a known contact id (an old userId)
+    select record_type, record_id, observed_at, {{ identity_key('anon', 'earlier_id') }}, _loaded_at
+    from pair_sightings
 
     union all
     select 'web_identify', message_id, event_at,

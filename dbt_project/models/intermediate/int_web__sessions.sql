@@ -1,4 +1,5 @@
--- Web sessions without their customer: a device's events split wherever more than
+-- Web sessions without their customer (page views and app screen views alike; server-side
+-- calls, which carry no anonymousId, belong to no session): a device's events split wherever more than
 -- {{ var('session_timeout_minutes') }} minutes pass without an event. fct_web_sessions adds
 -- the customer (identity can change any day, so the customer is joined there, never stored here).
 --
@@ -60,7 +61,11 @@ events as (
 
     select
         events.message_id, events.anonymous_id, events.user_id, events.event_at, events.event_type,
-        events.event_name, events.page_path, events.campaign_source, events._loaded_at
+        events.event_name, events.campaign_source, events._loaded_at,
+        -- an app's screen view counts as a page view; its name stands for the path
+        events.event_type in ('page', 'screen') as is_view,
+        case when events.event_type = 'screen' then coalesce(events.page_path, events.page_name)
+             else events.page_path end as page_path
     from {{ ref('stg_web__events') }} as events
     {% if is_incremental() %}
     inner join recompute
@@ -104,9 +109,9 @@ sessions as (
         min(event_at) as started_at,
         max(event_at) as ended_at,
         count(*) as events,
-        count(case when event_type = 'page' then 1 end) as page_views,
+        count(case when is_view then 1 end) as page_views,
         max(case when event_name = 'Order Completed' then 1 else 0 end) = 1 as converted,
-        min_by(page_path, event_at) filter (where event_type = 'page') as landing_path,
+        min_by(page_path, event_at) filter (where is_view) as landing_path,
         min_by(campaign_source, event_at) filter (where campaign_source is not null) as campaign_source,
         max(_loaded_at) as _loaded_at
     from numbered

@@ -53,6 +53,17 @@ feedback as (
 
 ),
 
+-- the accounts (Segment groupIds) any of the customer's keys joined
+accounts as (
+
+    select clusters.customer_id, list_sort(list(distinct memberships.group_id)) as account_ids
+    from {{ ref('int_web__group_memberships') }} as memberships
+    inner join {{ ref('int_identity__clusters') }} as clusters
+        on clusters.identity_key = memberships.identity_key
+    group by clusters.customer_id
+
+),
+
 segments as ({{ latest_ml_score('ml_customer_segments', 'segment_name', 'varchar') }}),
 
 churn as ({{ latest_ml_score('ml_churn_scores', 'churn_probability', 'double') }}),
@@ -87,6 +98,9 @@ joined as (
         feedback.last_feedback_at,
         segments.segment_name,
         churn.churn_probability,
+        accounts.account_ids,
+        consent.denied_categories as web_consent_denied,
+        consent.consent_at as web_consent_at,
         as_of.as_of_date,
         -- activity = a purchase or a logged-in web session (docs/marts.md "active")
         greatest(cast(rfm.last_order_at as date), sessions.last_logged_in_date) as last_active_date,
@@ -99,6 +113,8 @@ joined as (
     left join feedback on feedback.customer_id = golden.customer_id
     left join segments on segments.customer_id = golden.customer_id
     left join churn on churn.customer_id = golden.customer_id
+    left join accounts on accounts.customer_id = golden.customer_id
+    left join {{ ref('int_web__consent') }} as consent on consent.customer_id = golden.customer_id
 
 )
 
@@ -144,5 +160,8 @@ select
     churn_probability,
     as_of_date,
     first_seen_at,
-    has_crm_contact
+    has_crm_contact,
+    coalesce(account_ids, []::varchar[]) as account_ids,
+    coalesce(web_consent_denied, []::varchar[]) as web_consent_denied,
+    web_consent_at
 from joined

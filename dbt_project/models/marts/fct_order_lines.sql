@@ -55,6 +55,18 @@ web_items as (
 
 ),
 
+web_lines as (
+
+    select
+        web_items.*,
+        {{ web_product_sku('web_items.item.sku', 'web_items.item.product_id', 'catalogue') }} as line_sku,
+        nullif(trim(web_items.item.product_id), '') as line_product_id
+    from web_items
+    left join {{ ref('stg_pos__products') }} as catalogue
+        on catalogue.sku = nullif(trim(web_items.item.product_id), '')
+
+),
+
 unified as (
 
     select
@@ -65,6 +77,7 @@ unified as (
         txn_at as ordered_at,
         business_date,
         sku,
+        cast(null as varchar) as product_id,
         quantity,
         unit_price,
         discount_amount,
@@ -84,7 +97,8 @@ unified as (
         cast(null as varchar) as store_id,
         event_at as ordered_at,
         cast(event_at as date) as business_date,
-        item.sku,
+        line_sku as sku,
+        line_product_id as product_id,
         item.quantity,
         item.price as unit_price,
         cast(0 as decimal(18, 2)) as discount_amount,
@@ -93,7 +107,7 @@ unified as (
         order_currency as currency,
         'web:' || order_id as _source_partition,
         _loaded_at
-    from web_items
+    from web_lines
 
 )
 
@@ -107,6 +121,7 @@ select
     cast(unified.ordered_at as date) as order_date,
     unified.business_date,
     unified.sku,
+    unified.product_id,
     unified.quantity,
     cast(unified.unit_price * fx.rate_to_reporting as decimal(18, 2)) as unit_price,
     cast(unified.discount_amount * fx.rate_to_reporting as decimal(18, 2)) as discount_amount,

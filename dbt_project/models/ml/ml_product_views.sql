@@ -31,6 +31,7 @@
 {%- set event_name = found.event_name -%}
 {%- set event_at = found.event_at -%}
 
+-- depends_on: {{ ref('stg_pos__products') }}
 with events as (
 
     select
@@ -38,7 +39,10 @@ with events as (
         anonymous_id,
         cast({{ event_at }} as timestamp) as event_at,
         {{ event_name }} as event_name,
-        {% if 'sku' in event_columns -%}
+        {% if 'sku' in event_columns and 'product_id' in event_columns -%}
+        {#- a product sent with only a product_id: the catalogue sku equal to it -#}
+        cast({{ web_product_sku('web.sku', 'web.product_id', 'catalogue') }} as varchar)
+        {%- elif 'sku' in event_columns -%}
         cast(sku as varchar)
         {%- elif 'properties' in event_columns -%}
         coalesce(json_extract_string(cast(properties as json), '$.sku'),
@@ -46,7 +50,11 @@ with events as (
         {%- else -%}
         cast(null as varchar)
         {%- endif %} as sku
-    from {{ ref('stg_web__events') }}
+    from {{ ref('stg_web__events') }} as web
+    {%- if 'product_id' in event_columns %}
+    left join {{ ref('stg_pos__products') }} as catalogue
+        on catalogue.sku = nullif(trim(web.product_id), '')
+    {%- endif %}
     where {{ event_name }} in ('Product Viewed', 'Product Added')
     {%- if 'event_type' in event_columns %}
       and event_type = 'track'

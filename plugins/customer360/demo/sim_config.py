@@ -109,6 +109,24 @@ class SimulationConfig:
 
     # --- web content ---
     web_usd_share: float = _knob(0.05, "share of web orders paid in USD (the rest CNY)")
+    server_side_order_rate: float = _knob(
+        0.3, "share of logged-in web orders whose Order Completed the shop's back end sends "
+        "(server-side: userId only, no anonymousId, no page context)")
+    app_session_share: float = _knob(
+        0.2, "share of web sessions in the shop's app: screen calls (name) instead of page "
+        "calls, no context.page")
+    signup_alias_rate: float = _knob(
+        0.5, "share of web sign-ups followed by a Segment alias call (previousId = the "
+        "device's anonymousId -> the new userId)")
+    product_id_only_rate: float = _knob(
+        0.2, "share of product events and order items naming the product by product_id only, "
+        "no sku (the catalogue's product id is its sku)")
+    consent_device_share: float = _knob(
+        0.4, "share of devices whose events carry context.consent.categoryPreferences (a "
+        "quarter of them deny Advertising)")
+    group_call_rate: float = _knob(
+        0.1, "share of web logins followed by a group call (the person's company account: "
+        "groupId and account traits)")
     parts_per_day: int = _knob(2, "regular web part files per day folder", rate=False)
     products: int = _knob(200, "number of products in the catalogue", rate=False)
 

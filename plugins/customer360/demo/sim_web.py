@@ -11,6 +11,11 @@ slices of its string buffer, gzipped with mtime 0 so the same seed gives the sam
 Messy cases: late events (folder 1-3 days after the timestamp), at-least-once duplicates (same
 messageId), late part files (delivered 1-2 days after the folder's day), malformed lines
 (truncated JSON), corrupt files (gzip stream cut short), shared devices.
+
+Segment shapes beyond the browser's page/track/identify, each behind its knob: app sessions
+(screen calls), server-side Order Completed (userId only), alias calls after a sign-up, group
+calls (company accounts), products named by product_id only, and consent categoryPreferences
+on a device's events.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from customer360.demo.sim_identity import Identity, typed
 from customer360.demo.sim_population import Population, start_of
 
 DAY_MS = 86_400_000
-K_PAGE, K_VIEWED, K_ADDED, K_ORDER, K_SIGNUP, K_IDENTIFY = range(6)
+K_PAGE, K_VIEWED, K_ADDED, K_ORDER, K_SIGNUP, K_IDENTIFY, K_GROUP, K_ALIAS = range(8)
+ACCOUNTS = 40   # company accounts (Segment groups) logged-in people can belong to
 MODE_ANON, MODE_REMEMBERED, MODE_LOGIN, MODE_SIGNUP = range(4)
 EVENTS_PER_CHUNK = 250_000   # bounds memory: ~1 KB of JSON an event, plus copies
 GZIP_LEVEL = 3   # 2x faster than 6 on this JSON, files ~20 % larger
@@ -115,6 +121,10 @@ class _Sessions:
     user_id: np.ndarray
     order: np.ndarray            # order index or -1
     signup_ms: np.ndarray
+    app: np.ndarray              # the session is in the shop's app (screen calls)
+    server_order: np.ndarray     # its Order Completed comes from the back end
+    alias: np.ndarray            # its sign-up is followed by an alias call
+    group: np.ndarray            # its login is followed by a group call
 
 
 def _sessions(cfg: SimulationConfig, pop: Population, act: Activity, ident: Identity,
@@ -154,7 +164,11 @@ def _sessions(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     order[orders.session] = np.arange(len(orders.session))
     return _Sessions(person=p, day=day, start_ms=start, device=device, campaign=campaign,
                      referrer=referrer, mode=mode, login_rank=login_rank, user_id=user_id,
-                     order=order, signup_ms=np.full(s, -1, dtype=np.int64))
+                     order=order, signup_ms=np.full(s, -1, dtype=np.int64),
+                     app=cfg.rng("web-app").random(s) < cfg.app_session_share,
+                     server_order=cfg.rng("web-server-side").random(s) < cfg.server_side_order_rate,
+                     alias=cfg.rng("web-alias").random(s) < cfg.signup_alias_rate,
+                     group=cfg.rng("web-group").random(s) < cfg.group_call_rate)
 
 
 def _country_offset(country: np.ndarray) -> np.ndarray:
@@ -217,8 +231,12 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
     signup = local[ses.mode[ix] == MODE_SIGNUP]
     add(signup, rank_login[signup], K_SIGNUP)
     add(signup, rank_login[signup] + 1e-7, K_IDENTIFY)
+    aliased = signup[ses.alias[ix][signup]]
+    add(aliased, rank_login[aliased] + 2e-7, K_ALIAS)
     login = local[ses.mode[ix] == MODE_LOGIN]
     add(login, rank_login[login], K_IDENTIFY)
+    grouped = login[ses.group[ix][login]]
+    add(grouped, rank_login[grouped] + 1e-7, K_GROUP)
 
     cols = [np.concatenate([p[i] for p in pieces]) for i in range(6)]
     order = np.lexsort((cols[1], cols[0]))
@@ -252,7 +270,12 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
 
     g = ix[sess]   # global session index
     uid = np.where(rank >= rank_login[sess], ses.user_id[g], -1)
+    server = (kind == K_ORDER) & ses.server_order[g] & (uid >= 0)
+    pid_only = np.isin(kind, (K_VIEWED, K_ADDED)) & (
+        cfg.rng("web-product-id-only", chunk).random(n) < cfg.product_id_only_rate)
     return {
+        "app": ses.app[g], "server": server, "pid_only": pid_only,
+        "account": np.where(kind == K_GROUP, ses.person[g] % ACCOUNTS, -1).astype(np.int64),
         "session": g.astype(np.int64), "pos": pos.astype(np.int64), "kind": kind.astype(np.int8),
         "ts": ts.astype(np.int64), "user_id": uid.astype(np.int64),
         "device": ses.device[g].astype(np.int64), "sku": sku.astype(np.int64),
@@ -303,31 +326,39 @@ SELECT folder, part,
 FROM (
   SELECT folder, part, line_no, malformed, concat(
     '{"messageId":"', fmt_uuid(md5(concat($seed, ':msg:', session, ':', pos))),
-    '","type":', CASE kind WHEN 0 THEN '"page","event":null'
+    '","type":', CASE kind WHEN 0 THEN CASE WHEN app THEN concat('"screen","event":null,"name":', title_json)
+                                            ELSE '"page","event":null' END
                            WHEN 5 THEN '"identify","event":null'
+                           WHEN 6 THEN concat('"group","event":null,"groupId":', a.id_json)
+                           WHEN 7 THEN concat('"alias","event":null,"previousId":', anonymous_json)
                            WHEN 1 THEN '"track","event":"Product Viewed"'
                            WHEN 2 THEN '"track","event":"Product Added"'
                            WHEN 3 THEN '"track","event":"Order Completed"'
                            ELSE '"track","event":"Signed Up"' END,
-    ',"anonymousId":', anonymous_json,
+    ',"anonymousId":', CASE WHEN server THEN 'null' ELSE anonymous_json END,
     ',"userId":', CASE WHEN user_id >= 0 THEN concat('"', user_id, '"') ELSE 'null' END,
     ',"timestamp":"', iso_ms(ts), '","receivedAt":"', iso_ms(recv),
-    '","context":{"page":', page_json, ',"campaign":', campaign_json, context_tail,
+    '","context":', CASE WHEN server THEN '{"library":{"name":"analytics-python","version":"2.4.0"}'
+                         WHEN app THEN '{"campaign":'
+                         ELSE concat('{"page":', page_json, ',"campaign":') END,
+    CASE WHEN server THEN '}' ELSE concat(campaign_json, context_tail) END,
     ',"properties":', CASE kind
-         WHEN 0 THEN page_json
-         WHEN 1 THEN viewed_json
-         WHEN 2 THEN concat('{"product_id":', sku_json, ',"sku":', sku_json, ',"quantity":', qty,
-                            ',"price":', price_json, '}')
+         WHEN 0 THEN CASE WHEN app THEN '{}' ELSE page_json END
+         WHEN 1 THEN CASE WHEN pid_only THEN viewed_id_json ELSE viewed_json END
+         WHEN 2 THEN concat('{"product_id":', sku_json,
+                            CASE WHEN pid_only THEN '' ELSE concat(',"sku":', sku_json) END,
+                            ',"quantity":', qty, ',"price":', price_json, '}')
          WHEN 3 THEN order_json
          WHEN 4 THEN '{"method":"email"}'
          ELSE 'null' END,
-    ',"traits":', CASE WHEN kind = 5 THEN traits_json ELSE 'null' END,
+    ',"traits":', CASE kind WHEN 5 THEN traits_json WHEN 6 THEN a.account_traits_json ELSE 'null' END,
     '}', chr(10)) AS line
   FROM (
     SELECT e.*, d.anonymous_json, d.context_tail, c.json AS campaign_json,
       concat('{"path":', pc.path_json, ',"referrer":', coalesce(pr.url_json, x.url_json), ',',
              pc.title_url, '}') AS page_json,
-      p.sku_json, p.price_json, p.viewed_json, o.json AS order_json, t.json AS traits_json
+      pc.title_json, p.sku_json, p.price_json, p.viewed_json, p.viewed_id_json,
+      o.json AS order_json, t.json AS traits_json
     FROM ev e
     JOIN devices d ON d.device = e.device
     JOIN pages pc ON pc.page = e.cur_page
@@ -337,7 +368,8 @@ FROM (
     LEFT JOIN products p ON p.idx = e.sku
     LEFT JOIN orders o ON o.idx = e."order"
     LEFT JOIN traits t ON t.session = e.session   -- one row per logged-in session (identify)
-  )
+  ) AS e
+  LEFT JOIN accounts a ON a.idx = e.account
 )
 ORDER BY folder, part, line_no
 """
@@ -352,24 +384,35 @@ CREATE OR REPLACE MACRO iso_ms(ms) AS strftime(make_timestamp(ms * 1000), '%Y-%m
 _RENDER = r"""
 CREATE TABLE devices AS SELECT device, to_json(anonymous_id) AS anonymous_json,
   ',"userAgent":' || to_json(user_agent) || ',"ip":' || to_json(ip) || ',"locale":' || to_json(locale)
+  || CASE WHEN consent THEN ',"consent":{"categoryPreferences":{"Advertising":' || advertising
+          || ',"Analytics":true,"Functional":true}}' ELSE '' END
   || '}' AS context_tail
 FROM devices_arrow;
+CREATE TABLE accounts AS SELECT idx, to_json(group_id) AS id_json,
+  to_json(struct_pack(name := name, industry := industry, plan := plan)) AS account_traits_json
+FROM accounts_arrow;
 CREATE TABLE products AS SELECT idx, to_json(sku) AS sku_json, to_json(price) AS price_json,
   to_json(struct_pack(product_id := sku, sku := sku, name := name, category := category,
-                      price := price, currency := 'CNY')) AS viewed_json
+                      price := price, currency := 'CNY')) AS viewed_json,
+  to_json(struct_pack(product_id := sku, name := name, category := category,
+                      price := price, currency := 'CNY')) AS viewed_id_json
 FROM products_arrow;
 CREATE TABLE campaigns AS SELECT idx, to_json(struct_pack(source := source, medium := medium,
                                                           name := name)) AS json
 FROM campaigns_arrow;
 CREATE TABLE pages AS SELECT page, to_json(path) AS path_json, to_json(url) AS url_json,
+  to_json(title) AS title_json,
   '"title":' || to_json(title) || ',"url":' || to_json(url) AS title_url
 FROM pages_arrow;
 CREATE TABLE referrers AS SELECT idx, to_json(url) AS url_json FROM referrers_arrow;
 CREATE TABLE orders AS SELECT o.idx, to_json(struct_pack(order_id := o.order_id, revenue := o.revenue,
   currency := o.currency, products := l.products)) AS json
 FROM orders_arrow o JOIN (
-  SELECT l.order_idx, list(struct_pack(sku := p.sku, quantity := l.qty, price := l.price)
-                           ORDER BY l.line_no) AS products
+  -- an item names its product by sku, or (product_id_only_rate) by product_id alone
+  SELECT l.order_idx, ('[' || string_agg(CASE WHEN l.pid_only
+           THEN to_json(struct_pack(product_id := p.sku, quantity := l.qty, price := l.price))
+           ELSE to_json(struct_pack(sku := p.sku, quantity := l.qty, price := l.price)) END, ','
+           ORDER BY l.line_no) || ']')::JSON AS products
   FROM lines_arrow l JOIN products_arrow p ON p.idx = l.sku_idx GROUP BY l.order_idx) l
 ON l.order_idx = o.idx;
 CREATE TABLE traits AS SELECT session, to_json(struct_pack(email := email, phone := phone)) AS json
@@ -388,6 +431,7 @@ def _static_tables(con: duckdb.DuckDBPyConnection, cfg: SimulationConfig, pop: P
     titles += [f"{nm} | Lumen" for nm in products.name] + ["Cart | Lumen", "Checkout | Lumen"]
     assert len(paths) == 9 + n_prod
     n_dev = len(pop.device_ua)
+    consent_rng = cfg.rng("web-consent")
     line_order = np.repeat(np.arange(len(orders.line_count)), orders.line_count)
     tables = {
         "pages": pa.table({"page": np.arange(len(paths)), "path": paths,
@@ -396,7 +440,17 @@ def _static_tables(con: duckdb.DuckDBPyConnection, cfg: SimulationConfig, pop: P
                              "user_agent": ref.USER_AGENTS[pop.device_ua],
                              "locale": pop.device_locale.astype(str),
                              "ip": [f"{i >> 24}.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-                                    for i in pop.device_ip.tolist()]}),
+                                    for i in pop.device_ip.tolist()],
+                             "consent": consent_rng.random(n_dev) < cfg.consent_device_share,
+                             "advertising": np.where(consent_rng.random(n_dev) < 0.25,
+                                                     "false", "true")}),
+        "accounts": pa.table({"idx": np.arange(ACCOUNTS),
+                              "group_id": [f"acct-{i:04d}" for i in range(ACCOUNTS)],
+                              "name": [f"{ref.CATEGORIES[i % len(ref.CATEGORIES)].title()} "
+                                       f"Trading {i:02d} 有限公司" for i in range(ACCOUNTS)],
+                              "industry": [("retail", "hospitality", "education", "tech")[i % 4]
+                                           for i in range(ACCOUNTS)],
+                              "plan": [("team", "enterprise")[i % 2] for i in range(ACCOUNTS)]}),
         "products": pa.table({"idx": np.arange(n_prod), "sku": products.sku, "name": products.name,
                               "category": [ref.CATEGORIES[c] for c in products.category],
                               "price": pa.array(products.list_price).cast(pa.decimal128(12, 2))}),
@@ -408,6 +462,8 @@ def _static_tables(con: duckdb.DuckDBPyConnection, cfg: SimulationConfig, pop: P
                            "line_no": np.arange(len(line_order))
                            - np.repeat(orders.line_start, orders.line_count),
                            "sku_idx": orders.line_sku, "qty": orders.line_qty,
+                           "pid_only": cfg.rng("web-product-id-only-lines").random(len(line_order))
+                           < cfg.product_id_only_rate,
                            "price": pa.array(orders.line_price).cast(pa.decimal128(12, 2))}),
         "campaigns": pa.table({"idx": np.arange(len(ref.CAMPAIGNS)),
                                "source": [c[0] for c in ref.CAMPAIGNS],

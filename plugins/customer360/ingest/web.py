@@ -25,8 +25,8 @@ from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchCon
 from customer360.ingest.landing.layout import WEB_EVENTS_DIR
 from customer360.ingest.landing.lines import byte_batches, uncompressed_size
 from customer360.ingest.state import FileOutcome, FileVersion, StateStore
-from customer360.ingest.landing.web_events import (LATE_DAYS, RAW_COLUMNS, folder_date_window,
-                                            parse_web_files)
+from customer360.ingest.landing.web_events import (DERIVED_COLUMNS, LATE_DAYS, RAW_COLUMNS,
+                                                   folder_date_window, parse_web_files)
 from customer360.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: St
         SELECT file_id, count(*) FILTER (WHERE NOT blank), count(reason), count(warning)
         FROM {view} GROUP BY file_id""").fetchall()}
     duplicates = seen.count_and_add(view)
-    columns = ", ".join(f'"{c}"' for c in RAW_COLUMNS)
+    columns = ", ".join(f'"{c}"' for c in RAW_COLUMNS + DERIVED_COLUMNS)
     rows = con.execute(f"""
         SELECT {columns}, _extra, _folder_date, _source_file, ln AS _source_line
         FROM {view} WHERE reason IS NULL AND NOT blank

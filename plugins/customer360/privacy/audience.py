@@ -4,8 +4,15 @@
 
 A segment is a named condition over the published ``marts.customer_360`` (what passed the
 marts gate). Whatever the segment says, a customer is exported only when
-``marketing_consent`` is true: the consent filter is applied here, not left to each segment,
-and a customer whose consent is unknown is not exported.
+``marketing_consent`` is true and their latest Segment consent (``web_consent_denied``, from
+``context.consent.categoryPreferences``) denies none of the categories an audience export
+falls under: the consent filters are applied here, not left to each segment, and a customer
+whose marketing consent is unknown is not exported.
+
+The purpose of every export is ad-platform customer matching, so it falls under the consent
+categories ``WEB_CONSENT_CATEGORIES``: Segment's Advertising category and data sharing with
+third parties (the category ids are the consent manager's; they are compared lower-cased). A
+category the latest consent does not mention does not deny.
 
 Each member carries the keys a marketing tool matches on and nothing else personal:
 
@@ -45,6 +52,11 @@ from customer360.core.settings import Settings
 log = logging.getLogger(__name__)
 
 CONSENT = "marketing_consent IS TRUE"
+# Segment consent categories (lower-cased category ids) an audience export needs: handing
+# hashed match keys to an ad platform is advertising, and it shares data with a third party.
+WEB_CONSENT_CATEGORIES = ("advertising", "datasharing", "data sharing", "data_sharing")
+WEB_CONSENT = ("NOT list_has_any(coalesce(web_consent_denied, []::VARCHAR[]), ["
+               + ", ".join(f"'{c}'" for c in WEB_CONSENT_CATEGORIES) + "])")
 COLUMNS = ["customer_id", "email_sha256", "phone_sha256", "email_hash", "phone_hash", "country",
            "value_tier", "rfm_segment", "lifecycle_stage", "churn_probability"]
 
@@ -85,11 +97,13 @@ class AudienceExport:
     without_match_key: int
     as_of_date: str | None = None
     columns: list[str] = field(default_factory=list)
+    web_consent_denied: int = 0
 
     def as_dict(self) -> dict:
         return {"segment": self.segment, "csv": str(self.csv_path), "json": str(self.json_path),
                 "members": self.members, "in_segment": self.in_segment,
                 "without_consent": self.without_consent,
+                "web_consent_denied": self.web_consent_denied,
                 "without_match_key": self.without_match_key, "as_of_date": self.as_of_date}
 
 
@@ -169,15 +183,20 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
         if "marketing_consent" not in columns:
             raise AudienceError("marts.customer_360 has no marketing_consent column: without "
                                 "consent nobody can be exported")
+        if "web_consent_denied" not in columns:
+            raise AudienceError("marts.customer_360 has no web_consent_denied column: without "
+                                "the customers' Segment consent nobody can be exported")
         optional = [c for c in ("country", "value_tier", "rfm_segment", "lifecycle_stage",
                                 "churn_probability") if c in columns]
         con.execute(f"""CREATE TEMP TABLE in_segment AS
-            SELECT customer_id, marketing_consent, email_hash, phone_hash, {', '.join(optional)}
+            SELECT customer_id, marketing_consent, web_consent_denied, email_hash, phone_hash,
+                   {', '.join(optional)}
             FROM pub.marts.customer_360 WHERE {segment.condition}""")
         as_of = con.execute("SELECT max(as_of_date)::VARCHAR FROM pub.marts.customer_360").fetchone()[0] \
             if "as_of_date" in columns else None
         con.execute("DETACH pub")
-        con.execute(f"CREATE TEMP TABLE audience AS SELECT * FROM in_segment WHERE {CONSENT}")
+        con.execute(f"CREATE TEMP TABLE audience AS SELECT * FROM in_segment "
+                    f"WHERE {CONSENT} AND {WEB_CONSENT}")
         try:
             have_plain = _match_keys(settings, con)
         except duckdb.IOException as exc:  # a pipeline run holds the warehouse for writing
@@ -191,13 +210,15 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
             ORDER BY a.customer_id""").df()
         in_segment = con.execute("SELECT count(*) FROM in_segment").fetchone()[0]
         without_consent = con.execute(f"SELECT count(*) FROM in_segment WHERE NOT coalesce({CONSENT}, false)").fetchone()[0]
+        web_denied = con.execute(f"SELECT count(*) FROM in_segment WHERE {CONSENT} AND NOT {WEB_CONSENT}").fetchone()[0]
     finally:
         con.close()
     matchable = frame[["email_sha256", "phone_sha256", "email_hash", "phone_hash"]].notna().any(axis=1)
     frame = frame[matchable].reset_index(drop=True)
     _check_no_pii(frame)
     meta = {"segment": segment.name, "description": segment.description,
-            "condition": segment.condition, "consent": CONSENT, "as_of_date": as_of,
+            "condition": segment.condition, "consent": CONSENT, "web_consent": WEB_CONSENT,
+            "as_of_date": as_of,
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "match_keys": {"email_sha256": "SHA-256 of the trimmed, lower-case email",
                            "phone_sha256": "SHA-256 of the E.164 phone number",
@@ -206,12 +227,14 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
             "plain_keys_available": have_plain, "count": int(len(frame))}
     csv_path, json_path = _write(settings, segment, frame, meta)
     export = AudienceExport(segment.name, csv_path, json_path, int(len(frame)), int(in_segment),
-                            int(without_consent), int((~matchable).sum()), as_of, list(frame.columns))
+                            int(without_consent), int((~matchable).sum()), as_of, list(frame.columns),
+                            int(web_denied))
     # handing personal data (hashed) to a marketing tool is a publication: on the record
     audit.log_event(settings, "audience_export", export.as_dict() | {"csv": csv_path.name,
                                                                      "json": json_path.name})
     log.info("audience %s: %d member(s) of %d in the segment (%d without marketing consent, "
-             "%d without a match key)", name, export.members, in_segment, without_consent,
+             "%d whose Segment consent denies advertising or data sharing, %d without a match "
+             "key)", name, export.members, in_segment, without_consent, web_denied,
              export.without_match_key)
     return export
 

@@ -1,4 +1,6 @@
--- Web events, one row per messageId (the first copy landed wins), typed, UTC.
+-- Web events of all six Segment call types, one row per messageId (the first copy landed
+-- wins), typed, UTC. Page fields come from context.page, else from properties (where Segment's
+-- server-side libraries and page/screen calls put them).
 -- Incremental: each run reads only batches landed since the last one and skips messageIds
 -- already kept, so a rerun, a late event or a duplicate delivery gives the same table as a
 -- full refresh (earlier batches always hold the first copy).
@@ -14,20 +16,36 @@
     (json_text_list), not once a field - most of this model's cost at a year of events. -#}
 {%- set json_fields = {
     'context': {
-        'page_url': '$.page.url', 'page_path': '$.page.path', 'page_referrer': '$.page.referrer',
-        'page_title': '$.page.title', 'campaign_source': '$.campaign.source',
+        'ctx_page_url': '$.page.url', 'ctx_page_path': '$.page.path',
+        'ctx_page_referrer': '$.page.referrer', 'ctx_page_title': '$.page.title',
+        'ctx_page_search': '$.page.search', 'campaign_source': '$.campaign.source',
         'campaign_medium': '$.campaign.medium', 'campaign_name': '$.campaign.name',
-        'user_agent': '$.userAgent', 'ip': '$.ip', 'locale': '$.locale'},
+        'user_agent': '$.userAgent', 'ip': '$.ip', 'locale': '$.locale',
+        'consent_preferences_raw': '$.consent.categoryPreferences'},
     'properties': {
+        'prop_url': '$.url', 'prop_path': '$.path', 'prop_referrer': '$.referrer',
+        'prop_title': '$.title', 'prop_search': '$.search',
         'order_id_raw': '$.order_id', 'revenue_raw': '$.revenue', 'currency_raw': '$.currency',
-        'order_products': '$.products', 'sku_raw': '$.sku'},
-    'traits': {'trait_email_raw': '$.email', 'trait_phone_raw': '$.phone'},
+        'order_products': '$.products', 'sku_raw': '$.sku', 'product_id_raw': '$.product_id',
+        'experiment_id_raw': '$.experiment_id', 'variation_id_raw': '$.variation_id'},
+    'traits': {'trait_email_raw': '$.email', 'trait_phone_raw': '$.phone',
+               'trait_name_raw': '$.name'},
 } -%}
 
 with landed as (
 
     select *
-    from {{ raw_source('web', 'events') }} as raw
+    from (
+        select * from {{ raw_source('web', 'events') }}
+        -- batches landed before these Segment fields became columns have none of them: by
+        -- name, the union gives them nulls instead of failing on a missing column
+        union all by name
+        select
+            {%- for column in ['originalTimestamp', 'sentAt', 'previousId', 'groupId', 'name', 'category', '_timestamp_from'] %}
+            cast(null as varchar) as "{{ column }}"{{ "," if not loop.last }}
+            {%- endfor %}
+        where false
+    ) as raw
     where raw."messageId" is not null
     {% if is_incremental() %}
       -- ">=" re-reads the newest batch already seen; the anti-join below drops its rows.
@@ -95,10 +113,16 @@ typed as (
         {{ clean_text('"userId"') }} as user_id,
         {{ iso_to_utc('"timestamp"') }} as event_at,
         {{ iso_to_utc('"receivedAt"') }} as received_at,
-        page_url,
-        page_path,
-        page_referrer,
-        page_title,
+        "_timestamp_from" as timestamp_from,
+        {{ clean_text('"previousId"') }} as previous_id,
+        {{ clean_text('"groupId"') }} as group_id,
+        {{ clean_text('"name"') }} as page_name,
+        {{ clean_text('"category"') }} as page_category,
+        {{ iso_to_utc('"originalTimestamp"') }} as original_at,
+        {{ iso_to_utc('"sentAt"') }} as sent_at,
+        {%- for field in ['url', 'path', 'referrer', 'title', 'search'] %}
+        coalesce({{ clean_text('ctx_page_' ~ field) }}, {{ clean_text('prop_' ~ field) }}) as page_{{ field }},
+        {%- endfor %}
         campaign_source,
         campaign_medium,
         campaign_name,
@@ -110,6 +134,16 @@ typed as (
         upper({{ clean_text('currency_raw') }}) as order_currency,
         order_products,
         {{ clean_text('sku_raw') }} as sku,
+        {{ clean_text('product_id_raw') }} as product_id,
+        {{ clean_text('experiment_id_raw') }} as experiment_id,
+        {{ clean_text('variation_id_raw') }} as variation_id,
+        -- JSON text of {category: true/false}, as the consent manager sent it
+        case when json_type(consent_preferences_raw) = 'OBJECT' then consent_preferences_raw end
+            as consent_preferences,
+        -- a group call's account name; the traits of identify are people's, of group accounts'
+        case when lower({{ clean_text('"type"') }}) = 'group' then {{ clean_text('trait_name_raw') }} end
+            as group_name,
+        case when lower({{ clean_text('"type"') }}) = 'group' then traits end as group_traits,
         {{ normalize_email('trait_email_raw') }} as trait_email,
         -- A phone typed without its country code is read in the browser locale's country (zh-CN).
         {{ normalize_phone('trait_phone_raw', "regexp_extract(locale, '[-_]([A-Za-z]{2})$', 1)") }} as trait_phone,

@@ -4,6 +4,13 @@ The validator reports what these rules call an error, and the web loader quarant
 those lines; warnings (events later than the contract allows) are reported and still loaded.
 A line becomes one raw row with the Segment fields as sent: scalars as text, ``context``,
 ``properties`` and ``traits`` as JSON text, unknown top-level keys kept in ``_extra``.
+
+All six Segment call types land; a call needs an anonymousId or a userId (server-side calls
+carry only userId), an alias a previousId and a userId, a group a groupId. ``timestamp`` is
+Segment's: when a line lacks it, it is derived the way Segment's collector derives it
+(receivedAt - (sentAt - originalTimestamp), which corrects the device's clock skew; else
+originalTimestamp; else receivedAt), and ``_timestamp_from`` names the fields it came from
+(null when the line had its own).
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ from customer360.ingest.landing.layout import LandingFile
 from customer360.ingest.landing.lines import numbered_view, read_parsed
 
 LATE_DAYS = 3  # docs/sources.md: timestamp can be up to 3 days older than its file's date
-EVENT_TYPES = ("page", "track", "identify")
-SCALAR_FIELDS = ("messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt")
+EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+SCALAR_FIELDS = ("messageId", "type", "event", "anonymousId", "userId", "timestamp", "receivedAt",
+                 "originalTimestamp", "sentAt", "previousId", "groupId", "name", "category")
 JSON_FIELDS = ("context", "properties", "traits")
 RAW_COLUMNS = SCALAR_FIELDS + JSON_FIELDS
+# Written by the loader, not sent by Segment: which fields a missing timestamp came from.
+DERIVED_COLUMNS = ("_timestamp_from",)
+_TYPES_SHOWN = ", ".join(EVENT_TYPES[:-1]) + " or " + EVENT_TYPES[-1]
 
 _SCHEMA = "{" + ", ".join([f'"{f}": "VARCHAR"' for f in SCALAR_FIELDS]
                           + [f'"{f}": "JSON"' for f in JSON_FIELDS]) + "}"
@@ -37,6 +48,10 @@ _ISO_UTC = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})
 def _ts(field: str) -> str:
     return (f"CASE WHEN regexp_full_match(e.{field}, '{_ISO_UTC}') "
             f"THEN try_cast(e.{field} AS TIMESTAMPTZ) END")
+
+
+def _iso_ms(expr: str) -> str:
+    return f"strftime({expr} AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%gZ')"
 
 
 def _shown(expr: str) -> str:
@@ -63,12 +78,28 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
             FROM ({source})
         ),
         typed AS (
-            SELECT obj.*, f.folder_date, f.rel, {_ts('timestamp')} AS ts,
-                   {_ts('receivedAt')} AS received
+            SELECT obj.*, f.folder_date, f.rel, {_ts('timestamp')} AS sent_ts,
+                   {_ts('receivedAt')} AS received, {_ts('originalTimestamp')} AS original,
+                   {_ts('sentAt')} AS sent_at
             FROM obj JOIN {files_table} f USING (file_id)
         ),
-        checked AS (
+        timed AS (
+            -- Segment's own fallbacks for a line without timestamp (docs/sources.md section 2)
             SELECT typed.*,
+                   CASE WHEN e.timestamp IS NOT NULL THEN sent_ts
+                        WHEN original IS NOT NULL AND sent_at IS NOT NULL AND received IS NOT NULL
+                          THEN received - (sent_at - original)
+                        WHEN original IS NOT NULL THEN original
+                        ELSE received END AS ts,
+                   CASE WHEN e.timestamp IS NOT NULL THEN NULL
+                        WHEN original IS NOT NULL AND sent_at IS NOT NULL AND received IS NOT NULL
+                          THEN 'receivedAt - (sentAt - originalTimestamp)'
+                        WHEN original IS NOT NULL THEN 'originalTimestamp'
+                        WHEN received IS NOT NULL THEN 'receivedAt' END AS ts_from
+            FROM typed
+        ),
+        checked AS (
+            SELECT timed.*,
               CASE
                 WHEN blank THEN NULL
                 WHEN bad_encoding THEN 'line is not valid UTF-8'
@@ -76,14 +107,28 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
                                          ELSE 'line is not valid JSON' END
                 WHEN coalesce(e.messageId, '') = '' THEN 'missing messageId'
                 WHEN e.type IS NULL OR e.type NOT IN {EVENT_TYPES}
-                  THEN 'type must be page, track or identify, got ' || {_shown('e.type')}
-                WHEN coalesce(e.anonymousId, '') = '' THEN 'missing anonymousId'
-                WHEN ts IS NULL
+                  THEN 'type must be {_TYPES_SHOWN}, got ' || {_shown('e.type')}
+                WHEN coalesce(e.anonymousId, '') = '' AND coalesce(e.userId, '') = ''
+                  THEN 'missing both anonymousId and userId'
+                WHEN e.timestamp IS NOT NULL AND sent_ts IS NULL
                   THEN 'timestamp is not an ISO-8601 UTC time: ' || {_shown('e.timestamp')}
+                WHEN e.originalTimestamp IS NOT NULL AND original IS NULL
+                  THEN 'originalTimestamp is not an ISO-8601 UTC time: '
+                       || {_shown('e.originalTimestamp')}
+                WHEN e.sentAt IS NOT NULL AND sent_at IS NULL
+                  THEN 'sentAt is not an ISO-8601 UTC time: ' || {_shown('e.sentAt')}
+                WHEN ts IS NULL
+                  THEN 'missing timestamp, and no originalTimestamp or receivedAt to take it from'
                 WHEN received IS NULL
                   THEN 'receivedAt is not an ISO-8601 UTC time: ' || {_shown('e.receivedAt')}
                 WHEN e.type = 'track' AND coalesce(e.event, '') = ''
                   THEN 'track call without event'
+                WHEN e.type = 'alias' AND coalesce(e.previousId, '') = ''
+                  THEN 'alias call without previousId'
+                WHEN e.type = 'alias' AND coalesce(e.userId, '') = ''
+                  THEN 'alias call without userId'
+                WHEN e.type = 'group' AND coalesce(e.groupId, '') = ''
+                  THEN 'group call without groupId'
                 WHEN e.event = 'Order Completed'
                      AND coalesce(json_extract_string(e.properties, '$.order_id'), '') = ''
                   THEN 'Order Completed without properties.order_id'
@@ -94,13 +139,17 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
                      AND coalesce(json_type(e.properties, '$.products'), '') <> 'ARRAY'
                   THEN 'Order Completed without a properties.products list'
                 WHEN ts >= folder_date + INTERVAL 1 DAY
-                  THEN 'timestamp ' || e.timestamp || ' is after its folder''s day '
+                  THEN 'timestamp ' || coalesce(e.timestamp, {_iso_ms("ts")}) || ' is after its folder''s day '
                        || strftime(folder_date, '%Y-%m-%d')
               END AS reason
-            FROM typed
+            FROM timed
         )
         SELECT file_id, _nbytes, blank,
-               {", ".join(f'e.{c} AS "{c}"' for c in RAW_COLUMNS)},
+               {", ".join(f'e.{c} AS "{c}"' if c != "timestamp"
+                          else f'CASE WHEN e.timestamp IS NOT NULL THEN e.timestamp '
+                               f'ELSE {_iso_ms("ts")} END AS "timestamp"'
+                          for c in RAW_COLUMNS)},
+               ts_from AS _timestamp_from,
                CASE WHEN reason IS NULL AND len(list_filter(json_keys(line),
                                                           k -> NOT list_contains({_KNOWN}, k))) > 0
                     THEN json_merge_patch(line, '{_KNOWN_KEYS_NULL}')::VARCHAR
@@ -109,7 +158,7 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
                rel AS _source_file,
                reason,
                CASE WHEN reason IS NULL AND ts < folder_date - INTERVAL {LATE_DAYS} DAY
-                    THEN 'timestamp ' || e.timestamp || ' is more than {LATE_DAYS} days before '
+                    THEN 'timestamp ' || coalesce(e.timestamp, {_iso_ms("ts")}) || ' is more than {LATE_DAYS} days before '
                          || 'its folder''s date (late beyond the contract); loaded anyway'
                END AS warning,
                CASE WHEN reason IS NOT NULL THEN line END AS raw_text,

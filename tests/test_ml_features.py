@@ -22,7 +22,7 @@ from customer360.ml.spec import load_specs, repo_root
 from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate, write_warehouse
 
 CFG = SyntheticConfig(people=300, days=200, seed=11)
-LABEL_COLUMNS = ["label_known", "churn_label"]
+LABEL_COLUMNS = ["label_known", "churn_label", "repurchase_30d_label"]
 
 
 def _features(con) -> pd.DataFrame:

@@ -57,6 +57,10 @@ segments as ({{ latest_ml_score('ml_customer_segments', 'segment_name', 'varchar
 
 churn as ({{ latest_ml_score('ml_churn_scores', 'churn_probability', 'double') }}),
 
+alive as ({{ latest_ml_score('ml_customer_value', 'p_alive', 'double') }}),
+
+lifetime_value as ({{ latest_ml_score('ml_customer_value', 'clv_365d', 'double') }}),
+
 joined as (
 
     select
@@ -87,6 +91,8 @@ joined as (
         feedback.last_feedback_at,
         segments.segment_name,
         churn.churn_probability,
+        alive.p_alive,
+        lifetime_value.clv_365d,
         as_of.as_of_date,
         -- activity = a purchase or a logged-in web session (docs/marts.md "active")
         greatest(cast(rfm.last_order_at as date), sessions.last_logged_in_date) as last_active_date,
@@ -99,6 +105,8 @@ joined as (
     left join feedback on feedback.customer_id = golden.customer_id
     left join segments on segments.customer_id = golden.customer_id
     left join churn on churn.customer_id = golden.customer_id
+    left join alive on alive.customer_id = golden.customer_id
+    left join lifetime_value on lifetime_value.customer_id = golden.customer_id
 
 )
 
@@ -142,6 +150,8 @@ select
     cast(csat_avg as double) as csat_avg,
     segment_name,
     churn_probability,
+    p_alive,
+    clv_365d,
     as_of_date,
     first_seen_at,
     has_crm_contact

@@ -157,13 +157,21 @@ def fit(summary: pd.DataFrame, spec: ModelSpec, cutoff: dt.date) -> ValueModel:
     windows = spec.section("windows")
     if len(summary) < int(windows.get("min_customers", 1)):
         raise NotFitted(f"{len(summary)} customers with a purchase (< {windows.get('min_customers')})")
-    bg_penalizer = float(algo.get("bgnbd_penalizer", 0.0))
     gg_penalizer = float(algo.get("gamma_gamma_penalizer", 0.0))
-    try:
-        bgf = BetaGeoFitter(penalizer_coef=bg_penalizer).fit(
-            summary.frequency, summary.recency, summary["T"])
-    except Exception as exc:  # lifetimes raises ConvergenceError and friends
-        raise NotFitted(f"BG/NBD did not fit: {exc}") from None
+    # When dropout is nearly the same for everyone the maximum likelihood lies at a -> inf,
+    # b -> inf (a/(a+b) finite) and lifetimes reports no convergence; the L2 penalizer it
+    # recommends then keeps a and b finite. Tried in order, the one used is recorded.
+    penalizers = [float(algo.get("bgnbd_penalizer", 0.0))] + [float(x) for x in algo.get("bgnbd_fallback_penalizers", [])]
+    bgf, errors = None, []
+    for bg_penalizer in penalizers:
+        try:
+            bgf = BetaGeoFitter(penalizer_coef=bg_penalizer).fit(
+                summary.frequency, summary.recency, summary["T"])
+            break
+        except Exception as exc:  # lifetimes raises ConvergenceError and friends
+            errors.append(f"penalizer {bg_penalizer}: {str(exc).strip().splitlines()[0]}")
+    if bgf is None:
+        raise NotFitted("BG/NBD did not fit: " + "; ".join(errors))
     repeat = summary[summary.frequency > 0]
     positive = repeat[repeat.monetary_value > 0]
     gamma_gamma = None
@@ -220,7 +228,8 @@ def holdout_evaluation(purchases: pd.DataFrame, spec: ModelSpec, scoring_date: d
         "holdout_mae": float(np.mean(np.abs(predicted - actual))) if len(actual) else None,
         "holdout_correlation": correlation,
         "holdout_curve": curve,
-        "calibration_params": {**model.bgnbd, **(model.gamma_gamma or {})},
+        "calibration_params": {**model.bgnbd, **(model.gamma_gamma or {}),
+                               "bgnbd_penalizer": model.penalizers["bgnbd"]},
     }
     return model, metrics
 

@@ -153,6 +153,15 @@ def _algorithm(spec: ModelSpec) -> dict:
 
 
 def fit(summary: pd.DataFrame, spec: ModelSpec, cutoff: dt.date) -> ValueModel:
+    # The optimisers' line searches try extreme parameters where the likelihood overflows;
+    # they reject those steps themselves and lifetimes checks convergence, so the numpy
+    # warnings of those trials (hundreds a run) say nothing.
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _fit(summary, spec, cutoff)
+
+
+def _fit(summary: pd.DataFrame, spec: ModelSpec, cutoff: dt.date) -> ValueModel:
     algo = _algorithm(spec)
     windows = spec.section("windows")
     if len(summary) < int(windows.get("min_customers", 1)):
@@ -245,6 +254,8 @@ def value_frame(model: ValueModel | None, summary: pd.DataFrame, version: str, s
         e90 = model.expected_purchases(90, summary)
         e365 = model.expected_purchases(365, summary)
         value = model.expected_order_value(summary)
+        # a degenerate fit (e.g. nobody seen leaving) can give inf/NaN: published as null
+        p_alive, e90, e365, value = (np.where(np.isfinite(x), x, np.nan) for x in (p_alive, e90, e365, value))
     return pd.DataFrame({
         "customer_id": summary.index.astype(str),
         "frequency": summary.frequency.to_numpy(dtype="int64"),

@@ -326,7 +326,13 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
         WHERE i >= {segment_gap};
     CREATE TABLE ml.ml_churn_scores AS
         SELECT customer_id, churn_probability, CASE WHEN churn_probability > 0.5 THEN 'high' ELSE 'low' END AS risk_band,
+               1 - churn_probability AS repurchase_30d_probability,
                'v1' AS model_version, TIMESTAMPTZ '2026-03-01 12:00:00+00' AS scored_at FROM marts.customer_360;
+    CREATE TABLE ml.ml_customer_value AS
+        SELECT customer_id, 2 AS frequency, 30 AS recency_days, 60 AS tenure_days, 40.0 AS monetary_value,
+               0.8 AS p_alive, 1.5 AS expected_purchases_90d, 5.0 AS expected_purchases_365d,
+               42.0 AS expected_avg_order_value, 210.0 AS clv_365d, 'v1' AS model_version,
+               TIMESTAMPTZ '2026-03-01 12:00:00+00' AS scored_at FROM marts.customer_360;
     CREATE TABLE ml.ml_product_recommendations AS
         SELECT customer_id, r AS rank, 'SKU' || r AS sku, 1.0 / r AS score, 'v1' AS model_version
         FROM marts.customer_360, range(1, 4) t(r);

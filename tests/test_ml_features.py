@@ -22,7 +22,7 @@ from customer360.ml.spec import load_specs, repo_root
 from customer360.demo.ml_synthetic import SyntheticConfig, build_home, generate, write_warehouse
 
 CFG = SyntheticConfig(people=300, days=200, seed=11)
-LABEL_COLUMNS = ["label_known", "churn_label"]
+LABEL_COLUMNS = ["label_known", "churn_label", "repurchase_30d_label"]
 
 
 def _features(con) -> pd.DataFrame:
@@ -269,7 +269,7 @@ def test_real_dbt_builds_the_same_tables(tmp_path: Path):
         env={**os.environ, "ML_CHECK_DB": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert "PASS=12" in proc.stdout  # 2 models + 10 data tests
+    assert "PASS=13" in proc.stdout  # 2 models + 11 data tests (repurchase_30d_label among them)
     with duckdb.connect(str(db)) as con:
         by_dbt = _features(con)
         views_by_dbt = con.execute("select * from ml.ml_product_views order by message_id").df()

@@ -30,7 +30,11 @@ CUSTOMER_ID = re.compile(rb"C\d{7}")
 
 REQUIRED = {  # docs/marts.md
     "ml_customer_segments": {"customer_id", "segment_id", "segment_name", "model_version", "scored_at"},
-    "ml_churn_scores": {"customer_id", "churn_probability", "risk_band", "model_version", "scored_at"},
+    "ml_churn_scores": {"customer_id", "churn_probability", "risk_band", "repurchase_30d_probability",
+                        "model_version", "scored_at"},
+    "ml_customer_value": {"customer_id", "frequency", "recency_days", "tenure_days", "monetary_value", "p_alive",
+                          "expected_purchases_90d", "expected_purchases_365d", "expected_avg_order_value",
+                          "clv_365d", "model_version", "scored_at"},
     "ml_product_recommendations": {"customer_id", "rank", "sku", "score", "model_version"},
     "ml_model_runs": {"model_name", "model_version", "trained_at", "metrics", "promoted"},
 }
@@ -84,7 +88,7 @@ def test_outputs_have_the_published_columns(history):
 def test_registry_records_every_training_run(history):
     home, first, second = history
     runs = _query(home, "select * from ml.ml_model_runs order by logical_date, model_name")
-    assert list(runs.model_name) == ["churn", "recommendations", "segments"] * 2
+    assert list(runs.model_name) == ["churn", "clv", "recommendations", "segments"] * 2
     assert runs.promoted.all()
     day1, day2 = runs[runs.logical_date.dt.date == DAY1], runs[runs.logical_date.dt.date == DAY2]
     assert day1.compared_with.isna().all()
@@ -206,6 +210,7 @@ def test_promotion_refuses_a_worse_model_and_the_current_one_keeps_scoring(histo
     shutil.copytree(repo_root() / "models", models)
     spec = yaml.safe_load((models / "churn.yml").read_text())
     spec["features"] = ["tenure_days", "marketing_consent"]  # a much weaker model
+    spec.pop("candidate_features")  # p_alive alone carries most of recency's signal
     (models / "churn.yml").write_text(yaml.safe_dump(spec))
     current = history[2]["models"]["churn"]["scoring_version"]
     scores_before = _query(home, "select customer_id, churn_probability from ml.ml_churn_scores order by 1")

@@ -68,6 +68,10 @@ segments as ({{ latest_ml_score('ml_customer_segments', 'segment_name', 'varchar
 
 churn as ({{ latest_ml_score('ml_churn_scores', 'churn_probability', 'double') }}),
 
+alive as ({{ latest_ml_score('ml_customer_value', 'p_alive', 'double') }}),
+
+lifetime_value as ({{ latest_ml_score('ml_customer_value', 'clv_365d', 'double') }}),
+
 joined as (
 
     select
@@ -101,6 +105,8 @@ joined as (
         accounts.account_ids,
         consent.denied_categories as web_consent_denied,
         consent.consent_at as web_consent_at,
+        alive.p_alive,
+        lifetime_value.clv_365d,
         as_of.as_of_date,
         -- activity = a purchase or a logged-in web session (docs/marts.md "active")
         greatest(cast(rfm.last_order_at as date), sessions.last_logged_in_date) as last_active_date,
@@ -115,6 +121,8 @@ joined as (
     left join churn on churn.customer_id = golden.customer_id
     left join accounts on accounts.customer_id = golden.customer_id
     left join {{ ref('int_web__consent') }} as consent on consent.customer_id = golden.customer_id
+    left join alive on alive.customer_id = golden.customer_id
+    left join lifetime_value on lifetime_value.customer_id = golden.customer_id
 
 )
 
@@ -158,6 +166,8 @@ select
     cast(csat_avg as double) as csat_avg,
     segment_name,
     churn_probability,
+    p_alive,
+    clv_365d,
     as_of_date,
     first_seen_at,
     has_crm_contact,

@@ -14,7 +14,9 @@
     ml_min_history_days of data behind them are dropped, so a short history yields only the
     scoring snapshot and the ML stage falls back to its heuristic instead of failing.
 
-    The label columns (label_known, churn_label) are the only ones that look past the cutoff.
+    The label columns (label_known, churn_label, repurchase_30d_label) are the only ones that
+    look past the cutoff. repurchase_30d_label (an order in the `repurchase_horizon` days after
+    S) is the second target of the churn stage (ml_churn_scores.repurchase_30d_probability).
 
     Upstream columns relied on (docs/marts.md):
       fct_orders: customer_id, channel ('web'/'store'), ordered_at, gross_amount,
@@ -30,6 +32,7 @@
 
 {%- set horizon = var('ml_churn_horizon_days', 90) | int -%}
 {%- set step = var('ml_snapshot_step_days', 7) | int -%}
+{%- set repurchase_horizon = var('ml_repurchase_horizon_days', 30) | int -%}
 {#- C360_ML_SCORING_ONLY=1 (set by the ML task on a day no model is due for training) builds the
     scoring snapshot alone: scoring needs nothing else, and the labelled snapshots multiply the
     work by their number. An env var rather than a --vars entry because changing --vars makes
@@ -349,12 +352,17 @@ consent_at_cutoff as (
 
 future_orders as (
 
-    select p.snapshot_date, p.customer_id, sum(a.orders) as orders_in_horizon
+    select
+        p.snapshot_date,
+        p.customer_id,
+        sum(a.orders) filter (where a.day <= p.snapshot_date + {{ horizon }}) as orders_in_horizon,
+        sum(a.orders) filter (where a.day <= p.snapshot_date + {{ repurchase_horizon }})
+            as orders_in_repurchase_horizon
     from population as p
     inner join activity_days as a
         on a.customer_id = p.customer_id
        and a.day > p.snapshot_date
-       and a.day <= p.snapshot_date + {{ horizon }}
+       and a.day <= p.snapshot_date + {{ [horizon, repurchase_horizon] | max }}
     where not p.is_scoring_snapshot
     group by 1, 2
 
@@ -415,7 +423,11 @@ select
     case
         when p.snapshot_date + {{ horizon }} <= b.as_of_date and coalesce(af.orders_lifetime, 0) > 0
             then cast(coalesce(fo.orders_in_horizon, 0) = 0 as integer)
-    end as churn_label
+    end as churn_label,
+    case
+        when p.snapshot_date + {{ repurchase_horizon }} <= b.as_of_date and coalesce(af.orders_lifetime, 0) > 0
+            then cast(coalesce(fo.orders_in_repurchase_horizon, 0) > 0 as integer)
+    end as repurchase_30d_label
 
 from population as p
 cross join bounds as b

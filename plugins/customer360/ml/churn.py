@@ -221,16 +221,21 @@ def risk_bands(probability: np.ndarray, spec: ModelSpec) -> np.ndarray:
 
 
 def scores_frame(scoring: pd.DataFrame, probability: np.ndarray, spec: ModelSpec,
-                 model_version: str, scored_at: dt.datetime) -> pd.DataFrame:
+                 model_version: str, scored_at: dt.datetime,
+                 repurchase_probability: np.ndarray | None = None) -> pd.DataFrame:
     """ml_churn_scores: every customer of the scoring snapshot; those without an order get
-    no probability and the spec's no_orders_band."""
+    no probability and the spec's no_orders_band. ``repurchase_probability``: P(an order in
+    the repurchase horizon), null where no repurchase model exists."""
     has_orders = pd.to_numeric(scoring["orders_lifetime"], errors="coerce").fillna(0).to_numpy() > 0
     prob = np.where(has_orders, probability, np.nan)
     band = np.where(has_orders, risk_bands(np.nan_to_num(prob), spec), spec.raw.get("no_orders_band", "no_orders"))
+    repurchase = (np.full(len(scoring), np.nan) if repurchase_probability is None
+                  else np.where(has_orders, repurchase_probability, np.nan))
     return pd.DataFrame({
         "customer_id": scoring["customer_id"].astype(str).to_numpy(),
         "churn_probability": prob,
         "risk_band": band,
+        "repurchase_30d_probability": repurchase.astype(float),
         "model_version": model_version,
         "scored_at": pd.Timestamp(scored_at),
         "as_of_date": scoring["snapshot_date"].to_numpy(),

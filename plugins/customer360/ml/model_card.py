@@ -25,6 +25,14 @@ LIMITS = {
         "Names are derived from cluster centres by fixed rules and inherited by matched clusters; "
         "a cluster that drifts far gets a new id and a fresh name.",
     ],
+    "customer_value": [
+        "BG/NBD assumes a customer can leave only right after a purchase and buys at a steady "
+        "rate while active; seasonality and campaigns are not in it.",
+        "clv_365d is undiscounted net revenue (expected purchase days x expected net amount of one); "
+        "margins and costs are not in it.",
+        "Customers whose first purchase lies in the holdout are scored but not validated.",
+        "A value describes a group of similar customers; do not use it alone for decisions about one person.",
+    ],
     "item_item_recommender": [
         "Learns only from products bought or viewed in the lookback window: new products are not "
         "recommended until someone interacts with them.",
@@ -83,6 +91,10 @@ def render(spec: ModelSpec, metadata: dict) -> str:
     if metrics.get("top_features"):
         lines += ["", "### Most important features (permutation, drop in ROC AUC)", ""]
         lines += [f"- `{f['feature']}`: {_fmt(f['importance'])}" for f in metrics["top_features"][:10]]
+    if metrics.get("holdout_curve"):
+        lines += ["", "### Holdout: cumulative repeat purchase days after the calibration period", "",
+                  "| day | predicted | actual |", "|---|---|---|"]
+        lines += [f"| {r['day']} | {_fmt(r['predicted'])} | {r['actual']} |" for r in metrics["holdout_curve"]]
     if metadata.get("segments"):
         lines += ["", "### Segments (centres in transformed units)", "", "```",
                   json.dumps(metadata["segments"], indent=1), "```"]

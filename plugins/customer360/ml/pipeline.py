@@ -3,8 +3,8 @@
     summary = run_ml(settings, logical_date)
 
 Reads the point-in-time features that dbt built in the ml schema (ml_customer_features,
-ml_product_views) and the marts; writes ml.ml_churn_scores, ml.ml_customer_segments,
-ml.ml_product_recommendations (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
+ml_product_views) and the marts; writes ml.ml_customer_value, ml.ml_churn_scores,
+ml.ml_customer_segments, ml.ml_product_recommendations (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
 replaced) in one transaction. Artifacts and model cards go to
 $C360_HOME/artifacts/models/<name>/<version>/. Returns a JSON-able summary.
 
@@ -28,10 +28,10 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from customer360.core import duck
-from customer360.ml import churn, drift, model_card, recommend, registry, segments
+from customer360.ml import churn, clv, drift, model_card, recommend, registry, segments
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
-from customer360.ml.warehouse_io import (connect, find_table, read_features, replace_tables,
+from customer360.ml.warehouse_io import (columns_of, connect, find_table, read_features, replace_tables,
                                          require_features_table, snapshot_summary)
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,17 @@ class Context:
     population: pd.DataFrame
     now: dt.datetime
     churn_evaluators: Sequence[ChurnEvaluator] = ()
+    specs: dict = field(default_factory=dict)
+    _purchases: pd.DataFrame | None = None
 
     def artifact_dir(self, name: str, version: str) -> Path:
         return registry.artifact_dir(self.settings.model_artifacts_dir, name, version)
+
+    def purchases(self) -> pd.DataFrame:
+        """Purchase days up to the scoring date (read once: CLV and the churn candidates)."""
+        if self._purchases is None:
+            self._purchases = clv.load_purchases(self.con, self.scoring_date)
+        return self._purchases
 
 
 @dataclass
@@ -128,15 +136,45 @@ def _train_churn(ctx: Context, spec: ModelSpec, split: churn.TimeSplit, current,
     on the same rows), register the artifact. Returns the model, its version, metrics, run row."""
     horizon = int(spec.section("target")["horizon_days"])
     started = time.monotonic()
-    cols = spec.features + [churn.LABEL, "recency_days", "orders_lifetime"]
+    repurchase_label = _repurchase_label(ctx, spec)
+    cols = spec.features + [churn.LABEL, "recency_days", "orders_lifetime"] + (
+        [repurchase_label] if repurchase_label else [])
     train = read_features(ctx.con, ctx.features_table, split.train_snapshots, cols, labelled_only=True)
     evaluation = read_features(ctx.con, ctx.features_table, [split.eval_snapshot], cols, labelled_only=True)
+    candidates = _candidate_features(spec)
+    if candidates:
+        features = clv.snapshot_features(ctx.purchases(), [*split.train_snapshots, split.eval_snapshot],
+                                         ctx.specs["customer_value"])
+        train = clv.with_snapshot_features(train, features)
+        evaluation = clv.with_snapshot_features(evaluation, features)
     model = churn.fit(spec, train)
     fit_seconds = time.monotonic() - started
     metrics = churn.evaluate(model, spec, evaluation)
+    if candidates:
+        # Item 4 of issue 21: the CLV outputs join the model only if they lift AUC on the
+        # same evaluation snapshot by more than min_auc_lift (a tie keeps the simpler model).
+        with_spec = spec.with_overrides(features=spec.features + candidates)
+        with_model = churn.fit(with_spec, train)
+        with_metrics = churn.evaluate(with_model, with_spec, evaluation)
+        without_auc, with_auc = metrics.get("roc_auc"), with_metrics.get("roc_auc")
+        lift = None if without_auc is None or with_auc is None else with_auc - without_auc
+        min_lift = float(spec.raw["candidate_features"].get("min_auc_lift", 0.0))
+        kept = lift is not None and lift > min_lift
+        decision = {"clv_features": candidates, "clv_features_roc_auc_without": without_auc,
+                    "clv_features_roc_auc_with": with_auc, "clv_features_auc_lift": lift,
+                    "clv_features_min_auc_lift": min_lift, "clv_features_kept": kept}
+        if kept:
+            model, spec, metrics = with_model, with_spec, with_metrics
+        metrics.update(decision)
+        log.info("churn: CLV candidate features lift AUC by %s (min %s): %s", lift, min_lift,
+                 "kept" if kept else "dropped")
     metrics["top_features"] = churn.top_features(model, spec, evaluation)
     metrics["features_without_training_data"] = churn.empty_features(model, spec)
     metrics["fit_seconds"] = round(fit_seconds, 3)
+    repurchase_model = None
+    if repurchase_label:
+        repurchase_model, repurchase_metrics = _train_repurchase(spec, train, evaluation, repurchase_label)
+        metrics.update(repurchase_metrics)
     metrics.update(_ceiling(ctx, lambda frame: churn.predict(model, frame), split.eval_snapshot, evaluation) or {})
     current_metrics = None
     if current_model is not None:
@@ -157,15 +195,59 @@ def _train_churn(ctx: Context, spec: ModelSpec, split: churn.TimeSplit, current,
         "features": spec.features, "metrics": metrics, "promoted": promoted, "decision": decision,
         "training_window_start": window[0], "training_window_end": window[1],
         "evaluation_window": evaluation_window, "train_rows": len(train), "eval_rows": len(evaluation),
-        "sources": [ctx.features_table], "top_features": [f["feature"] for f in metrics["top_features"]]})
+        "sources": [ctx.features_table] + (["fct_orders"] if candidates else []),
+        "top_features": [f["feature"] for f in metrics["top_features"]]})
+    if repurchase_model is not None:
+        registry.save_companion(artifact, REPURCHASE, repurchase_model)
     row = _run_row(ctx, spec, version, promoted=promoted, decision=decision, metrics=metrics, window=window,
                    evaluation=evaluation_window, compared_with=current_version, artifact=artifact,
-                   train_rows=len(train), eval_rows=len(evaluation), seconds=time.monotonic() - started)
+                   train_rows=len(train), eval_rows=len(evaluation), seconds=time.monotonic() - started,
+                   features=spec.features)
     summary.update({"candidate_version": version, "promoted": promoted, "decision": decision,
                     "metrics": _scalars(metrics)})
     log.info("churn %s: AUC %.3f (recency baseline %s), promoted=%s: %s", version,
              metrics.get("roc_auc") or float("nan"), metrics.get("recency_baseline_roc_auc"), promoted, decision)
-    return model, version, metrics, row
+    return (model, repurchase_model), version, metrics, row
+
+
+REPURCHASE = "repurchase_30d"
+
+
+def _candidate_features(spec: ModelSpec) -> list[str]:
+    return list((spec.raw.get("candidate_features") or {}).get("columns", []))
+
+
+def _repurchase_label(ctx: Context, spec: ModelSpec) -> str | None:
+    """The second target's label column, if the spec asks for it and the features have it (a
+    warehouse built before the column existed has not)."""
+    column = (spec.raw.get("repurchase") or {}).get("label")
+    if column and column.lower() in columns_of(ctx.con, ctx.features_table):
+        return column
+    if column:
+        log.warning("churn: %s has no %s; no repurchase model is trained", ctx.features_table, column)
+    return None
+
+
+def _train_repurchase(spec: ModelSpec, train: pd.DataFrame, evaluation: pd.DataFrame,
+                      label: str) -> tuple[object | None, dict]:
+    """P(an order in the repurchase horizon) with churn's pipeline and features: trained on
+    "no order in the horizon", which is churn with a shorter horizon, so the recency tail
+    points the right way; the published probability is its complement. The metrics compare
+    it with the recency-only ranking on the same evaluation snapshot."""
+    def no_order(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame[frame[label].notna()]
+        return frame.assign(**{churn.LABEL: 1 - frame[label].astype(int)})
+
+    fit_on, judge = no_order(train), no_order(evaluation)
+    if fit_on[churn.LABEL].nunique() < 2 or judge.empty:
+        return None, {f"{REPURCHASE}_decision": "not trained: one class only in training or no evaluation rows"}
+    model = churn.fit(spec, fit_on)
+    m = churn.evaluate(model, spec, judge)
+    auc, baseline = m.get("roc_auc"), m.get("recency_baseline_roc_auc")
+    return model, {f"{REPURCHASE}_roc_auc": auc, f"{REPURCHASE}_recency_baseline_roc_auc": baseline,
+                   f"{REPURCHASE}_auc_lift_over_recency": None if auc is None or baseline is None else auc - baseline,
+                   f"{REPURCHASE}_brier": m.get("brier"), f"{REPURCHASE}_eval_rows": m.get("rows"),
+                   f"{REPURCHASE}_base_rate": None if m.get("base_rate") is None else 1 - m["base_rate"]}
 
 
 def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
@@ -175,26 +257,29 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     current_model = registry.load_model(current.artifact) if current else None
     summary: dict = {"training_due": due, "training_reason": why}
     rows: list[dict] = []
-    scorer, version, top = None, None, None
+    scorer, repurchaser, version, top = None, None, None, None
 
     if due:
         split = churn.choose_split(ctx.snapshots, spec)
         summary["train_snapshots"] = [str(d) for d in split.train_snapshots]
         summary["eval_snapshot"] = str(split.eval_snapshot) if split.eval_snapshot else None
         if split.ok:
-            model, candidate, metrics, row = _train_churn(ctx, spec, split, current, current_model, summary)
+            (model, repurchase_model), candidate, metrics, row = _train_churn(
+                ctx, spec, split, current, current_model, summary)
             rows.append(row)
             if row["promoted"]:
-                scorer, version = model, candidate
+                scorer, repurchaser, version = model, repurchase_model, candidate
                 top = [f["feature"] for f in metrics["top_features"]]
         else:
             summary["decision"] = f"not trained: {split.reason}"
 
     if scorer is None and current_model is not None:
         scorer, version = current_model, current.model_version
+        repurchaser = registry.load_companion(current.artifact, REPURCHASE)
         top = registry.load_metadata(current.artifact).get("top_features")
 
     scoring = ctx.population
+    repurchase = None if repurchaser is None else 1.0 - churn.predict(repurchaser, scoring)
     if scorer is not None:
         probability = churn.predict(scorer, scoring)
     else:
@@ -209,7 +294,7 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                              metrics=metrics, window=(None, None), evaluation=None, compared_with=None,
                              artifact=None, train_rows=0, eval_rows=0, seconds=0.0,
                              features=["recency_days", "orders_lifetime", "days_since_first_order"]))
-    frame = churn.scores_frame(scoring, probability, spec, version, ctx.now)
+    frame = churn.scores_frame(scoring, probability, spec, version, ctx.now, repurchase)
     summary["scoring_version"] = version
 
     buyers = scoring[frame.churn_probability.notna().to_numpy()]
@@ -367,7 +452,83 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                        warnings + drift_warnings)
 
 
+# --- customer value ----------------------------------------------------------------------------
+
+def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
+    """Validate on a date-split holdout, refit on the whole history, score every customer with
+    a purchase. The current model's recorded holdout metrics are the comparison: re-running
+    it on today's holdout would judge it on purchases it was fitted on."""
+    purchases = ctx.purchases()
+    customers = clv.summarise(purchases, ctx.scoring_date)
+    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
+    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
+    current_model = registry.load_model(current.artifact) if current else None
+    if current_model is None and not due:
+        due, why = True, "no current model to score with"
+    summary: dict = {"training_due": due, "training_reason": why}
+    rows, warnings = [], []
+    scorer, version = current_model, current.model_version if current else None
+    if due:
+        started = time.monotonic()
+        try:
+            _, metrics = clv.holdout_evaluation(purchases, spec, ctx.scoring_date)
+            evaluation = (f"holdout {metrics['calibration_end'] + dt.timedelta(days=1)} to {ctx.scoring_date}: "
+                          f"predicted vs actual repeat purchase days of the calibration customers")
+        except clv.NotFitted as exc:
+            metrics, evaluation = {"holdout": f"not evaluated: {exc}"}, None
+        try:
+            model = clv.fit(customers, spec, ctx.scoring_date)
+        except clv.NotFitted as exc:
+            model = None
+            summary["decision"] = f"not trained: {exc}"
+        if model is not None:
+            metrics.update({**model.bgnbd, **(model.gamma_gamma or {}), "customers": model.customers,
+                            "repeat_buyers": model.repeat_buyers,
+                            "repeat_buyers_without_positive_amount": model.excluded_from_gamma_gamma,
+                            "gamma_gamma_fitted": model.gamma_gamma is not None,
+                            "bgnbd_penalizer": model.penalizers["bgnbd"],
+                            "fit_seconds": round(time.monotonic() - started, 3)})
+            promoted, decision = registry.decide_promotion(
+                spec, metrics, current.metrics if current else None, current.model_version if current else None)
+            candidate = registry.model_version(spec, ctx.logical_date)
+            first = purchases.order_date.min().date()
+            window = (first, ctx.scoring_date)
+            artifact = _register(ctx, spec, candidate, model, {
+                "features": ["frequency", "recency_days", "tenure_days", "monetary_value"], "metrics": metrics,
+                "promoted": promoted, "decision": decision, "training_window_start": window[0],
+                "training_window_end": window[1], "evaluation_window": evaluation,
+                "train_rows": model.customers, "eval_rows": metrics.get("holdout_customers"),
+                "sources": ["fct_orders"]})
+            rows.append(_run_row(ctx, spec, candidate, promoted=promoted, decision=decision, metrics=metrics,
+                                 window=window, evaluation=evaluation,
+                                 compared_with=current.model_version if current else None, artifact=artifact,
+                                 train_rows=model.customers, eval_rows=metrics.get("holdout_customers"),
+                                 seconds=time.monotonic() - started,
+                                 features=["frequency", "recency_days", "tenure_days", "monetary_value"]))
+            summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
+                            "metrics": _scalars(metrics)})
+            if promoted or current_model is None:
+                if not promoted:
+                    warnings.append(f"clv: no promoted model exists; scoring with the unpromoted "
+                                    f"candidate {candidate} ({decision})")
+                scorer, version = model, candidate
+    if scorer is None:
+        warnings.append(f"clv: no model ({summary.get('decision') or why}); "
+                        f"{len(customers)} customers get null predictions")
+    frame = clv.value_frame(scorer, customers, version or "none", ctx.now, ctx.scoring_date)
+    summary["scoring_version"] = version or "none"
+    drift_rows, drift_warnings = drift.measure(
+        ctx.con, ctx.logical_date, spec.name, version or "none",
+        {"p_alive": frame.p_alive.to_numpy(float), "clv_365d": frame.clv_365d.to_numpy(float)}, {},
+        float(spec.drift.get("psi_warn", 0.2)), int(spec.drift.get("bins", 10)))
+    return StageResult("ml_customer_value", frame, summary, rows, drift_rows, warnings + drift_warnings)
+
+
 # --- the stage ---------------------------------------------------------------------------------
+
+STAGES = (("customer_value", _clv_stage), ("churn_classifier", _churn_stage),
+          ("behavioural_segments", _segments_stage), ("item_item_recommender", _recommend_stage))
+
 
 def training_due_any(settings, logical_date: dt.date, *, models_dir: Path | None = None) -> bool:
     """Whether any model will train on ``logical_date`` (then the feature build must include the
@@ -388,7 +549,8 @@ def training_due_any(settings, logical_date: dt.date, *, models_dir: Path | None
 
 def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
            churn_evaluators: Sequence[ChurnEvaluator] = ()) -> dict:
-    """Train (if due) and score churn, segments and recommendations for one logical date.
+    """Train (if due) and score customer value, churn, segments and recommendations for one
+    logical date.
     ``churn_evaluators``: extra metrics recorded with each churn run (see ChurnEvaluator)."""
     started = time.monotonic()
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
@@ -413,14 +575,16 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
         population = read_features(con, table, [scoring_date])
         ctx = Context(settings, con, logical_date, scoring_date, table, snapshots, population,
                       dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0),
-                      churn_evaluators=tuple(churn_evaluators))
+                      churn_evaluators=tuple(churn_evaluators), specs=specs)
+        if _candidate_features(specs["churn_classifier"]):  # whichever churn model scores may use them
+            ctx.population = clv.with_snapshot_features(population, clv.snapshot_features(
+                ctx.purchases(), [scoring_date], specs["customer_value"]))
         stages = []
         # OpenMP (the booster, KMeans) spin-waits: on a machine busier than its thread count
         # training got 5x slower with 2 threads than with 1 (benchmarks/bench_ml.py), so one
         # thread unless the settings grant more (Settings.ml_threads, if the lead adds it).
         with threadpool_limits(limits=int(getattr(settings, "ml_threads", 1))):
-            for name, stage in (("churn_classifier", _churn_stage), ("behavioural_segments", _segments_stage),
-                                ("item_item_recommender", _recommend_stage)):
+            for name, stage in STAGES:
                 t = time.monotonic()
                 result = stage(ctx, specs[name])
                 result.summary["seconds"] = round(time.monotonic() - t, 2)
@@ -443,7 +607,7 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
         "as_of_date": scoring_date.isoformat(),
         "customers": int(len(population)),
         "models": {specs[name].name: stage.summary for name, stage in
-                   zip(("churn_classifier", "behavioural_segments", "item_item_recommender"), stages)},
+                   zip([name for name, _ in STAGES], stages)},
         "row_counts": counts,
         "drift": [{"model": r.model_name, "variable": r.variable,
                    "psi": None if pd.isna(r.psi) else round(float(r.psi), 4), "status": r.status}

@@ -164,6 +164,19 @@ def load_model(directory: Path) -> Any:
     return joblib.load(directory / "model.joblib")
 
 
+def save_companion(directory: Path, name: str, model: Any) -> Path:
+    """A second model trained and promoted with the artifact's own (churn's repurchase model):
+    beside model.joblib, so the champion's loaders keep reading one model."""
+    path = directory / f"{name}.joblib"
+    joblib.dump(model, path, compress=3)
+    return path
+
+
+def load_companion(directory: Path, name: str) -> Any | None:
+    path = directory / f"{name}.joblib"
+    return joblib.load(path) if path.exists() else None
+
+
 def load_metadata(directory: Path) -> dict:
     path = directory / "metadata.json"
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -17,7 +17,7 @@ import yaml
 
 from customer360.core.settings import REPO_ROOT, get_settings
 
-KINDS = ("churn_classifier", "behavioural_segments", "item_item_recommender")
+KINDS = ("churn_classifier", "behavioural_segments", "item_item_recommender", "customer_value")
 
 
 class SpecError(ValueError):

@@ -75,6 +75,29 @@ def _chart_hist(values: pd.Series, title: str):
     return fig
 
 
+def _chart_clv_calibration(curve: pd.DataFrame):
+    """Predicted against actual cumulative repeat purchase days over the CLV holdout weeks."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    weeks = curve["day"] / 7
+    ax.plot(weeks, curve["actual"], marker="o", label="actual")
+    ax.plot(weeks, curve["predicted"], linestyle="--", label="predicted (BG/NBD)")
+    ax.set_xlabel("weeks after the calibration period")
+    ax.set_ylabel("cumulative repeat purchases")
+    ax.set_title("CLV calibration: holdout repeat purchases")
+    ax.legend()
+    return fig
+
+
+def _clv_curve(runs: pd.DataFrame) -> pd.DataFrame:
+    """The holdout curve of the latest CLV training run (ml_model_runs.metrics)."""
+    if runs.empty:
+        return pd.DataFrame()
+    curve = json.loads(runs["metrics"].iloc[0] or "{}").get("holdout_curve") or []
+    return pd.DataFrame(curve, columns=["day", "predicted", "actual"])
+
+
 def _chart_satisfaction(df: pd.DataFrame):
     import matplotlib.pyplot as plt
 
@@ -110,6 +133,23 @@ def gather(settings: Settings, run_id: str) -> dict[str, pd.DataFrame]:
             "segments": _query(con, "SELECT segment_name AS label, count(*) AS n "
                                     "FROM ml.ml_customer_segments GROUP BY 1 ORDER BY 2 DESC"),
             "churn": _query(con, "SELECT churn_probability FROM ml.ml_churn_scores"),
+            "clv_run": _query(con, "SELECT model_version, metrics::VARCHAR AS metrics FROM ml.ml_model_runs "
+                                   "WHERE model_name = 'clv' AND metrics::VARCHAR LIKE '%holdout_curve%' "
+                                   "ORDER BY logical_date DESC, trained_at DESC LIMIT 1"),
+            "value_by_segment": _query(con, """
+                SELECT coalesce(s.segment_name, 'unsegmented') AS segment, count(*) AS customers,
+                       round(avg(v.p_alive), 3) AS mean_p_alive, round(sum(v.clv_365d), 2) AS clv_365d,
+                       round(avg(v.clv_365d), 2) AS mean_clv_365d
+                FROM ml.ml_customer_value AS v
+                LEFT JOIN ml.ml_customer_segments AS s USING (customer_id)
+                GROUP BY 1 ORDER BY clv_365d DESC NULLS LAST"""),
+            "value_by_tier": _query(con, """
+                SELECT coalesce(c.value_tier, 'none') AS value_tier, count(*) AS customers,
+                       round(avg(v.p_alive), 3) AS mean_p_alive, round(sum(v.clv_365d), 2) AS clv_365d,
+                       round(avg(v.clv_365d), 2) AS mean_clv_365d
+                FROM ml.ml_customer_value AS v
+                LEFT JOIN marts.customer_360 AS c USING (customer_id)
+                GROUP BY 1 ORDER BY clv_365d DESC NULLS LAST"""),
             "headline": _query(con, """
                 SELECT (SELECT count(*) FROM marts.customer_360) AS customers,
                        (SELECT count(*) FROM marts.fct_orders) AS orders,
@@ -163,6 +203,15 @@ def render(data: dict[str, pd.DataFrame], logical_date: dt.date, run_id: str,
     if not data["churn"].empty:
         charts.append(("churn-risk", _svg(_chart_hist(
             data["churn"]["churn_probability"], "Churn risk distribution"))))
+    curve = _clv_curve(data.get("clv_run", pd.DataFrame()))
+    if not curve.empty:
+        charts.append(("clv-calibration", _svg(_chart_clv_calibration(curve))))
+    for key, label, title in (("value_by_segment", "segment", "Expected 365-day value by segment"),
+                              ("value_by_tier", "value_tier", "Expected 365-day value by value tier")):
+        frame = data.get(key, pd.DataFrame())
+        if not frame.empty and frame["clv_365d"].notna().any():
+            charts.append((key.replace("_", "-"), _svg(_chart_bars(
+                frame.set_index(label)["clv_365d"].fillna(0), title))))
     if not data["gates"].empty:
         g = data["gates"].groupby("stage")[["expectations", "errors", "warnings"]].sum()
         charts.append(("gates", _svg(_chart_bars(g["expectations"], "Expectations checked per gate"))))
@@ -186,6 +235,9 @@ table.data {{ border-collapse: collapse; }} table.data td, table.data th {{ padd
 generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC</p>
 <section class="kpis">{head}</section>
 <h2>Charts</h2><section class="charts">{figures}</section>
+<h2>Customer value (BG/NBD and Gamma-Gamma, undiscounted 365 days)</h2>
+<h3>By segment</h3>{_table_html(data.get("value_by_segment", pd.DataFrame()))}
+<h3>By value tier</h3>{_table_html(data.get("value_by_tier", pd.DataFrame()))}
 <h2>Quality gates</h2>{_table_html(data["gates"])}
 <h3>Warnings</h3>{_table_html(data.get("gate_warnings", pd.DataFrame()))}
 <h2>Reconciliation (read = landed + quarantined)</h2>{_table_html(data["reconciliation"])}

@@ -365,3 +365,29 @@ def test_an_audience_refuses_a_publication_without_segment_consent(settings):
     con.close()
     with pytest.raises(audience.AudienceError, match="web_consent_denied"):
         audience.export_audience(settings, "browsers")
+
+
+def test_a_segment_alias_takes_the_aliased_device_into_the_erasure(settings):
+    """A browser's events before login carry only its anonymousId; an alias call (userId =
+    the contact, previousId = that device) is what ties them to the person."""
+    from customer360.privacy.lake_purge import LakePurge, purge_lake
+    from customer360.privacy.person import ErasureRequest, Resolver
+
+    base = {c: None for c in ("messageId", "type", "event", "anonymousId", "userId", "timestamp",
+                              "receivedAt", "previousId", "context", "properties", "traits")}
+    _raw(settings, "web", "events", [
+        base | {"messageId": "m1", "type": "page", "anonymousId": "dev-zq", "timestamp": "2026-03-01T09:00:00Z"},
+        base | {"messageId": "m2", "type": "alias", "userId": "199901", "previousId": "dev-zq",
+                "timestamp": "2026-03-01T09:05:00Z"},
+        base | {"messageId": "m3", "type": "page", "anonymousId": "dev-other", "timestamp": "2026-03-01T09:06:00Z"}])
+    con = duckdb.connect()
+    pii.register(con, pii.pseudonymizer(settings))
+    resolver = Resolver(settings, con)
+    keys = resolver.resolve(ErasureRequest("contact", "199901"))
+    assert keys.anonymous_ids == {"dev-zq"}
+
+    load_key_tables(con, keys)
+    report = purge_lake(settings, con, keys.needles(), LakePurge())
+    assert report.raw_rows == {"web/events": 2}
+    left = duckdb.sql(f"SELECT messageId FROM read_parquet('{settings.lake_raw}/web/events/*/*.parquet')").fetchall()
+    assert left == [("m3",)]

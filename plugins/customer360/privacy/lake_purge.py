@@ -106,8 +106,12 @@ def entity_predicate(source: str, entity: str, columns: dict[str, str], needles:
     elif (source, entity) == ("web", "events"):
         if {"userId", "anonymousId", "traits", "context"} <= cols:
             parts.append(web_event_predicate())
+        if "previousId" in cols:  # an alias handing the person's device or old id over
+            parts.append('"previousId" IN (SELECT v FROM p_anon) '
+                         'OR trim("previousId") IN (SELECT v FROM p_contacts)')
         if "raw_text" in cols:
-            parts.append(json_id_predicate("raw_text", ("userId",)))
+            parts.append(json_id_predicate("raw_text", ("userId", "previousId")))
+            parts.append(json_id_predicate("raw_text", ("anonymousId", "previousId"), "p_anon"))
     elif (source, entity) == ("pos", "transactions"):
         if {"store_id", "transaction_id", "loyalty_id", "customer_phone", "customer_email",
                 "_store_country"} <= cols:

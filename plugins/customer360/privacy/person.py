@@ -251,6 +251,7 @@ class Resolver:
         self.con = con
         self.contacts = raw_files(settings.lake_raw, "crm", "contacts")
         self.events = raw_files(settings.lake_raw, "web", "events")
+        self._events_columns: set[str] | None = None
         self.pos = raw_files(settings.lake_raw, "pos", "transactions")
         self.clusters = self._attach_clusters()
         self.ambiguous: set[str] = set()
@@ -358,6 +359,19 @@ class Resolver:
                AND NOT coalesce(bool_or(user_id IS NOT NULL AND user_id NOT IN (SELECT v FROM p_contacts)), false)
             """).fetchall()
         keys.anonymous_ids.update(r[0] for r in rows)
+        if "previousId" in self._event_columns():
+            # A Segment alias hands the device (or an earlier id) to the contact: its events
+            # before the login carry only that previousId as their anonymousId.
+            keys.anonymous_ids.update(r[0] for r in self.con.execute(f"""
+                SELECT DISTINCT trim("previousId") FROM {parquet_sql(self.events)}
+                WHERE "type" = 'alias' AND trim("userId") IN (SELECT v FROM p_contacts)
+                  AND nullif(trim("previousId"), '') IS NOT NULL""").fetchall())
+
+    def _event_columns(self) -> set[str]:
+        if self._events_columns is None:
+            self._events_columns = {r[0] for r in self.con.execute(
+                f"DESCRIBE SELECT * FROM {parquet_sql(self.events)}").fetchall()}
+        return self._events_columns
 
     def _orders(self, keys: PersonKeys) -> None:
         load_key_tables(self.con, keys)

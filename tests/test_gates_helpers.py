@@ -107,7 +107,8 @@ def web_events(day: dt.date, n: int, *, prefix: str = "", bad_type: int = 0, lat
     return rows
 
 
-def pos_lines(day: dt.date, n: int, *, store: str = "S01", bad_type: int = 0) -> list[dict]:
+def pos_lines(day: dt.date, n: int, *, store: str = "S01", bad_type: int = 0,
+              price: str = "20.00", amount: str = "20.00") -> list[dict]:
     rows = []
     for i in range(n):
         rows.append({
@@ -118,8 +119,8 @@ def pos_lines(day: dt.date, n: int, *, store: str = "S01", bad_type: int = 0) ->
             "loyalty_id": f"LY{i:05d}" if i % 3 == 0 else None,
             "customer_phone": "+86 138-0013-8000" if i % 3 == 1 else None,
             "customer_email": " Ann@Mail.com " if i % 3 == 2 else None,
-            "sku": "SKU10001", "quantity": "1", "unit_price": "20.00", "discount_amount": "",
-            "line_amount": "20.00", "currency": "CNY", "payment_method": "card",
+            "sku": "SKU10001", "quantity": "1", "unit_price": price, "discount_amount": "",
+            "line_amount": amount, "currency": "CNY", "payment_method": "card",
             "_store_timezone": "Asia/Shanghai", "_store_country": "CN", "_file_encoding": "utf-8",
             "_folder_date": day,
             "_source_file": f"pos/date={day}/store_{store}.csv", "_source_line": i + 2,

@@ -208,3 +208,18 @@ def test_a_warn_level_defect_lets_the_run_finish_and_is_recorded(settings):
     stored = audit.read(settings, "gate_results", "run_id = ? AND outcome = 'warn'", ["late"])
     assert list(stored["column_name"]) == ["hours_before_folder_day_end"]
     assert stored["success"].tolist() == [False]
+
+
+def test_amounts_as_tills_print_them_pass_the_raw_gate(settings):
+    """The gate reads "¥1,299.00" by the loader's rule (c360_pos_amount), not as a plain
+    decimal, so what the loader accepted is not quarantined again here."""
+    land_history(settings, DAY)
+    _today(settings, defects={"pos": {"price": "¥1,299.00", "amount": "1,299.00"}})
+
+    result = run_gate(settings, "raw", DAY, run_id="amounts")
+
+    pos = next(s for s in result.suites if s.suite == "raw.pos_transactions")
+    assert result.ok and result.rows_quarantined == 0
+    parsed = [r for r in pos.results if r.column in ("unit_price_parsed", "line_amount_parsed")]
+    assert len(parsed) == 2 and all(r.outcome == "pass" and r.unexpected_count == 0
+                                    for r in parsed), parsed

@@ -69,7 +69,7 @@ MESSY = dict(dup_contact_rate=0.15, archived_contact_rate=0.05, shared_device_ra
              consent_change_rate=0.1, existing_customer_share=0.5, web_usd_share=0.3,
              store_timezones=5, server_side_order_rate=0.5, app_session_share=0.3,
              signup_alias_rate=0.8, product_id_only_rate=0.3, consent_device_share=0.5,
-             group_call_rate=0.3)
+             group_call_rate=0.3, pos_bom_file_rate=0.2, pos_quoted_comma_rate=0.1)
 
 
 @dataclass
@@ -81,8 +81,8 @@ class Run:
 
     @cached_property
     def stores(self) -> dict[str, dict]:
-        with open(self.landing / "pos/reference/stores.csv", encoding="utf-8", newline="") as fh:
-            return {r["store_id"]: r for r in csv.DictReader(fh)}
+        text = _reference_text(self.landing / "pos/reference/stores.csv")
+        return {r["store_id"]: r for r in csv.DictReader(io.StringIO(text, newline=""))}
 
     @cached_property
     def web(self) -> tuple[list[tuple[str, int, dict | None]], set[str]]:
@@ -107,17 +107,50 @@ class Run:
         return [(f, e) for f, _, e in self.web[0] if e is not None]
 
     @cached_property
-    def pos(self) -> list[tuple[str, int, list[str]]]:
-        """(file, physical line, fields) of every data row, decoded with the store's encoding."""
-        out = []
+    def pos_files(self) -> dict[str, tuple[bytes, str]]:
+        """Every POS file's bytes and how it really is encoded ("utf-8-sig" with a BOM; "utf-8"
+        for a GB18030 store's file that is valid UTF-8 text: the mismatched-encoding case)."""
+        out = {}
         for path in sorted((self.landing / "pos").glob("date=*/store_*.csv")):
-            store = path.stem.removeprefix("store_")
-            text = path.read_bytes().decode(self.stores[store]["file_encoding"].lower())
-            rows = list(csv.reader(io.StringIO(text, newline="")))
-            assert rows[0] == POS_COLUMNS, path
-            rel = path.relative_to(self.landing).as_posix()
-            out += [(rel, i, r) for i, r in enumerate(rows[1:], start=2)]
+            data = path.read_bytes()
+            declared = self.stores[path.stem.removeprefix("store_")]["file_encoding"].lower()
+            if data.startswith(b"\xef\xbb\xbf"):
+                encoding = "utf-8-sig"
+            elif declared == "gb18030" and not data.isascii() and _utf8(data):
+                encoding = "utf-8"
+            else:
+                encoding = declared
+            out[path.relative_to(self.landing).as_posix()] = (data, encoding)
         return out
+
+    def mismatched_files(self) -> list[str]:
+        return [f for f, (_, enc) in self.pos_files.items()
+                if enc == "utf-8" and self.stores[f.split("store_")[1][:-4]]["file_encoding"] == "GB18030"]
+
+    def repeated_header_files(self) -> list[str]:
+        out = []
+        for f, (data, enc) in self.pos_files.items():
+            header = next(csv.reader(io.StringIO(data.decode(enc), newline="")))
+            out += [f] if len(header) != len(set(header)) else []
+        return out
+
+    @cached_property
+    def all_pos(self) -> list[tuple[str, int, list[str]]]:
+        """(file, physical line, fields) of every data row of every file, decoded as it really
+        is, blank lines left out (a repeated-header file's rows have the extra field last)."""
+        out = []
+        for rel, (data, encoding) in self.pos_files.items():
+            rows = list(csv.reader(io.StringIO(data.decode(encoding), newline="")))
+            assert rows[0][:len(POS_COLUMNS)] == POS_COLUMNS, rel
+            out += [(rel, i, r) for i, r in enumerate(rows[1:], start=2) if r]
+        return out
+
+    @property
+    def pos(self) -> list[tuple[str, int, list[str]]]:
+        """The rows of the files the loader can read (not the mismatched-encoding or
+        repeated-header ones)."""
+        unloadable = set(self.mismatched_files()) | set(self.repeated_header_files())
+        return [row for row in self.all_pos if row[0] not in unloadable]
 
     @property
     def good_pos(self) -> list[dict]:
@@ -153,6 +186,27 @@ def run_sim(root: Path, people: int = PEOPLE, days: int = DAYS, seed: int = 7,
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory) -> Run:
     return run_sim(tmp_path_factory.mktemp("messy"), **MESSY)
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _reference_text(path: Path) -> str:
+    """A reference file (no declared encoding): UTF-8, else GB18030."""
+    data = path.read_bytes()
+    return data.decode("utf-8-sig") if _utf8(data) else data.decode("gb18030")
+
+
+def _amount(text: str) -> float:
+    """A till amount as printed ("-HK$1,299.00", "¥88", "12.50") as a number."""
+    m = re.fullmatch(r"(-?)(?:¥|HK\$|£|\$)?([\d,]+(?:\.\d+)?)", text)
+    assert m, text
+    return float(m.group(1) + m.group(2).replace(",", ""))
 
 
 def _pos_defect(r: list[str]) -> str | None:
@@ -292,6 +346,39 @@ def n_gb18030_files(run: Run) -> int:
     return n
 
 
+def n_bom_files(run: Run) -> int:
+    return sum(data.startswith(b"\xef\xbb\xbf") for data, _ in run.pos_files.values())
+
+
+def n_crlf_files(run: Run) -> int:
+    return sum(b"\r\n" in data for data, _ in run.pos_files.values())
+
+
+def n_trailing_blank_files(run: Run) -> int:
+    return sum(data.endswith((b"\n\n", b"\r\n\r\n")) for data, _ in run.pos_files.values())
+
+
+def n_formatted_amounts(run: Run) -> int:
+    return sum(bool(re.search(r"[^\d.-]", r["line_amount"])) for r in run.good_pos)
+
+
+def n_quoted_commas(run: Run) -> int:
+    return sum("," in r["payment_method"] and '"' in r["payment_method"] for r in run.good_pos)
+
+
+def n_mismatched_files(run: Run) -> int:
+    return len(run.mismatched_files())
+
+
+def n_repeated_headers(run: Run) -> int:
+    return len(run.repeated_header_files())
+
+
+def n_gb18030_references(run: Run) -> int:
+    return sum(not _utf8((run.landing / "pos/reference" / name).read_bytes())
+               for name in ("stores.csv", "products.csv"))
+
+
 def n_returns(run: Run) -> int:
     return sum(r["txn_type"] == "RETURN" for r in run.good_pos)
 
@@ -425,6 +512,12 @@ DETECTORS = {
     "server_side_order_rate": n_server_side_orders, "app_session_share": n_screens,
     "signup_alias_rate": n_aliases, "product_id_only_rate": n_product_id_only,
     "consent_device_share": n_consent_events, "group_call_rate": n_group_calls,
+    "pos_bom_file_rate": n_bom_files, "pos_crlf_file_rate": n_crlf_files,
+    "pos_trailing_blank_rate": n_trailing_blank_files,
+    "pos_formatted_amount_rate": n_formatted_amounts, "pos_quoted_comma_rate": n_quoted_commas,
+    "pos_mismatched_encoding_files": n_mismatched_files,
+    "pos_repeated_header_files": n_repeated_headers,
+    "gb18030_reference_files": n_gb18030_references,
 }
 OFF = {"store_timezones": 1}
 
@@ -457,6 +550,12 @@ def test_summary_counts_match_the_files(messy):
     assert c["archived_contacts"] == n_archived(messy)
     assert c["shared_devices"] == n_shared_devices(messy) or c["shared_devices"] > 0
     assert c["gb18030_files"] == n_gb18030_files(messy)
+    assert c["bom_pos_files"] == n_bom_files(messy) > 0
+    assert c["crlf_pos_files"] == n_crlf_files(messy) > 0
+    assert c["trailing_blank_pos_files"] == n_trailing_blank_files(messy) > 0
+    assert c["quoted_comma_pos_lines"] >= n_quoted_commas(messy) > 0
+    assert c["mismatched_encoding_pos_files"] == n_mismatched_files(messy) == 1
+    assert c["repeated_header_pos_files"] == n_repeated_headers(messy) == 1
     assert c["unparseable_phones"] == n_unparseable_phones(messy) > 0
     assert c["landline_phones"] == n_landlines(messy) > 0
     assert c["national_phones"] == n_national_phones(messy) > 0
@@ -498,8 +597,8 @@ def test_landing_layout_is_exactly_sources_md(messy):
             assert m.group(1) in days and m.group(2) in messy.stores
         elif f.startswith("web/"):
             assert m.group(1) in days
-    with open(messy.landing / "pos/reference/products.csv", encoding="utf-8") as fh:
-        products = list(csv.DictReader(fh))
+    products = list(csv.DictReader(io.StringIO(
+        _reference_text(messy.landing / "pos/reference/products.csv"), newline="")))
     assert list(products[0]) == ["sku", "name", "category", "brand", "list_price"]
     assert any(CJK.search(p["name"]) for p in products)
     assert list(next(iter(messy.stores.values()))) == [
@@ -507,9 +606,8 @@ def test_landing_layout_is_exactly_sources_md(messy):
 
 
 def test_pos_rows_follow_the_contract(messy):
-    skus = set()
-    with open(messy.landing / "pos/reference/products.csv", encoding="utf-8") as fh:
-        skus = {r["sku"] for r in csv.DictReader(fh)}
+    skus = {r["sku"] for r in csv.DictReader(io.StringIO(
+        _reference_text(messy.landing / "pos/reference/products.csv"), newline=""))}
     rows = messy.good_pos
     assert rows
     for r in rows:
@@ -520,7 +618,7 @@ def test_pos_rows_follow_the_contract(messy):
         assert r["txn_type"] in {"SALE", "RETURN", "VOID"}
         assert r["currency"] == CURRENCY[store["country"]]
         assert r["sku"] in skus
-        qty, amount = int(r["quantity"]), float(r["line_amount"])
+        qty, amount = int(r["quantity"]), _amount(r["line_amount"])
         if r["txn_type"] == "RETURN":
             assert qty < 0 and amount < 0
         else:
@@ -529,10 +627,11 @@ def test_pos_rows_follow_the_contract(messy):
     # malformed row keeps its transaction id, date, type and sku).
     person = messy.person_of("pos_transaction_id")
     bought = defaultdict(list)
-    for _, _, r in messy.pos:
+    for _, _, r in messy.all_pos:
         if r[5] == "SALE" and person[r[0]] == person[r[0]]:
             bought[(person[r[0]], r[9])].append(r[3])
-    returns = [r for _, _, r in messy.pos if r[5] == "RETURN" and person[r[0]] == person[r[0]]]
+    returns = [r for _, _, r in messy.all_pos
+               if r[5] == "RETURN" and person[r[0]] == person[r[0]]]
     assert returns
     for r in returns:
         assert any(d < r[3] for d in bought[(person[r[0]], r[9])]), r
@@ -541,7 +640,9 @@ def test_pos_rows_follow_the_contract(messy):
 def test_gb18030_store_files_hold_chinese_and_are_not_utf8(messy):
     gb = [s for s, r in messy.stores.items() if r["file_encoding"] == "GB18030"]
     assert gb and all(CJK.search(messy.stores[s]["name"]) for s in gb)
-    files = [p for s in gb for p in (messy.landing / "pos").glob(f"date=*/store_{s}.csv")]
+    # (but for the files exported in UTF-8 on purpose: BOM and mismatched-encoding knobs)
+    files = [p for s in gb for p in (messy.landing / "pos").glob(f"date=*/store_{s}.csv")
+             if messy.pos_files[p.relative_to(messy.landing).as_posix()][1] == "gb18030"]
     assert files
     for path in files:
         data = path.read_bytes()
@@ -962,7 +1063,9 @@ def test_validator_finds_exactly_the_planted_defects(tmp_path):
     planted = pq.read_table(run.sim_dir / "ground_truth/defects.parquet").to_pylist()
     assert {d["kind"] for d in planted} == {"corrupt_gzip", "malformed_json", "field_count_short",
                                             "field_count_long", "non_numeric_quantity",
-                                            "bad_timestamp"}
+                                            "bad_timestamp", "rejected_transaction",
+                                            "mismatched_encoding", "repeated_header_column",
+                                            "bom_differs_from_declared"}
     corrupt = {d["file"] for d in planted if d["kind"] == "corrupt_gzip"}
     lines = {(d["file"], d["line"]) for d in planted if d["kind"] != "corrupt_gzip"}
     assert len(corrupt) == 2
@@ -971,7 +1074,9 @@ def test_validator_finds_exactly_the_planted_defects(tmp_path):
 
 
 def test_validator_finds_nothing_when_defects_are_off(tmp_path):
-    run = run_sim(tmp_path, people=300, days=6, malformed_row_rate=0.0, corrupt_files=0)
+    run = run_sim(tmp_path, people=300, days=6, malformed_row_rate=0.0, corrupt_files=0,
+                  pos_mismatched_encoding_files=0, pos_repeated_header_files=0,
+                  pos_bom_file_rate=0.0)
     assert _problems(run.landing) == set()
 
 

@@ -157,6 +157,30 @@ CASES = [
      lambda landing: pos_path(landing, D1, "SH01").write_bytes(
          ",".join(POS_COLUMNS).encode() + b"\n" + b"T1,1,SH01,\x81\x30\xff\xff\n"),
      [(SH01, 2, "line is not valid GB18030", ERR)]),
+    ("pos: header repeats an unknown column", _pos_case(columns=POS_COLUMNS + ["till", "till"]),
+     [(SH01, 1, "header repeats column(s) till", ERR),
+      (SH01, 1, "column(s) not in the contract: till", WARN),
+      (SH01, 2, "header repeats column(s) till", ERR)]),
+    ("pos: header repeats a known column", _pos_case(columns=POS_COLUMNS + ["currency"]),
+     [(SH01, 1, "header repeats column(s) currency", ERR),
+      (SH01, 2, "header repeats column(s) currency", ERR)]),
+    ("pos: a bad line takes its transaction",
+     _pos_case(pos_row("SH01", D1, "T9"), pos_row("SH01", D1, "T9", line_no=2, quantity="x")),
+     [(SH01, 3, "transaction T9 quarantined whole: line 4: quantity is not a number: 'x'", ERR),
+      (SH01, 4, "quantity is not a number: 'x'", ERR)]),
+    ("pos: amounts with separators and signs",
+     _pos_case(pos_row("SH01", D1, "T9", unit_price="¥1,299.00", line_amount="2,598.00")), []),
+    ("pos: a currency sign against the currency",
+     _pos_case(pos_row("SH01", D1, "T9", unit_price="£25.00")),
+     [(SH01, 3, "unit_price has the currency sign '£' but currency is 'CNY'", ERR)]),
+    ("pos: a UTF-8 BOM from a GB18030 store",
+     lambda landing: _pos_case(encoding="utf-8")(landing) and pos_path(landing, D1, "SH01")
+     .write_bytes(b"\xef\xbb\xbf" + pos_path(landing, D1, "SH01").read_bytes()),
+     [(SH01, None, "declared GB18030 but the file starts with a UTF-8 byte-order mark", WARN)]),
+    ("pos: GB18030 bytes from a UTF-8 store",
+     _pos_case(pos_row("LN01", D1, "L9", payment_method="现金"), store="LN01"),
+     [(LN01, 2, "file quarantined whole: declared UTF-8 but the bytes decode as GB18030", ERR),
+      (LN01, 3, "file quarantined whole: declared UTF-8 but the bytes decode as GB18030", ERR)]),
     ("pos: empty file", lambda landing: pos_path(landing, D1, "LN01").write_bytes(b""),
      [(LN01, None, "empty file (no header)", WARN)]),
     ("stores: bad time zone", _stores_row(timezone="Asia/Atlantis"),
@@ -195,6 +219,15 @@ def test_each_defect_is_reported_with_file_line_and_reason(tmp_path, case, expec
     assert report.ok == (ERR not in {e[3] for e in expected})
 
 
+def test_reference_files_in_a_store_encoding_pass(tmp_path):
+    write_clean_landing(tmp_path)
+    ref = tmp_path / "pos" / "reference"
+    for name in ("stores.csv", "products.csv"):
+        (ref / name).write_bytes((ref / name).read_text(encoding="utf-8").encode("gb18030"))
+    report = validate_landing(tmp_path)
+    assert report.problems == []
+
+
 def test_folders_after_through_are_not_checked(tmp_path):
     write_clean_landing(tmp_path)
     write_web_part(tmp_path, D2, 1, ["{not json"])
@@ -222,6 +255,9 @@ def test_what_the_validator_calls_an_error_is_what_the_loaders_quarantine(tmp_pa
     write_pos_file(landing, D2, "ZZ01", [pos_row("ZZ01", D2, "Z1")])
     write_pos_file(landing, D1, "LN01", [pos_row("LN01", D1, "L1", till="3")],
                    columns=POS_COLUMNS + ["till"])
+    write_pos_file(landing, D2, "LN01", [pos_row("LN01", D2, "L7", payment_method="现金"),
+                                         pos_row("LN01", D2, "L8", unit_price="HK$1,299.00")],
+                   encoding="gb18030")
 
     report = validate_landing(landing)
     load_web(settings, D2)
@@ -232,4 +268,4 @@ def test_what_the_validator_calls_an_error_is_what_the_loaders_quarantine(tmp_pa
                    for entity in (("web", "events"), ("pos", "transactions"))
                    for q in read_quarantine(settings, *entity)}
     assert errors == quarantined
-    assert len(errors) == 11
+    assert len(errors) == 13

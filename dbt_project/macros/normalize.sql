@@ -51,6 +51,13 @@
     json_extract_string({{ expr }}, '{{ path }}')
 {%- endmacro %}
 
+{# A till's amount as its store's locale writes it ("1,299.00", "¥88.00", "1.299,00 €" in a
+   decimal-comma country): the c360_pos_amount macro of customer360.ingest.landing.pos_amounts,
+   the same rule the POS loader quarantines by. A null country reads a decimal dot. #}
+{% macro pos_amount(expr, country_expr) -%}
+    c360_pos_amount({{ expr }}, {{ country_expr }})
+{%- endmacro %}
+
 {# A money amount sent as text. #}
 {% macro to_money(expr) -%}
     try_cast({{ clean_text(expr) }} as decimal(18, 2))

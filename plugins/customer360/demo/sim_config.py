@@ -68,6 +68,29 @@ class SimulationConfig:
         0.05, "share of store SALE lines returned 3-30 days later (RETURN line, negative "
         "quantity and amount)")
     void_rate: float = _knob(0.02, "share of store SALE lines followed by a VOID line at the till")
+    # --- till exports as real tills write them (docs/sources.md section 3) ---
+    pos_bom_file_rate: float = _knob(
+        0.05, "share of POS files exported in UTF-8 with a byte-order mark, whatever the store "
+        "declares (a GB18030 store's such file loads, with a note)")
+    pos_crlf_file_rate: float = _knob(0.3, "share of POS files with CRLF line endings")
+    pos_trailing_blank_rate: float = _knob(
+        0.2, "share of POS files ending with an empty line")
+    pos_formatted_amount_rate: float = _knob(
+        0.3, "share of POS files whose till prints amounts with a currency sign and thousands "
+        "separators ('¥1,299.00', 'HK$1,299.00', '-£12.50'; quoted in the CSV)")
+    pos_quoted_comma_rate: float = _knob(
+        0.05, "share of POS lines of non-GB18030 stores whose payment method holds a comma and "
+        "doubled quotes ('card, \"contactless\"')")
+    pos_mismatched_encoding_files: int = _knob(
+        1, "POS files of a GB18030 store written in UTF-8 without a byte-order mark: quarantined "
+        "whole ('declared GB18030 but the bytes decode as UTF-8'); its transactions never load",
+        rate=False)
+    pos_repeated_header_files: int = _knob(
+        1, "POS files whose header repeats the sku column (each line repeats its sku): "
+        "quarantined whole; its transactions never load", rate=False)
+    gb18030_reference_files: int = _knob(
+        1, "reference files written in GB18030 instead of UTF-8 (1: products.csv, 2: also "
+        "stores.csv)", rate=False)
     malformed_row_rate: float = _knob(
         0.001, "share of POS lines and web lines written malformed (wrong field count, "
         "non-numeric quantity, bad timestamp; truncated JSON)")
@@ -150,6 +173,8 @@ class SimulationConfig:
                 raise ValueError(f"knob {f.name} is a rate in [0, 1], got {value}")
             if value < 0:
                 raise ValueError(f"knob {f.name} must be >= 0, got {value}")
+        if self.gb18030_reference_files > 2:
+            raise ValueError("gb18030_reference_files must be 0, 1 or 2")
         if not 1 <= self.store_timezones <= 5:
             raise ValueError("store_timezones must be between 1 and 5")
         if self.stores < 1 or self.products < 12 or self.parts_per_day < 1:

@@ -5,7 +5,12 @@ local time; some lines get a VOID line after them; some are returned 3-30 days l
 transaction with negative quantity and amount). Customers identify themselves with a loyalty
 id, a phone or an email as typed at the till, or not at all (walk-ins). Files are written in the
 store's encoding (GB18030 for some mainland stores); some are re-sent corrected a day or two
-later; a few lines are malformed on purpose.
+later; a few lines are malformed on purpose. Files come as real tills export them (knobs in
+sim_config): some with a UTF-8 byte-order mark, CRLF endings, a trailing empty line, amounts
+printed with a currency sign and thousands separators, quoted payment methods holding commas;
+and, on purpose, a GB18030 store's file in UTF-8 and a header repeating a column, which the
+loader quarantines whole. Ground truth lists every line that cannot load (defects), the lines of
+a transaction with a malformed line included: a transaction is loaded whole or not at all.
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
               stores: ref.Stores, products: ref.Products, outbox: Outbox) -> PosResult:
     counts = {k: 0 for k in ("store_transactions", "pos_lines", "pos_files", "return_lines",
                              "void_lines", "walkin_transactions", "messy_keys",
-                             "corrected_pos_files", "malformed_pos_rows", "gb18030_files")}
+                             "corrected_pos_files", "malformed_pos_rows", "gb18030_files",
+                             "bom_pos_files", "crlf_pos_files", "trailing_blank_pos_files",
+                             "formatted_amount_pos_files", "quoted_comma_pos_lines",
+                             "mismatched_encoding_pos_files", "repeated_header_pos_files",
+                             "unloadable_pos_transactions", "unloadable_pos_lines")}
     t0_ms = int(dt.datetime(cfg.start.year, cfg.start.month, cfg.start.day,
                             tzinfo=dt.timezone.utc).timestamp() * 1000)
     offsets = utc_offsets(cfg, stores)
@@ -185,6 +194,11 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     new_file = np.concatenate([[True], file_key[1:] != file_key[:-1]])
     ff = np.flatnonzero(new_file)
     phys = np.arange(n_all) - np.repeat(ff, np.diff(np.append(ff, n_all))) + 2  # header is line 1
+    file_of_line = np.cumsum(new_file) - 1
+    n_files = len(ff)
+    # Till export shapes, drawn per file.
+    u_fmt, u_bom, u_crlf, u_blank = cfg.rng("pos-till-shapes").random((4, n_files))
+    formatted = u_fmt[file_of_line] < cfg.pos_formatted_amount_rate
 
     rng_m = cfg.rng("pos-malformed")
     malformed = rng_m.random(n_all) < cfg.malformed_row_rate
@@ -200,8 +214,14 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
                        _payment_en(stores, t_store, t_pay))
     local_ts = np.array([f"{iso[d]} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
                          for d, s in zip(t_day, t_local_s)], dtype=object)
-    fmt = lambda x, d: np.where(d == 0, np.char.mod("%.0f", x), np.char.mod("%.2f", x))
     dl = dec[lt]
+    cur_l = currency[lt]
+    fmt = lambda x, d: _till_amounts(x, d, cur_l, formatted)
+    quoted = (cfg.rng("pos-quoted-commas").random(n_all) < cfg.pos_quoted_comma_rate) \
+        & ~stores.gb18030[t_store[lt]]
+    pay_l = payment[lt].astype(object)
+    pay_l[quoted] = 'card, "contactless"'
+    counts["quoted_comma_pos_lines"] = int(quoted.sum())
     tab = pa.table({
         "transaction_id": txn_id[lt].astype(str), "line_no": line_no.astype(str),
         "store_id": stores.store_id[t_store[lt]], "business_date": iso[t_day[lt]],
@@ -213,7 +233,7 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
         "sku": products.sku[L["sku"]], "quantity": L["qty"].astype(str),
         "unit_price": fmt(L["unit"], dl), "discount_amount": fmt(L["disc"] + 0.0, dl),
         "line_amount": fmt(L["amt"], dl), "currency": currency[lt],
-        "payment_method": payment[lt].astype(str),
+        "payment_method": pay_l.astype(str),
         "malformed": malformed, "mal_kind": mal_kind, "rid": np.arange(n_all),
     })
     lines = _csv_lines(tab)
@@ -222,13 +242,34 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     rng_c = cfg.rng("pos-corrected")
     defects: list[dict] = []
     header = ",".join(COLUMNS) + "\n"
-    for a, b in zip(ff, np.append(ff[1:], n_all)):
+    # Whole-file defects: a GB18030 store's file exported in UTF-8, a header repeating sku.
+    rng_w = cfg.rng("pos-whole-file-defects")
+    gb_files = [k for k in range(n_files) if stores.gb18030[t_store[lt[ff[k]]]]]
+    mismatched = set(rng_w.permutation(gb_files)[:cfg.pos_mismatched_encoding_files].tolist())
+    others = [k for k in range(n_files) if k not in mismatched]
+    repeated = set(rng_w.permutation(others)[:cfg.pos_repeated_header_files].tolist())
+    for k, (a, b) in enumerate(zip(ff, np.append(ff[1:], n_all))):
         s_i, d_i = int(t_store[lt[a]]), int(t_day[lt[a]])
         sid = stores.store_id[s_i]
         path = f"pos/date={iso[d_i]}/store_{sid}.csv"
         encoding = "gb18030" if stores.gb18030[s_i] else "utf-8"
-        body = "".join(lines[a:b])
-        final = (header + body).encode(encoding)
+        bom = u_bom[k] < cfg.pos_bom_file_rate and k not in mismatched and k not in repeated
+        if k in mismatched or bom:
+            encoding = "utf-8"
+        eol = "\r\n" if u_crlf[k] < cfg.pos_crlf_file_rate else "\n"
+        blank = u_blank[k] < cfg.pos_trailing_blank_rate
+        file_header = header
+        file_lines = lines[a:b]
+        if k in repeated:
+            file_header = header[:-1] + ",sku\n"
+            file_lines = [ln[:-1] + "," + str(products.sku[L["sku"][a + j]]) + "\n"
+                          for j, ln in enumerate(file_lines)]
+
+        def export(body_lines: list[str]) -> bytes:
+            text = (file_header + "".join(body_lines)).replace("\n", eol) + (eol if blank else "")
+            return (b"\xef\xbb\xbf" if bom else b"") + text.encode(encoding)
+
+        final = export(file_lines)
         day = dates[d_i]
         txns = np.unique(lt[a:b])
         u, lag = rng_c.random(), int(rng_c.integers(1, 3))
@@ -236,23 +277,63 @@ def write_pos(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
             # The first file missed the last transactions (the till synced late).
             order_t = txns[np.argsort(t_local_s[txns], kind="stable")]
             missing = set(order_t[len(order_t) - max(1, int(round(0.3 * len(order_t)))):].tolist())
-            keep = [i for i in range(a, b) if int(lt[i]) not in missing]
-            first_version = (header + "".join(lines[i] for i in keep)).encode(encoding)
+            keep = [i for i in range(b - a) if int(lt[a + i]) not in missing]
+            first_version = export([file_lines[i] for i in keep])
             outbox.put(path, [(day, first_version), (day + dt.timedelta(days=lag), final)])
             counts["corrected_pos_files"] += 1
         else:
             outbox.put(path, [(day, final)])
         counts["pos_files"] += 1
-        counts["gb18030_files"] += int(stores.gb18030[s_i])
-        for i in a + np.flatnonzero(malformed[a:b]):
+        counts["gb18030_files"] += int(encoding == "gb18030")
+        counts["bom_pos_files"] += int(bom)
+        counts["crlf_pos_files"] += int(eol == "\r\n")
+        counts["trailing_blank_pos_files"] += int(blank)
+        counts["formatted_amount_pos_files"] += int(bool(formatted[a]))
+        whole = ("mismatched_encoding" if k in mismatched
+                 else "repeated_header_column" if k in repeated else None)
+        if whole:
+            # Every line is quarantined with the file's reason (the header too, for its column).
+            counts["mismatched_encoding_pos_files" if k in mismatched
+                   else "repeated_header_pos_files"] += 1
+            defects += [{"file": path, "line": ln, "kind": whole}
+                        for ln in ([1] if k in repeated else []) + list(range(2, 2 + b - a))]
+            counts["unloadable_pos_transactions"] += len(txns)
+            counts["unloadable_pos_lines"] += int(b - a)
+            continue
+        if bom and stores.gb18030[s_i]:
+            defects.append({"file": path, "line": None, "kind": "bom_differs_from_declared"})
+        bad = a + np.flatnonzero(malformed[a:b])
+        for i in bad:
             defects.append({"file": path, "line": int(phys[i]),
                             "kind": MALFORMED_KINDS[int(mal_kind[i])]})
+        # A transaction is one unit: its other lines are quarantined with it.
+        bad_txns = set(lt[bad].tolist())
+        for i in range(a, b):
+            if int(lt[i]) in bad_txns and not malformed[i]:
+                defects.append({"file": path, "line": int(phys[i]), "kind": "rejected_transaction"})
+        counts["unloadable_pos_transactions"] += len(bad_txns)
+        counts["unloadable_pos_lines"] += int(np.isin(lt[a:b], list(bad_txns)).sum())
 
     order_utc = np.full(len(act.o_person), -1, dtype=np.int64)
     order_utc[order_idx] = t_utc_ms[:m]
     return PosResult(order_utc_ms=order_utc, txn_id=txn_id,
                      txn_person=np.where(t_walkin, -1, t_person), key_rows=key_rows,
                      counts=counts, defects=defects)
+
+
+# The sign a till prints before an amount in each store currency.
+TILL_SIGNS = {"CNY": "¥", "JPY": "¥", "HKD": "HK$", "GBP": "£", "USD": "$"}
+
+
+def _till_amounts(x: np.ndarray, decimals: np.ndarray, currency: np.ndarray,
+                  formatted: np.ndarray) -> np.ndarray:
+    """Amounts as text: plain ("1299.00"), or as a till prints them ("¥1,299.00", "-£12.50")."""
+    out = np.where(decimals == 0, np.char.mod("%.0f", x), np.char.mod("%.2f", x)).astype(object)
+    for i in np.flatnonzero(formatted):
+        v = float(x[i])
+        out[i] = (f"{'-' if v < 0 else ''}{TILL_SIGNS.get(str(currency[i]), '')}"
+                  f"{abs(v):,.{int(decimals[i])}f}")
+    return out.astype(str)
 
 
 def _payment_en(stores: ref.Stores, t_store: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -311,7 +392,7 @@ SELECT concat_ws(',',
     txn_type, q(loyalty_id), q(customer_phone), q(customer_email), sku,
     CASE WHEN malformed AND mal_kind = 2 THEN (CASE WHEN quantity = '1' THEN 'one' ELSE quantity || 'x' END)
          ELSE quantity END,
-    unit_price, discount_amount, line_amount, currency,
+    q(unit_price), q(discount_amount), q(line_amount), currency,
     CASE WHEN malformed AND mal_kind = 0 THEN NULL ELSE q(payment_method) END)
   || CASE WHEN malformed AND mal_kind = 1 THEN ',EXTRA' ELSE '' END || chr(10) AS line
 FROM pos_lines

@@ -57,7 +57,10 @@ _SECTIONS = {
     "POS": ["stores", "store_timezones", "gb18030_stores", "products", "pos_files",
             "gb18030_files", "store_transactions", "pos_lines", "walkin_transactions",
             "return_lines", "void_lines", "messy_keys", "corrected_pos_files",
-            "malformed_pos_rows"],
+            "malformed_pos_rows", "bom_pos_files", "crlf_pos_files",
+            "trailing_blank_pos_files", "formatted_amount_pos_files", "quoted_comma_pos_lines",
+            "mismatched_encoding_pos_files", "repeated_header_pos_files",
+            "unloadable_pos_transactions", "unloadable_pos_lines"],
     "run": ["defects", "delivered_files", "seconds"],
 }
 
@@ -123,12 +126,12 @@ def _reset(sim_dir: Path, landing: Path) -> None:
     sim_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
+def _csv_bytes(columns: list[str], rows: list[dict], encoding: str = "utf-8") -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode(encoding)
 
 
 def simulate(cfg: SimulationConfig, landing: Path, sim_dir: Path, progress: bool = False,
@@ -148,8 +151,12 @@ def simulate(cfg: SimulationConfig, landing: Path, sim_dir: Path, progress: bool
         ident = build_identity(cfg, pop, act)
 
         outbox = Outbox(sim_dir)
-        outbox.put("pos/reference/stores.csv", [(cfg.start, _csv_bytes(STORE_COLUMNS, stores.rows))])
-        outbox.put("pos/reference/products.csv", [(cfg.start, _csv_bytes(PRODUCT_COLUMNS, products.rows))])
+        # Reference files have no declared encoding; some come in the mainland stores' GB18030.
+        ref_encoding = lambda k: "gb18030" if cfg.gb18030_reference_files > k else "utf-8"
+        outbox.put("pos/reference/products.csv",
+                   [(cfg.start, _csv_bytes(PRODUCT_COLUMNS, products.rows, ref_encoding(0)))])
+        outbox.put("pos/reference/stores.csv",
+                   [(cfg.start, _csv_bytes(STORE_COLUMNS, stores.rows, ref_encoding(1)))])
         bar.update(task, description="web events (days)")
         web = write_web(cfg, pop, act, ident, products, outbox, tick=lambda k: bar.advance(task, k))
         bar.update(task, description="POS files")

@@ -56,6 +56,15 @@ def _quarantine_rows(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv, key: str
     return rows
 
 
+def file_reason(parsed: ParsedCsv, fid: int) -> str | None:
+    """Why every row of a readable file is quarantined (its header, or bytes in another
+    encoding than declared), or None when its rows are judged one by one."""
+    header = parsed.headers.get(fid)
+    if parsed.mismatches.get(fid):
+        return parsed.mismatches[fid]
+    return header.error if header is not None and header.names else None
+
+
 def _outcomes(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv,
               versions: Sequence[FileVersion]) -> list[FileOutcome]:
     counts = {fid: (n, bad) for fid, n, bad in con.execute(
@@ -67,9 +76,19 @@ def _outcomes(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv,
             # A file that cannot be read counts as one record quarantined: never lost silently.
             out.append(FileOutcome(v, "quarantined", 1, 0, 1, reason=parsed.unreadable[fid]))
             log.warning("POS file %s quarantined: %s", v.file.rel, parsed.unreadable[fid])
-        else:
-            n, bad = counts.get(fid, (0, 0))
-            out.append(FileOutcome(v, "loaded", n, n - bad, bad))
+            continue
+        n, bad = counts.get(fid, (0, 0))
+        whole = file_reason(parsed, fid)
+        if whole:
+            # Every row is in quarantine with this reason; status 'quarantined' lets a fixed
+            # stores.csv (the declared encoding, say) retry the file.
+            out.append(FileOutcome(v, "quarantined", n, n - bad, bad, reason=whole))
+            log.warning("POS file %s quarantined whole (%d rows): %s", v.file.rel, n, whole)
+            continue
+        note = parsed.notes.get(fid)
+        if note:
+            log.warning("POS file %s: %s", v.file.rel, note)
+        out.append(FileOutcome(v, "loaded", n, n - bad, bad, reason=note))
     return out
 
 
@@ -124,6 +143,9 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
     whole = sum(1 for o in outcomes if o.status == "quarantined")
     if whole:
         notes.append(f"{whole} file(s) quarantined whole")
+    if parsed.notes:
+        notes.append(f"{len(parsed.notes)} file(s) not in their declared encoding, read as "
+                     f"their byte-order mark says")
     content = BatchContent(
         rows=_rows(con, parsed, _LOAD_COLUMNS),
         quarantine=_quarantine_rows(con, parsed, "transaction_id || ':' || line_no"),

@@ -33,6 +33,7 @@ from customer360.core import audit
 from customer360.core.files import atomic_path, read_jsonl_lines
 from customer360.ingest import raw_zone as lake
 from customer360.ingest.crm_properties import load_property_map
+from customer360.ingest.landing.pos_amounts import install_amount_macros
 from customer360.quality.context import GateContext
 from customer360.quality.crm_map import apply_property_map
 from customer360.quality.metrics import parquet_row_counts
@@ -312,6 +313,8 @@ def run(ctx: GateContext, suites: list[Suite]) -> tuple[list[SuiteResult], int]:
         property_map = load_property_map(settings)
         suites = [apply_property_map(s, property_map) for s in suites]
     ctx.new_reconciliation_lines = load_reconciliation(settings)
+    # POS suites read amounts by the loader's rule (c360_pos_amount), not a copy of it.
+    install_amount_macros(ctx.scratch)
     ensure_rejects_schema_file(settings)
     with audit.connect(settings, read_only=True) as con:
         gated = {r[0] for r in con.execute("SELECT batch_id FROM audit.gated_batches").fetchall()}

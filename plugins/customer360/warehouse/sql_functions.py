@@ -2,7 +2,8 @@
 countries from free text and keyed PII hashes.
 
 ``register_functions(con)`` installs them on any DuckDB connection as ``normalize_phone(raw,
-country)``, ``normalize_country(text)`` and ``pii_hash(value)``; the dbt project gets them through the dbt-duckdb plugin in
+country)``, ``normalize_country(text)`` and ``pii_hash(value)``, with the POS amount macros
+(``c360_pos_amount``, :mod:`customer360.ingest.landing.pos_amounts`); the dbt project gets them through the dbt-duckdb plugin in
 :mod:`customer360.warehouse.dbt_plugin`. They are vectorized over Arrow batches and cached per distinct
 value, because the same phone or email repeats on many rows.
 """
@@ -22,6 +23,7 @@ import pyarrow as pa
 from duckdb.sqltypes import VARCHAR
 
 from customer360.core.countries import country_code
+from customer360.ingest.landing.pos_amounts import install_amount_macros
 from customer360.core.settings import SettingsError, get_settings
 
 _CACHE_SIZE = 500_000
@@ -120,3 +122,5 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
             pass  # not registered yet on this connection
         con.create_function(name, fn, params, VARCHAR, type="arrow",
                             null_handling="special", side_effects=False)
+    # Staging reads till amounts by the POS loader's own rule (one owner: pos_amounts).
+    install_amount_macros(con)

@@ -13,7 +13,7 @@ select
     {{ clean_text('name') }} as product_name,
     {{ clean_text('category') }} as category,
     {{ clean_text('brand') }} as brand,
-    {{ to_money('list_price') }} as list_price,
+    {{ pos_amount('list_price', 'null') }} as list_price,
     _batch_id,
     _loaded_at
 from batches

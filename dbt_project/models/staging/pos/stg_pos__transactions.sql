@@ -2,6 +2,7 @@
 -- the earlier one entirely), typed; txn_at is the store's wall clock converted to UTC with
 -- the store's IANA zone; customer keys normalized with the store's country. Zone and
 -- country come with each row (as the loader saw stores.csv), else from stg_pos__stores.
+-- Amounts are read in the store's locale (pos_amount), by the rule the loader checked.
 with stores as (
 
     select store_id, timezone, country from {{ ref('stg_pos__stores') }}
@@ -37,9 +38,10 @@ typed as (
         customer_email as customer_email_raw,
         {{ clean_text('sku') }} as sku,
         try_cast({{ clean_text('quantity') }} as integer) as quantity,
-        {{ to_money('unit_price') }} as unit_price,
-        coalesce({{ to_money('discount_amount') }}, 0) as discount_amount,
-        {{ to_money('line_amount') }} as line_amount,
+        {{ pos_amount('unit_price', 'coalesce(lines._store_country, stores.country)') }} as unit_price,
+        coalesce({{ pos_amount('discount_amount', 'coalesce(lines._store_country, stores.country)') }}, 0)
+            as discount_amount,
+        {{ pos_amount('line_amount', 'coalesce(lines._store_country, stores.country)') }} as line_amount,
         upper({{ clean_text('currency') }}) as currency,
         {{ clean_text('payment_method') }} as payment_method,
         _folder_date as folder_date,

@@ -58,10 +58,13 @@ def read_header(names: Sequence[str] | None, columns: Sequence[str]) -> CsvHeade
     names = [n.strip() for n in (names or [])]
     counts = Counter(names)
     positions = {c: names.index(c) + 1 for c in columns if c in counts}
+    # An unknown column named twice is kept once (its first place): _extra is a JSON object.
+    extra = [(n, i + 1) for i, n in enumerate(names)
+             if n not in columns and n and names.index(n) == i]
     return CsvHeader(
         names=names,
         positions=positions,
-        extra=[(n, i + 1) for i, n in enumerate(names) if n not in columns and n],
+        extra=extra,
         missing=[c for c in columns if c not in counts],
         duplicated=sorted(n for n, k in counts.items() if k > 1),
     )
@@ -79,8 +82,12 @@ class CsvRows:
 
 
 def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
-                   columns: Sequence[str], encodings: dict[int, str]) -> CsvRows:
-    """Split the lines of ``lines_view`` (file_id, ln, line, bad_encoding) into ``columns``."""
+                   columns: Sequence[str], encodings: dict[int, str],
+                   file_errors: dict[int, str] | None = None) -> CsvRows:
+    """Split the lines of ``lines_view`` (file_id, ln, line, bad_encoding) into ``columns``.
+    ``file_errors`` quarantines every row of a file with that reason (its bytes are not in
+    the declared encoding, say); a header that repeats a column does the same for its file."""
+    file_errors = file_errors or {}
     split = f"{name}_fields"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {split} AS
@@ -100,11 +107,12 @@ def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
     pos_cols = ", ".join(f"p{i} INTEGER" for i in range(len(columns)))
     con.execute(f"CREATE OR REPLACE TEMP TABLE {hdr} (file_id INTEGER, n_fields INTEGER, "
                 f"{pos_cols}, extra_names VARCHAR[], extra_pos INTEGER[], header_error VARCHAR, "
-                f"encoding VARCHAR)")
+                f"encoding VARCHAR, file_error VARCHAR)")
     insert_rows(
         con, hdr,
         [(fid, len(h.names), *[h.positions.get(c) for c in columns],
-          [n for n, _ in h.extra], [p for _, p in h.extra], h.error, encodings[fid])
+          [n for n, _ in h.extra], [p for _, p in h.extra], h.error, encodings[fid],
+          file_errors.get(fid))
          for fid, h in headers.items()])
 
     picked = ", ".join(f'CASE WHEN h.p{i} IS NOT NULL THEN s.fields[h.p{i}] END AS "{c}"'
@@ -117,6 +125,7 @@ def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
                     THEN to_json(map(h.extra_names, list_select(s.fields, h.extra_pos)))::VARCHAR
                END AS _extra,
                CASE
+                 WHEN h.file_error IS NOT NULL THEN h.file_error
                  WHEN s.bad_encoding THEN 'line is not valid ' || h.encoding
                  WHEN h.header_error IS NOT NULL THEN h.header_error
                  WHEN s.fields IS NULL THEN 'malformed CSV quoting'

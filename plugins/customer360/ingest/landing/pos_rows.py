@@ -17,7 +17,10 @@ import duckdb
 from customer360.ingest.landing.csv_rows import CsvHeader, parse_csv_rows
 from customer360.ingest.landing.duck import insert_rows, sql_str
 from customer360.ingest.landing.layout import LandingFile
-from customer360.ingest.landing.lines import keep_lines, numbered_view, read_parsed
+from customer360.ingest.landing.duck import python_encoding
+from customer360.ingest.landing.lines import (encoding_name, keep_lines, numbered_view,
+                                              read_parsed, sniff_encoding)
+from customer360.ingest.landing.pos_amounts import install_amount_macros
 
 POS_COLUMNS = ("transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
                "loyalty_id", "customer_phone", "customer_email", "sku", "quantity",
@@ -26,8 +29,8 @@ STORES_COLUMNS = ("store_id", "name", "city", "region", "country", "timezone", "
                   "opened_on")
 PRODUCTS_COLUMNS = ("sku", "name", "category", "brand", "list_price")
 TXN_TYPES = ("SALE", "RETURN", "VOID")
-NUMERIC_COLUMNS = ("quantity", "unit_price", "discount_amount", "line_amount")
-REFERENCE_ENCODING = "utf-8"  # docs/sources.md gives reference files no encoding column
+# Amounts as the store's locale writes them (pos_amounts); quantity is a plain number.
+AMOUNT_COLUMNS = ("unit_price", "discount_amount", "line_amount")
 
 _INTEGER = r"\d+"
 _NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)"
@@ -54,6 +57,9 @@ class ParsedCsv:
     unreadable: dict[int, str] = field(default_factory=dict)
     headers: dict[int, CsvHeader] = field(default_factory=dict)
     blank_lines: dict[int, list[int]] = field(default_factory=dict)
+    notes: dict[int, str] = field(default_factory=dict)       # loaded, but worth a warning
+    mismatches: dict[int, str] = field(default_factory=dict)  # quarantined whole: encoding
+    encodings: dict[int, str] = field(default_factory=dict)   # what each file was read as
 
 
 def _shown(expr: str) -> str:
@@ -81,25 +87,40 @@ def _number(col: str) -> str:
             f"THEN '{col} is not a number: ' || {_shown(col)} END")
 
 
-def _read(con, name: str, files: Sequence[LandingFile], encodings: dict[int, str],
+def _read(con, name: str, files: Sequence[LandingFile], declared: dict[int, str | None],
           columns: Sequence[str], skip: dict[int, str]) -> ParsedCsv:
-    """Lines of every readable file (grouped by encoding) split into ``columns``."""
+    """Lines of every readable file split into ``columns``. Each file is sniffed first
+    (:func:`sniff_encoding`: a byte-order mark wins over ``declared``, a mismatch quarantines
+    the file whole), then read in what it really is, grouped by encoding."""
     lines = f"{name}_lines"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {lines} (file_id INTEGER, "
                 f"_nbytes BIGINT, line VARCHAR, bad_encoding BOOLEAN)")
     unreadable = dict(skip)
+    shown: dict[int, str] = {}
+    notes: dict[int, str] = {}
+    mismatches: dict[int, str] = {}
     by_encoding: dict[str, list[int]] = {}
-    for fid in range(len(files)):
-        if fid not in skip:
-            by_encoding.setdefault(encodings[fid], []).append(fid)
+    for fid, f in enumerate(files):
+        if fid in skip:
+            continue
+        sniff = sniff_encoding(f.path.read_bytes(), declared[fid])
+        same = declared[fid] is not None and python_encoding(sniff.read_as) == python_encoding(
+            declared[fid])
+        shown[fid] = declared[fid] if same else encoding_name(sniff.read_as)
+        if sniff.note:
+            notes[fid] = sniff.note
+        if sniff.mismatch:
+            mismatches[fid] = "file quarantined whole: " + sniff.mismatch
+        by_encoding.setdefault(sniff.read_as, []).append(fid)
     for encoding, ids in by_encoding.items():
         unreadable |= read_parsed(con, lines, [files[i].path for i in ids], keep_lines,
                                   encoding=encoding, file_ids=ids, append=True)
-    rows = parse_csv_rows(con, numbered_view(con, lines), name, columns,
-                          {fid: encodings[fid] for fid in range(len(files))
-                           if fid not in unreadable})
+    readable = {fid: enc for fid, enc in shown.items() if fid not in unreadable}
+    rows = parse_csv_rows(con, numbered_view(con, lines), name, columns, readable,
+                          {fid: r for fid, r in mismatches.items() if fid in readable})
     return ParsedCsv(list(files), tuple(columns), rows.table, unreadable, rows.headers,
-                     rows.blank_lines)
+                     rows.blank_lines, notes,
+                     {fid: r for fid, r in mismatches.items() if fid in readable}, readable)
 
 
 def _finish(con, parsed: ParsedCsv, rules: Sequence[str], joins: str = "",
@@ -140,7 +161,7 @@ def _known_encodings(values: Sequence[str]) -> list[str]:
 def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
                  name: str = "pos_stores") -> tuple[ParsedCsv, dict[str, Store]]:
     """Check ``stores.csv``; return it parsed and the stores whose rows are good."""
-    parsed = _read(con, name, [file], {0: REFERENCE_ENCODING}, STORES_COLUMNS, {})
+    parsed = _read(con, name, [file], {0: None}, STORES_COLUMNS, {})
     zones = _valid_zones(_distinct(con, parsed.table, "timezone"))
     encodings = _known_encodings(_distinct(con, parsed.table, "file_encoding"))
     _finish(con, parsed, [
@@ -160,12 +181,15 @@ def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
 
 def parse_products(con: duckdb.DuckDBPyConnection, file: LandingFile,
                    name: str = "pos_products") -> ParsedCsv:
-    parsed = _read(con, name, [file], {0: REFERENCE_ENCODING}, PRODUCTS_COLUMNS, {})
+    parsed = _read(con, name, [file], {0: None}, PRODUCTS_COLUMNS, {})
+    install_amount_macros(con)
+    # A catalogue belongs to no store, so its prices read with a decimal dot.
     _finish(con, parsed, [
         _missing("sku"),
         "CASE WHEN count(*) OVER (PARTITION BY trim(sku)) > 1 "
         "THEN 'sku ' || trim(sku) || ' appears more than once' END",
-        _number("list_price"),
+        "CASE WHEN c360_pos_amount(list_price, NULL) IS NULL "
+        f"THEN 'list_price is not a number: ' || {_shown('list_price')} END",
     ])
     return parsed
 
@@ -183,9 +207,10 @@ def parse_pos_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
     gets the raw zone's load columns (_source_file, _folder_date, _store_timezone, ...)."""
     skip = {fid: r for fid, f in enumerate(files)
             if (r := unknown_store_reason(f, stores)) is not None}
-    encodings = {fid: (stores[f.store_id].file_encoding if fid not in skip else "")
-                 for fid, f in enumerate(files)}
-    parsed = _read(con, name, files, encodings, POS_COLUMNS, skip)
+    declared = {fid: (stores[f.store_id].file_encoding if fid not in skip else None)
+                for fid, f in enumerate(files)}
+    parsed = _read(con, name, files, declared, POS_COLUMNS, skip)
+    install_amount_macros(con)
     meta = f"{name}_files"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {meta} (file_id INTEGER, rel VARCHAR, "
                 f"folder_date DATE, file_store VARCHAR, tz VARCHAR, country VARCHAR, "
@@ -209,9 +234,37 @@ def parse_pos_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
         f"THEN 'txn_ts is not a local time YYYY-MM-DD HH:MM:SS: ' || {_shown('txn_ts')} END",
         f"CASE WHEN {_not(_one_of('txn_type', TXN_TYPES))} "
         f"THEN 'txn_type must be SALE, RETURN or VOID, got ' || {_shown('txn_type')} END",
-        *[_number(c) for c in NUMERIC_COLUMNS],
+        _number("quantity"),
+        *[f"c360_pos_amount_problem({c}, m.country, currency, '{c}')" for c in AMOUNT_COLUMNS],
     ], joins=f"JOIN {meta} m USING (file_id)",
         extra_select=", m.rel AS _source_file, m.folder_date AS _folder_date, "
                      "m.tz AS _store_timezone, m.country AS _store_country, "
                      "m.encoding AS _file_encoding")
+    _whole_transactions(con, parsed)
     return parsed
+
+
+def _whole_transactions(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv) -> None:
+    """A transaction is one unit (docs/sources.md section 3): when any of its lines (same
+    transaction_id in the same file) is rejected, its other lines are quarantined too, with a
+    reason naming the first line at fault. A line whose transaction_id cannot be read (broken
+    quoting, the id missing) belongs to no transaction and is rejected on its own."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {parsed.table} AS
+        WITH bad AS (
+            SELECT file_id, trim(transaction_id) AS txn, min(ln) AS ln,
+                   arg_min(reason, ln) AS reason, count(*) AS n
+            FROM {parsed.table}
+            WHERE reason IS NOT NULL AND coalesce(trim(transaction_id), '') <> ''
+            GROUP BY ALL
+        )
+        SELECT r.* EXCLUDE (reason),
+               CASE WHEN r.reason IS NOT NULL THEN r.reason
+                    WHEN b.txn IS NOT NULL
+                    THEN 'transaction ' || b.txn || ' quarantined whole: line ' || b.ln || ': '
+                         || b.reason || CASE WHEN b.n > 1 THEN ' (and ' || (b.n - 1)
+                                              || ' more line(s) at fault)' ELSE '' END
+               END AS reason
+        FROM {parsed.table} r
+        LEFT JOIN bad b ON b.file_id = r.file_id AND b.txn = trim(r.transaction_id)
+    """)

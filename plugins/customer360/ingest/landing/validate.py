@@ -53,6 +53,8 @@ def _csv_problems(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv, report: Val
                   empty_severity: str) -> None:
     for fid, reason in parsed.unreadable.items():
         report.problems.append(Problem(parsed.files[fid].rel, None, reason, ERROR))
+    for fid, note in parsed.notes.items():
+        report.problems.append(Problem(parsed.files[fid].rel, None, note, WARN))
     for fid, header in parsed.headers.items():
         rel = parsed.files[fid].rel
         if not header.names:

@@ -246,3 +246,21 @@ def test_a_warn_level_defect_in_the_marts_lets_the_run_finish(settings):
 def test_no_warehouse_is_an_error_not_a_pass(settings):
     with pytest.raises(GateFailed, match="no warehouse at"):
         run_gate(settings, "marts", DAY, run_id="nothing")
+
+
+def test_an_order_line_of_no_catalogue_product_is_counted_as_a_warning(settings):
+    build_warehouse(settings.warehouse_path)
+    con = duckdb.connect(str(settings.warehouse_path))
+    try:  # a web item sent with a product_id that is no catalogue sku, and no sku of its own
+        con.execute("ALTER TABLE marts.fct_order_lines ADD COLUMN product_id VARCHAR")
+        con.execute("UPDATE marts.fct_order_lines SET sku = NULL, product_id = 'prod-x9' "
+                    "WHERE order_id = 'T3'")
+    finally:
+        con.close()
+    _dbt(settings)
+    result = run_gate(settings, "marts", DAY, run_id="marts-sku")
+
+    assert result.ok
+    warning = next(w for w in result.warnings if w.suite == "marts.fct_order_lines")
+    assert warning.column == "sku" and warning.unexpected_count == 1
+    assert "product_id='prod-x9'" in " ".join(warning.sample)

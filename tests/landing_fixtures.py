@@ -167,3 +167,16 @@ def read_quarantine(settings, source: str, entity: str) -> list[dict]:
 
 def batch_files(settings, source: str, entity: str) -> list[Path]:
     return sorted(settings.lake_raw.glob(f"{source}/{entity}/load_date=*/*.parquet"))
+
+
+def read_reference_csv(path: Path):
+    """A reference file (stores.csv, products.csv) as a DataFrame of text, decoded as the POS
+    loader decodes it: they carry no encoding column, and tills write them in their own."""
+    import pandas as pd
+
+    from customer360.ingest.landing.duck import python_encoding
+    from customer360.ingest.landing.lines import sniff_encoding
+
+    raw = path.read_bytes()
+    encoding = python_encoding(sniff_encoding(raw, None).read_as)
+    return pd.read_csv(io.StringIO(raw.decode(encoding).lstrip("\ufeff")), dtype=str)

@@ -40,6 +40,7 @@ from customer360.privacy.scan import scan_tree
 from customer360.quality.gates import GateFailed, run_gate
 from customer360.core.settings import get_settings
 from tests.e2e import START, pipeline_env
+from tests.landing_fixtures import read_reference_csv
 
 pytestmark = pytest.mark.slow
 
@@ -116,13 +117,13 @@ def _web_file(settings, day: dt.date, name: str, lines: list[str]) -> None:
 
 
 def _sku(settings) -> tuple[str, str]:
-    products = pd.read_csv(settings.landing / "pos" / "reference" / "products.csv", dtype=str)
+    products = read_reference_csv(settings.landing / "pos" / "reference" / "products.csv")
     return products["sku"].iloc[0], products["list_price"].iloc[0]
 
 
 def _pos_rows(settings, day: dt.date, rows: list[str]) -> None:
     """Add rows to a UTF-8 store's file of ``day`` (creating it if that store sent none)."""
-    stores = pd.read_csv(settings.landing / "pos" / "reference" / "stores.csv", dtype=str)
+    stores = read_reference_csv(settings.landing / "pos" / "reference" / "stores.csv")
     store = stores[stores["file_encoding"].str.upper() == "UTF-8"]["store_id"].iloc[0]
     folder = settings.landing / "pos" / f"date={day.isoformat()}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -250,12 +250,33 @@ def _train_repurchase(spec: ModelSpec, train: pd.DataFrame, evaluation: pd.DataF
                    f"{REPURCHASE}_base_rate": None if m.get("base_rate") is None else 1 - m["base_rate"]}
 
 
-def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
-    horizon = int(spec.section("target")["horizon_days"])
+@dataclass
+class _Turn:
+    """Whether a model trains today, and the champion it would replace (or score with)."""
+
+    due: bool
+    why: str
+    current: object | None
+    current_model: object | None
+
+
+def _turn(ctx: Context, spec: ModelSpec, need_model: bool = True) -> _Turn:
+    """Training is due by the spec's schedule, or, where scoring needs a model
+    (``need_model``), because there is no champion to score with."""
     due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
     current = registry.champion(ctx.con, spec.name, ctx.logical_date)
     current_model = registry.load_model(current.artifact) if current else None
-    summary: dict = {"training_due": due, "training_reason": why}
+    if need_model and current_model is None and not due:
+        due, why = True, "no current model to score with"
+    return _Turn(due, why, current, current_model)
+
+
+def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
+    horizon = int(spec.section("target")["horizon_days"])
+    # churn scores with a heuristic while no model exists, so it never forces a training
+    turn = _turn(ctx, spec, need_model=False)
+    due, current, current_model = turn.due, turn.current, turn.current_model
+    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
     rows: list[dict] = []
     scorer, repurchaser, version, top = None, None, None, None
 
@@ -286,7 +307,7 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
         heuristic = spec.raw.get("scoring_heuristic", {}).get("version", "heuristic-v1")
         version, top = heuristic, ["recency_days", "orders_lifetime", "days_since_first_order"]
         probability = churn.heuristic_probability(scoring, horizon)
-        reason = summary.get("decision") or why
+        reason = summary.get("decision") or turn.why
         metrics = _ceiling(ctx, lambda frame: churn.heuristic_probability(frame, horizon), None, None) or {}
         summary["metrics"] = _scalars(metrics)
         rows.append(_run_row(ctx, spec, heuristic, promoted=False,
@@ -327,12 +348,9 @@ def _rfm(ctx: Context) -> pd.DataFrame | None:
 
 
 def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
-    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
-    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
-    current_model = registry.load_model(current.artifact) if current else None
-    if current_model is None and not due:
-        due, why = True, "no current model to score with"
-    summary: dict = {"training_due": due, "training_reason": why}
+    turn = _turn(ctx, spec)
+    due, current, current_model = turn.due, turn.current, turn.current_model
+    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
     rows, warnings = [], []
     scorer, version = current_model, current.model_version if current else None
     min_customers = int(spec.section("algorithm").get("min_customers", 50))
@@ -400,12 +418,9 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     purchases = recommend.load_purchases(ctx.con, start, end)
     views = recommend.load_views(ctx.con, start, end)
 
-    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
-    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
-    current_model = registry.load_model(current.artifact) if current else None
-    if current_model is None and not due:
-        due, why = True, "no current model to score with"
-    summary: dict = {"training_due": due, "training_reason": why}
+    turn = _turn(ctx, spec)
+    due, current, current_model = turn.due, turn.current, turn.current_model
+    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
     rows, warnings = [], []
     scorer, version = current_model, current.model_version if current else None
 
@@ -460,12 +475,9 @@ def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     it on today's holdout would judge it on purchases it was fitted on."""
     purchases = ctx.purchases()
     customers = clv.summarise(purchases, ctx.scoring_date)
-    due, why = registry.training_due(ctx.con, spec, ctx.logical_date)
-    current = registry.champion(ctx.con, spec.name, ctx.logical_date)
-    current_model = registry.load_model(current.artifact) if current else None
-    if current_model is None and not due:
-        due, why = True, "no current model to score with"
-    summary: dict = {"training_due": due, "training_reason": why}
+    turn = _turn(ctx, spec)
+    due, current, current_model = turn.due, turn.current, turn.current_model
+    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
     rows, warnings = [], []
     scorer, version = current_model, current.model_version if current else None
     if due:
@@ -513,7 +525,7 @@ def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                                     f"candidate {candidate} ({decision})")
                 scorer, version = model, candidate
     if scorer is None:
-        warnings.append(f"clv: no model ({summary.get('decision') or why}); "
+        warnings.append(f"clv: no model ({summary.get('decision') or turn.why}); "
                         f"{len(customers)} customers get null predictions")
     frame = clv.value_frame(scorer, customers, version or "none", ctx.now, ctx.scoring_date)
     summary["scoring_version"] = version or "none"

@@ -128,3 +128,25 @@ def test_a_file_quarantined_whole_is_reported_by_name(settings):
     assert whole.outcome == "warn"
     shown = " ".join(whole.sample)
     assert f"web/events/date={DAY.isoformat()}/{corrupt.name}: quarantined whole" in shown
+
+
+def test_reasons_keep_their_words_and_lose_only_what_varies(settings):
+    """A store file in another encoding than its store declares: the reason names both
+    encodings, while transaction ids, line numbers and quoted values are blanked."""
+    write_reference(settings.landing)
+    write_pos_file(settings.landing, DAY, "LN01",
+                   [pos_row("LN01", DAY, f"G{i}", currency="GBP", payment_method="现金")
+                    for i in range(30)], encoding="gb18030")  # LN01 declares UTF-8
+    write_pos_file(settings.landing, DAY, "SH01",
+                   [pos_row("SH01", DAY, "T-77", line_no=1),
+                    pos_row("SH01", DAY, "T-77", line_no=2, quantity="2x")], encoding="gb18030")
+    load_pos(settings, DAY)
+
+    with pytest.raises(GateFailed) as failed:  # 32 of 32 records quarantined
+        run_gate(settings, "raw", DAY, run_id="kinds")
+
+    message = str(failed.value)
+    assert f"{FILE}: quarantined whole (file quarantined whole: declared UTF-8 but the bytes " \
+           "decode as GB18030)" in message
+    assert "transaction … quarantined whole: line …: quantity is not a number: … (1)" in message
+    assert "T-77" not in message and "2x" not in message

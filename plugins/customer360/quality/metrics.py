@@ -161,16 +161,21 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
     return frame.drop(columns=["line_sha256"])
 
 
-# A reason's kind: its first reason with the values it quotes and every token holding a digit
-# (ids, line numbers, times) blanked, so "quantity is not a number: '1,2x'" on a thousand lines
-# is one kind, and nothing a record held (an email typed into a wrong field) reaches a message.
-_QUOTED = r"'[^']*'"
-_WITH_DIGIT = r"[^\s,;:()=]*[0-9][^\s,;:()=]*"
+# A reason's kind: its first reason with what varies from record to record blanked (the values
+# it quotes, the transaction and line it names, dates and times), so "quantity is not a number:
+# '1,2x'" on a thousand lines is one kind, and nothing a record held (an email typed into a
+# wrong field) reaches a message. Other words stay: "declared GB18030 but ... UTF-8" must read.
+_VARYING = ((r"'[^']*'", "…"),                                          # a quoted value
+            (r"\btransaction [^\s:;,]+ quarantined", "transaction … quarantined"),  # which
+            (r"\b(line|lines) \d[\d, ]*", "\\1 …"),                                  # record
+            (r"\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?", "…"))  # a date, a time
 
 
 def _reason_kind(expr: str) -> str:
-    return (f"regexp_replace(regexp_replace(split_part({expr}, '; ', 1), "
-            f"{sql_str(_QUOTED)}, '…', 'g'), {sql_str(_WITH_DIGIT)}, '…', 'g')")
+    out = f"split_part({expr}, '; ', 1)"
+    for pattern, replacement in _VARYING:
+        out = f"regexp_replace({out}, {sql_str(pattern)}, {sql_str(replacement)}, 'g')"
+    return out
 
 
 def _quarantine_limits(ctx: GateContext, params: dict, source_entity: str) -> tuple[float, float, int]:

@@ -59,7 +59,7 @@ def test_docs_generate_and_describe_every_model_and_column(empty_home):
         assert not undocumented, f"{uid}: columns without a description: {undocumented}"
         assert all(c["description"].strip() for c in node["columns"].values()), uid
     published = [n for n in mine.values() if n["schema"] == "marts"]
-    assert len(published) == 8
+    assert len(published) == 12
     assert all(n["config"]["contract"]["enforced"] for n in published)
 
 

@@ -320,6 +320,38 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
                CAST(500 AS DECIMAL(18, 2)) AS net_revenue, CAST(300 AS DECIMAL(18, 2)) AS web_net_revenue,
                CAST(200 AS DECIMAL(18, 2)) AS store_net_revenue, 35.0 AS nps, 4.2 AS csat
         FROM range(28) t(i);
+    CREATE TABLE marts.fct_funnel_daily AS
+        SELECT DATE '2026-03-01' AS date, c.channel, c.source AS campaign_source, c.medium AS campaign_medium,
+               c.name AS campaign_name, CAST(100 AS INTEGER) AS sessions, CAST(60 AS INTEGER) AS product_viewed,
+               CAST(20 AS INTEGER) AS product_added, CAST(10 AS INTEGER) AS checkout_started,
+               CAST(5 AS INTEGER) AS order_completed, 0.05 AS conversion_rate, 0.4 AS bounce_rate,
+               6.5 AS avg_session_minutes
+        FROM (VALUES ('direct', '(none)', '(none)', '(none)'), ('email', 'newsletter', 'email', 'weekly'))
+             c(channel, source, medium, name);
+    -- web orders W0..W4 attributed: first_touch and last_touch to the newsletter, linear half
+    -- to it and half to the search ad; the campaign table credits exactly that
+    CREATE TABLE intermediate.int_marketing__order_attribution AS
+        SELECT 'W' || i AS order_id, m.model AS attribution_model, m.source AS campaign_source,
+               m.medium AS campaign_medium, m.name AS campaign_name, 'c_' || i AS customer_id, 'web' AS channel,
+               TIMESTAMPTZ '2026-03-01 10:00:00+00' AS ordered_at, false AS is_first_purchase,
+               CAST(100 AS DECIMAL(18, 2)) AS order_net_amount, m.credit, 100 * m.credit AS attributed_revenue
+        FROM range(5) t(i), (VALUES ('first_touch', 'newsletter', 'email', 'weekly', 1.0),
+                                    ('last_touch', 'newsletter', 'email', 'weekly', 1.0),
+                                    ('linear', 'newsletter', 'email', 'weekly', 0.5),
+                                    ('linear', 'baidu', 'cpc', 'brand_cn', 0.5)) m(model, source, medium, name, credit);
+    CREATE TABLE marts.fct_campaign_performance AS
+        SELECT campaign_source, campaign_medium, campaign_name, attribution_model,
+               CAST(40 AS INTEGER) AS sessions, CAST(count(DISTINCT customer_id) AS INTEGER) AS customers,
+               sum(credit) AS orders, 0.0 AS store_orders, sum(attributed_revenue) AS attributed_revenue,
+               0.0 AS new_customers
+        FROM intermediate.int_marketing__order_attribution GROUP BY ALL;
+    CREATE TABLE marts.fct_experiment_results AS
+        SELECT * FROM (VALUES
+            ('exp_a', 'control', true, 1000, 100, 0.10, 5.0, NULL, NULL, NULL, NULL, NULL, NULL, false, 0.7, false, 0),
+            ('exp_a', 'treatment', false, 1010, 130, 0.1287, 6.0, 0.0287, 0.287, 2.0, 0.045, 0.001, 0.056, true, 0.7, false, 0))
+            t(experiment_id, variation_id, is_control, exposed_customers, converted_customers, conversion_rate,
+              revenue_per_exposed, lift_vs_control, relative_lift, z_score, p_value, ci_low, ci_high,
+              is_significant, srm_p_value, srm_detected, mixed_units);
     CREATE TABLE ml.ml_customer_segments AS
         SELECT customer_id, i % 3 AS segment_id, 'seg ' || (i % 3) AS segment_name, 'v1' AS model_version,
                TIMESTAMPTZ '2026-03-01 12:00:00+00' AS scored_at

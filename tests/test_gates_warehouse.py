@@ -160,7 +160,9 @@ def test_marts_gate_passes_on_clean_data(settings):
     assert result.ok and not result.warnings, [w.describe() for w in result.warnings]
     suites = {s.suite for s in result.suites}
     assert {"marts.customer_360", "marts.ml_churn_scores", "marts.no_pii",
-            "marts.revenue_reconciliation", "marts.segment_coverage", "marts.dbt_tests"} <= suites
+            "marts.revenue_reconciliation", "marts.segment_coverage", "marts.dbt_tests",
+            "marts.fct_funnel_daily", "marts.fct_campaign_performance", "marts.attribution_reconciliation",
+            "marts.fct_experiment_results"} <= suites
     stored = audit.read(settings, "gate_results", "run_id = ?", ["marts-clean"])
     assert len(stored) == result.expectations and set(stored["outcome"]) == {"pass"}
 
@@ -227,6 +229,39 @@ def test_revenue_that_does_not_reconcile_with_staging_stops_the_marts_gate(setti
         run_gate(settings, "marts", DAY, run_id="revenue")
     assert "suite marts.revenue_reconciliation" in str(failed.value)
     assert "relative_gap=0.02, channel='store' (staging_net=3000.0, marts_net=3060.0" in str(failed.value)
+
+
+def test_an_order_credited_twice_stops_the_marts_gate(settings):
+    build_warehouse(settings.warehouse_path)
+    with duckdb.connect(str(settings.warehouse_path)) as con:  # one order credited twice over under linear
+        con.execute("INSERT INTO intermediate.int_marketing__order_attribution "
+                    "SELECT * FROM intermediate.int_marketing__order_attribution "
+                    "WHERE attribution_model = 'linear' AND order_id = 'W0'")
+    _dbt(settings)
+    with pytest.raises(GateFailed) as failed:
+        run_gate(settings, "marts", DAY, run_id="attribution")
+    message = str(failed.value)
+    assert ("suite marts.attribution_reconciliation, expectation expect_column_values_to_be_between"
+            "(column=worst_credit_gap") in message
+    assert "worst_credit_gap=1.0 (attribution_model='linear', order_revenue=500.0" in message
+    assert "revenue_gap" not in message  # the revenue matches: only the credits are wrong
+
+
+def test_a_p_value_above_1_revenue_credited_from_nowhere_and_a_broken_split(settings):
+    build_warehouse(settings.warehouse_path)
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("UPDATE marts.fct_campaign_performance SET attributed_revenue = attributed_revenue + 0.5 "
+                    "WHERE attribution_model = 'first_touch'")
+        con.execute("UPDATE marts.fct_experiment_results SET p_value = 1.5, srm_detected = true "
+                    "WHERE variation_id = 'treatment'")
+    _dbt(settings)
+    with pytest.raises(GateFailed) as failed:
+        run_gate(settings, "marts", DAY, run_id="experiments")
+    errors = [(e.suite, e.column) for e in failed.value.result.errors]
+    assert sorted(errors) == [("marts.attribution_reconciliation", "revenue_gap"),
+                              ("marts.fct_experiment_results", "p_value")]
+    assert [(w.suite, w.column) for w in failed.value.result.warnings] == [
+        ("marts.fct_experiment_results", "srm_detected")]
 
 
 def test_a_warn_level_defect_in_the_marts_lets_the_run_finish(settings):

@@ -491,6 +491,10 @@ def n_group_calls(run: Run) -> int:
     return sum(e["type"] == "group" for _, e in run.events)
 
 
+def n_experiment_views(run: Run) -> int:
+    return sum(e.get("event") == "Experiment Viewed" for _, e in run.events)
+
+
 def n_extra_timezones(run: Run) -> int:
     return len({s["timezone"] for s in run.stores.values()}) - 1
 
@@ -518,6 +522,7 @@ DETECTORS = {
     "pos_mismatched_encoding_files": n_mismatched_files,
     "pos_repeated_header_files": n_repeated_headers,
     "gb18030_reference_files": n_gb18030_references,
+    "experiment_exposure_rate": n_experiment_views,
 }
 OFF = {"store_timezones": 1}
 
@@ -525,7 +530,8 @@ OFF = {"store_timezones": 1}
 def test_every_messy_knob_has_a_detector():
     knobs = {name for name, _, _ in SimulationConfig.knob_docs()}
     behaviour = {"stores", "parts_per_day", "products", "mean_days_between_orders",
-                 "mean_days_between_visits", "churn_90d"}
+                 "mean_days_between_visits", "churn_90d", "experiment_lift",
+                 "experiment_window_days"}
     assert knobs - behaviour == set(DETECTORS)
 
 
@@ -685,7 +691,11 @@ def test_web_events_follow_the_segment_spec(messy):
         if e["anonymousId"] is None:   # server-side: the back end's library, no browser context
             assert e["context"] == {"library": {"name": "analytics-python", "version": "2.4.0"}}
         else:
-            assert {"campaign", "userAgent", "ip", "locale"} <= set(e["context"])
+            assert {"userAgent", "ip", "locale"} <= set(e["context"])
+            # UTM parameters, when the landing URL had them (analytics.js leaves campaign out)
+            if "campaign" in e["context"]:
+                campaign = e["context"]["campaign"]
+                assert set(campaign) == {"source", "medium", "name"} and all(campaign.values())
         if e["type"] == "screen":
             assert e["name"] and "page" not in e["context"]
         elif e["anonymousId"] is not None and "page" in e["context"]:
@@ -698,7 +708,11 @@ def test_web_events_follow_the_segment_spec(messy):
             prefs = e["context"]["consent"]["categoryPreferences"]
             assert set(prefs) == {"Advertising", "Analytics", "Functional"}
         if e["type"] == "track":
-            assert e["event"] in {"Product Viewed", "Product Added", "Order Completed", "Signed Up"}
+            assert e["event"] in {"Product Viewed", "Product Added", "Order Completed", "Signed Up",
+                                  "Experiment Viewed", "Checkout Started"}
+        if e.get("event") == "Experiment Viewed":   # Segment's A/B testing spec
+            assert set(e["properties"]) == {"experiment_id", "experiment_name", "variation_id",
+                                            "variation_name"} and all(e["properties"].values())
         if e["type"] == "identify":
             assert e["userId"] and e["traits"]["email"]
         if e.get("event") == "Order Completed":

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from customer360.demo import sim_reference as ref
 from customer360.demo.sim_config import SimulationConfig
 from customer360.demo.sim_population import STORE, WEB, Population
 
@@ -42,6 +43,7 @@ class Activity:
     s_day: np.ndarray
     s_order: np.ndarray          # bool: this session places the person's web order of the day
     s_signup: np.ndarray         # bool: the person signs up in this session
+    s_exposure: np.ndarray       # int8 bit mask: bit e = this session shows experiment e
     # orders
     o_person: np.ndarray
     o_day: np.ndarray
@@ -66,6 +68,10 @@ class Activity:
     open_tickets_end: np.ndarray
     bad_end: np.ndarray
     engagement_end: np.ndarray
+    # A/B tests (sim_reference.EXPERIMENTS): per experiment and person
+    exp_variation: np.ndarray    # (experiments, people) variation index (0 = control)
+    exp_exposed_day: np.ndarray  # (experiments, people) day first shown, NEVER if never
+    exp_true_lift: np.ndarray    # (experiments,) relative rise of the daily purchase probability
     extra: dict = field(default_factory=dict)
 
 
@@ -104,9 +110,18 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
     signup_channel[pop.existing & (referral > 0.88)] = SIGNUP_CAMPAIGN
     enroll_day = np.where(pop.enrolled_at_start, -1, NEVER).astype(np.int32)
     closes: list[list[np.ndarray]] = [[] for _ in range(days)]
-    S: dict[str, list] = {k: [] for k in ("sp", "sd", "so", "ss", "op", "od", "ow", "tp", "td",
+    S: dict[str, list] = {k: [] for k in ("sp", "sd", "so", "ss", "sx", "op", "od", "ow", "tp", "td",
                                           "to", "tr", "tf", "fp", "fd", "fn", "fs")}
     store_side = pop.channel_pref != WEB
+    # A/B tests: their own random stream, so the rest of the behaviour draws what it drew
+    # before experiments existed; only the treatment's effect on purchases changes outcomes.
+    exp_rng = cfg.rng("experiments")
+    n_exp = len(ref.EXPERIMENTS)
+    variation = (exp_rng.random((n_exp, n)) < 0.5).astype(np.int8)
+    exposed_day = np.full((n_exp, n), NEVER, dtype=np.int32)
+    true_lift = np.zeros(n_exp)
+    true_lift[1] = cfg.experiment_lift
+    window = cfg.experiment_window_days
 
     for d in range(days):
         if closes[d]:
@@ -117,7 +132,10 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
         churn_day[churn_now] = d
 
         wk = np.where(pop.web_share > 0.5, week_web[d], week_store[d])
-        orders = alive & (rng.random(n) < pop.purchase_rate * wk)
+        # the treatment's effect lasts `window` days after the day of exposure
+        since = d - exposed_day
+        boost = 1.0 + (true_lift[:, None] * ((variation == 1) & (since >= 1) & (since <= window))).sum(axis=0)
+        orders = alive & (rng.random(n) < pop.purchase_rate * wk * boost)
         web_o = orders & (rng.random(n) < pop.web_share)
         store_o = orders & ~web_o
         visits = rng.poisson(pop.visit_rate * week_web[d] * np.where(alive, 1.0, _CHURNED_VISIT_FACTOR))
@@ -171,6 +189,11 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
         eng = eng * _ENG_DECAY + visits + 2 * orders
         bad = bad * _BAD_DECAY + new_t + 1.5 * low
 
+        shown = np.zeros(n, dtype=np.int8)
+        for e in range(n_exp):
+            new = (visits > 0) & (exposed_day[e] == NEVER) & (exp_rng.random(n) < cfg.experiment_exposure_rate)
+            exposed_day[e, new] = d
+            shown |= (new.astype(np.int8) << e)
         sp = np.flatnonzero(visits)
         if len(sp):
             reps = visits[sp]
@@ -178,6 +201,7 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
             first = np.concatenate([[True], sess_person[1:] != sess_person[:-1]])
             S["sp"].append(sess_person); S["sd"].append(np.full(len(sess_person), d))
             S["so"].append(first & web_o[sess_person]); S["ss"].append(first & su_web[sess_person])
+            S["sx"].append(np.where(first, shown[sess_person], 0))
         op = np.flatnonzero(orders)
         S["op"].append(op); S["od"].append(np.full(len(op), d)); S["ow"].append(web_o[op])
         tick(1)
@@ -186,6 +210,7 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
     act = Activity(
         s_person=_cat(S["sp"], np.int64), s_day=_cat(S["sd"], np.int32),
         s_order=_cat(S["so"], bool), s_signup=_cat(S["ss"], bool),
+        s_exposure=_cat(S["sx"], np.int8),
         o_person=_cat(S["op"], np.int64), o_day=_cat(S["od"], np.int32), o_web=_cat(S["ow"], bool),
         t_person=_cat(S["tp"], np.int64), t_day=_cat(S["td"], np.int32),
         t_offset_ms=_cat(S["to"], np.int64), t_resolve_ms=_cat(S["tr"], np.int64),
@@ -194,7 +219,8 @@ def simulate_behaviour(cfg: SimulationConfig, pop: Population,
         f_score=_cat(S["fs"], np.int64),
         contact_day=contact_day, signup_channel=signup_channel, enroll_day=enroll_day,
         churn_day=churn_day, hazard_end=h_end, open_tickets_end=open_t, bad_end=bad,
-        engagement_end=eng,
+        engagement_end=eng, exp_variation=variation, exp_exposed_day=exposed_day,
+        exp_true_lift=true_lift,
     )
     act.extra["eng_ref"] = eng_ref
     act.extra["mean_week_factor"] = float(np.mean(_WEB_WEEK))

@@ -150,6 +150,16 @@ class SimulationConfig:
     group_call_rate: float = _knob(
         0.1, "share of web logins followed by a group call (the person's company account: "
         "groupId and account traits)")
+    experiment_exposure_rate: float = _knob(
+        0.6, "share of a not-yet-exposed visitor's visit days on which each running A/B test "
+        "shows them their variation (an Experiment Viewed call in the day's first session)")
+    experiment_lift: float = _knob(
+        0.5, "true effect of exp_free_shipping: relative rise of the daily purchase probability "
+        "of people shown its treatment, for experiment_window_days after the exposure "
+        "(exp_checkout_copy has no effect: a null experiment)", rate=False)
+    experiment_window_days: int = _knob(
+        14, "days after an exposure during which the treatment's effect lasts (the warehouse's "
+        "experiment_conversion_window_days should match)", rate=False)
     parts_per_day: int = _knob(2, "regular web part files per day folder", rate=False)
     products: int = _knob(200, "number of products in the catalogue", rate=False)
 

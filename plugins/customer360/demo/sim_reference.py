@@ -105,6 +105,11 @@ USER_AGENTS = np.array([
 CAMPAIGNS = [(None, None, None), ("wechat", "social", "spring_launch"), ("baidu", "cpc", "brand_cn"),
              ("google", "cpc", "brand"), ("newsletter", "email", "weekly_digest"),
              ("xiaohongshu", "social", "creator_picks")]
+# A/B tests the shop runs for the whole period, two variations each, people split 50/50
+# (experiment_id, experiment_name); sim_config's experiment_* knobs set their true effects.
+EXPERIMENTS = [("exp_checkout_copy", "Checkout button copy"),
+               ("exp_free_shipping", "Free shipping banner")]
+VARIATIONS = [("control", "Control"), ("treatment", "Treatment")]
 REFERRERS = ["", "https://www.baidu.com/", "https://www.google.com/", "https://weixin.qq.com/",
              "https://www.xiaohongshu.com/"]
 

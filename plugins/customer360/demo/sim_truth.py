@@ -14,6 +14,11 @@
   counts the unparseable ones as ``unparseable_phones``
 - ``defects.parquet``: the deliberately broken lines and files (file, line, kind) in the final
   landing state, so a validator can be scored on finding exactly these
+- ``experiments.parquet``: one row a person shown an A/B test (experiment_id, variation_id,
+  person_id, exposed_day_index, exposed_date, orders_in_window = their orders, web or store,
+  from the exposure day through ``experiment_window_days`` after it, converted = orders > 0);
+  ``summary.json`` has, per experiment, ``true_purchase_rate_lift`` (0 for the null test) and
+  the simulated people and conversions per variation
 - ``summary.json``: every count, including each messy case
 """
 
@@ -129,6 +134,8 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
                      "kind": pa.array([d["kind"] for d in defects], pa.string())}),
            out / "defects.parquet")
 
+    experiments = _write_experiments(cfg, act, out / "experiments.parquet")
+
     shared_ids = sum(1 for a in owners if len(owners[a]) > 1)
     summary = {
         "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
@@ -145,8 +152,52 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
         "duplicate_contacts": int((ident.dup_id >= 0).sum()),
         "shared_devices": shared_ids,
         "defects": len(defects),
+        "experiments": experiments,
         **web.counts, **pos.counts, **crm.counts,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n",
                                       encoding="utf-8")
     return summary
+
+
+def _write_experiments(cfg: SimulationConfig, act: Activity, path: Path) -> dict:
+    """Who was shown which variation, and whether they ordered in the effect's window."""
+    import datetime as dt
+
+    window = cfg.experiment_window_days
+    rows: dict[str, list] = {k: [] for k in ("experiment_id", "variation_id", "person_id",
+                                             "exposed_day_index", "exposed_date",
+                                             "orders_in_window", "converted")}
+    out: dict = {}
+    # orders per (person, day): a person's orders in a window by cumulative sums
+    by_person_day = np.zeros((len(act.contact_day), cfg.days + 1), dtype=np.int64)
+    np.add.at(by_person_day, (act.o_person, act.o_day + 1), 1)
+    cum = np.cumsum(by_person_day, axis=1)
+    for e, (exp_id, _) in enumerate(ref.EXPERIMENTS):
+        people = np.flatnonzero(act.exp_exposed_day[e] < NEVER)
+        day = act.exp_exposed_day[e, people].astype(np.int64)
+        last = np.minimum(day + window, cfg.days - 1)
+        orders = cum[people, last + 1] - cum[people, day]
+        arm = act.exp_variation[e, people]
+        rows["experiment_id"] += [exp_id] * len(people)
+        rows["variation_id"] += [ref.VARIATIONS[a][0] for a in arm]
+        rows["person_id"] += (people + 1).tolist()
+        rows["exposed_day_index"] += day.tolist()
+        rows["exposed_date"] += [cfg.start + dt.timedelta(days=int(d)) for d in day]
+        rows["orders_in_window"] += orders.tolist()
+        rows["converted"] += (orders > 0).tolist()
+        out[exp_id] = {
+            "true_purchase_rate_lift": float(act.exp_true_lift[e]),
+            "window_days": window,
+            "variations": {ref.VARIATIONS[a][0]: {"people": int((arm == a).sum()),
+                                                  "converted": int(((arm == a) & (orders > 0)).sum())}
+                           for a in range(len(ref.VARIATIONS))},
+        }
+    _write(pa.table({"experiment_id": pa.array(rows["experiment_id"], pa.string()),
+                     "variation_id": pa.array(rows["variation_id"], pa.string()),
+                     "person_id": pa.array(rows["person_id"], pa.int64()),
+                     "exposed_day_index": pa.array(rows["exposed_day_index"], pa.int32()),
+                     "exposed_date": pa.array(rows["exposed_date"], pa.date32()),
+                     "orders_in_window": pa.array(rows["orders_in_window"], pa.int64()),
+                     "converted": pa.array(rows["converted"], pa.bool_())}), path)
+    return out

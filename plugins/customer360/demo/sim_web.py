@@ -16,6 +16,12 @@ Segment shapes beyond the browser's page/track/identify, each behind its knob: a
 (screen calls), server-side Order Completed (userId only), alias calls after a sign-up, group
 calls (company accounts), products named by product_id only, and consent categoryPreferences
 on a device's events.
+
+Marketing and tests as the real tools send them: a campaign visit's UTM parameters are in
+``context.campaign`` of the landing page's calls only (analytics.js reads the current URL);
+A/B tests send "Experiment Viewed" (experiment_id/_name, variation_id/_name, Segment's A/B
+spec) when they first show a person their variation; checkouts send "Checkout Started", also
+when the cart is then abandoned.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from customer360.demo.sim_identity import Identity, typed
 from customer360.demo.sim_population import Population, start_of
 
 DAY_MS = 86_400_000
-K_PAGE, K_VIEWED, K_ADDED, K_ORDER, K_SIGNUP, K_IDENTIFY, K_GROUP, K_ALIAS = range(8)
+K_PAGE, K_VIEWED, K_ADDED, K_ORDER, K_SIGNUP, K_IDENTIFY, K_GROUP, K_ALIAS, K_EXPERIMENT, K_CHECKOUT = range(10)
+ABANDONED_CHECKOUT_RATE = 0.3   # sessions with an item added but no order that start a checkout
 ACCOUNTS = 40   # company accounts (Segment groups) logged-in people can belong to
 MODE_ANON, MODE_REMEMBERED, MODE_LOGIN, MODE_SIGNUP = range(4)
 EVENTS_PER_CHUNK = 250_000   # bounds memory: ~1 KB of JSON an event, plus copies
@@ -125,6 +132,8 @@ class _Sessions:
     server_order: np.ndarray     # its Order Completed comes from the back end
     alias: np.ndarray            # its sign-up is followed by an alias call
     group: np.ndarray            # its login is followed by a group call
+    exposure: np.ndarray         # bit mask of the experiments it shows (Experiment Viewed)
+    exp_arm: np.ndarray          # (experiments, people) row of the experiments table
 
 
 def _sessions(cfg: SimulationConfig, pop: Population, act: Activity, ident: Identity,
@@ -168,7 +177,10 @@ def _sessions(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
                      app=cfg.rng("web-app").random(s) < cfg.app_session_share,
                      server_order=cfg.rng("web-server-side").random(s) < cfg.server_side_order_rate,
                      alias=cfg.rng("web-alias").random(s) < cfg.signup_alias_rate,
-                     group=cfg.rng("web-group").random(s) < cfg.group_call_rate)
+                     group=cfg.rng("web-group").random(s) < cfg.group_call_rate,
+                     exposure=act.s_exposure,
+                     exp_arm=(np.arange(len(ref.EXPERIMENTS))[:, None] * len(ref.VARIATIONS)
+                              + act.exp_variation))
 
 
 def _country_offset(country: np.ndarray) -> np.ndarray:
@@ -213,6 +225,18 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
     added = rng.random(len(browse)) < 0.15
     add(browse[added], r[added] + 2e-7, K_ADDED, 7 + sku[added], sku[added], 1)
 
+    # Experiment Viewed right after the landing page (the test platform decides on load);
+    # qty carries the experiments-table row of the person's variation.
+    for e in range(len(ref.EXPERIMENTS)):
+        shown = local[(ses.exposure[ix] >> e) & 1 == 1]
+        add(shown, 0.001 + e * 1e-7, K_EXPERIMENT, -1, -1, ses.exp_arm[e, person[shown]])
+    # Some carts reach the checkout and are abandoned there (Checkout Started, no order).
+    carts = np.unique(browse[added])
+    abandoned = carts[(ses.order[ix][carts] < 0)
+                      & (cfg.rng("web-abandoned", chunk).random(len(carts)) < ABANDONED_CHECKOUT_RATE)]
+    add(abandoned, 1.05, K_PAGE, page_cart)
+    add(abandoned, 1.1, K_PAGE, page_checkout)
+    add(abandoned, 1.1 + 1e-7, K_CHECKOUT, page_checkout)
     with_order = local[ses.order[ix] >= 0]
     if len(with_order):
         o = ses.order[ix][with_order]
@@ -226,6 +250,7 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
         add(osess, r + 2e-7, K_ADDED, 7 + lsku, lsku, orders.line_qty[line])
         add(with_order, 1.05, K_PAGE, page_cart)
         add(with_order, 1.1, K_PAGE, page_checkout)
+        add(with_order, 1.1 + 1e-7, K_CHECKOUT, page_checkout)
         add(with_order, 1.2, K_ORDER, page_checkout)
     rank_login = ses.login_rank[ix]
     signup = local[ses.mode[ix] == MODE_SIGNUP]
@@ -253,6 +278,8 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
     gap[first] = 0
     c = np.cumsum(gap)
     offset = c - np.repeat(c[first_idx], np.diff(np.append(first_idx, n)))
+    # analytics.js reads the UTM parameters of the page's own URL into context.campaign: only
+    # the landing page (the campaign link's target) and the calls made on it carry them.
     start = ses.start_ms[ix][sess]
     last = np.maximum.reduceat(start + offset, first_idx)
     day_end = start_of(cfg.start) + (ses.day[ix].astype(np.int64) + 1) * DAY_MS
@@ -266,6 +293,7 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
     same = sess[page_idx[1:]] == sess[page_idx[:-1]]
     prev_page[page_idx[1:]] = np.where(same, page[page_idx[:-1]], -1)
     cur_page = page[cur]
+    on_landing = cur == np.repeat(first_idx, np.diff(np.append(first_idx, n)))
     ref_page = prev_page[cur]
 
     g = ix[sess]   # global session index
@@ -279,9 +307,10 @@ def _expand(cfg: SimulationConfig, pop: Population, products: ref.Products, ses:
         "session": g.astype(np.int64), "pos": pos.astype(np.int64), "kind": kind.astype(np.int8),
         "ts": ts.astype(np.int64), "user_id": uid.astype(np.int64),
         "device": ses.device[g].astype(np.int64), "sku": sku.astype(np.int64),
-        "qty": qty.astype(np.int64), "order": np.where(kind == K_ORDER, ses.order[g], -1).astype(np.int64),
+        "qty": np.where(kind == K_EXPERIMENT, 0, qty).astype(np.int64), "order": np.where(kind == K_ORDER, ses.order[g], -1).astype(np.int64),
         "cur_page": cur_page.astype(np.int64), "ref_page": ref_page.astype(np.int64),
-        "ext_ref": ses.referrer[g].astype(np.int64), "campaign": ses.campaign[g].astype(np.int64),
+        "ext_ref": ses.referrer[g].astype(np.int64), "campaign": np.where(on_landing, ses.campaign[g], 0).astype(np.int64),
+        "experiment": np.where(kind == K_EXPERIMENT, qty, -1).astype(np.int64),
         "day": ses.day[g].astype(np.int64),
     }
 
@@ -334,14 +363,18 @@ FROM (
                            WHEN 1 THEN '"track","event":"Product Viewed"'
                            WHEN 2 THEN '"track","event":"Product Added"'
                            WHEN 3 THEN '"track","event":"Order Completed"'
+                           WHEN 8 THEN '"track","event":"Experiment Viewed"'
+                           WHEN 9 THEN '"track","event":"Checkout Started"'
                            ELSE '"track","event":"Signed Up"' END,
     ',"anonymousId":', CASE WHEN server THEN 'null' ELSE anonymous_json END,
     ',"userId":', CASE WHEN user_id >= 0 THEN concat('"', user_id, '"') ELSE 'null' END,
     ',"timestamp":"', iso_ms(ts), '","receivedAt":"', iso_ms(recv),
     '","context":', CASE WHEN server THEN '{"library":{"name":"analytics-python","version":"2.4.0"}'
-                         WHEN app THEN '{"campaign":'
-                         ELSE concat('{"page":', page_json, ',"campaign":') END,
-    CASE WHEN server THEN '}' ELSE concat(campaign_json, context_tail) END,
+                         WHEN app THEN '{"app":{"name":"Lumen","namespace":"com.lumen.shop","version":"3.2.0"}'
+                         ELSE concat('{"page":', page_json) END,
+    CASE WHEN server THEN '}'
+         ELSE concat(CASE WHEN campaign_json IS NULL THEN '' ELSE concat(',"campaign":', campaign_json) END,
+                     context_tail) END,
     ',"properties":', CASE kind
          WHEN 0 THEN CASE WHEN app THEN '{}' ELSE page_json END
          WHEN 1 THEN CASE WHEN pid_only THEN viewed_id_json ELSE viewed_json END
@@ -350,6 +383,8 @@ FROM (
                             ',"quantity":', qty, ',"price":', price_json, '}')
          WHEN 3 THEN order_json
          WHEN 4 THEN '{"method":"email"}'
+         WHEN 8 THEN x_json
+         WHEN 9 THEN '{"currency":"CNY"}'
          ELSE 'null' END,
     ',"traits":', CASE kind WHEN 5 THEN traits_json WHEN 6 THEN a.account_traits_json ELSE 'null' END,
     '}', chr(10)) AS line
@@ -358,7 +393,7 @@ FROM (
       concat('{"path":', pc.path_json, ',"referrer":', coalesce(pr.url_json, x.url_json), ',',
              pc.title_url, '}') AS page_json,
       pc.title_json, p.sku_json, p.price_json, p.viewed_json, p.viewed_id_json,
-      o.json AS order_json, t.json AS traits_json
+      o.json AS order_json, t.json AS traits_json, xp.json AS x_json
     FROM ev e
     JOIN devices d ON d.device = e.device
     JOIN pages pc ON pc.page = e.cur_page
@@ -367,6 +402,7 @@ FROM (
     JOIN campaigns c ON c.idx = e.campaign
     LEFT JOIN products p ON p.idx = e.sku
     LEFT JOIN orders o ON o.idx = e."order"
+    LEFT JOIN experiments xp ON xp.idx = e.experiment
     LEFT JOIN traits t ON t.session = e.session   -- one row per logged-in session (identify)
   ) AS e
   LEFT JOIN accounts a ON a.idx = e.account
@@ -397,9 +433,13 @@ CREATE TABLE products AS SELECT idx, to_json(sku) AS sku_json, to_json(price) AS
   to_json(struct_pack(product_id := sku, name := name, category := category,
                       price := price, currency := 'CNY')) AS viewed_id_json
 FROM products_arrow;
-CREATE TABLE campaigns AS SELECT idx, to_json(struct_pack(source := source, medium := medium,
-                                                          name := name)) AS json
+CREATE TABLE campaigns AS SELECT idx, CASE WHEN source IS NOT NULL THEN
+  to_json(struct_pack(source := source, medium := medium, name := name)) END AS json
 FROM campaigns_arrow;
+CREATE TABLE experiments AS SELECT idx, to_json(struct_pack(experiment_id := experiment_id,
+  experiment_name := experiment_name, variation_id := variation_id,
+  variation_name := variation_name)) AS json
+FROM experiments_arrow;
 CREATE TABLE pages AS SELECT page, to_json(path) AS path_json, to_json(url) AS url_json,
   to_json(title) AS title_json,
   '"title":' || to_json(title) || ',"url":' || to_json(url) AS title_url
@@ -469,6 +509,12 @@ def _static_tables(con: duckdb.DuckDBPyConnection, cfg: SimulationConfig, pop: P
                                "source": [c[0] for c in ref.CAMPAIGNS],
                                "medium": [c[1] for c in ref.CAMPAIGNS],
                                "name": [c[2] for c in ref.CAMPAIGNS]}),
+        "experiments": pa.table({
+            "idx": np.arange(len(ref.EXPERIMENTS) * len(ref.VARIATIONS)),
+            "experiment_id": [x for x, _ in ref.EXPERIMENTS for _ in ref.VARIATIONS],
+            "experiment_name": [nm for _, nm in ref.EXPERIMENTS for _ in ref.VARIATIONS],
+            "variation_id": [v for _ in ref.EXPERIMENTS for v, _ in ref.VARIATIONS],
+            "variation_name": [nm for _ in ref.EXPERIMENTS for _, nm in ref.VARIATIONS]}),
         "referrers": pa.table({"idx": np.arange(len(ref.REFERRERS)), "url": ref.REFERRERS}),
         "traits": traits,
     }

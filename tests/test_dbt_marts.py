@@ -69,7 +69,7 @@ def test_dbt_build_runs_every_data_and_unit_test_and_all_pass(built):
         counts[node.resource_type] = counts.get(node.resource_type, 0) + 1
     assert counts["unit_test"] == 14
     assert counts["test"] >= 150
-    assert counts["snapshot"] == 1 and counts["model"] == 31
+    assert counts["snapshot"] == 1 and counts["model"] == 33
     assert {n.status for n in results.nodes} <= {"success", "pass"}
 
 

@@ -20,6 +20,7 @@ def test_resident_id_checksum():
     ("ID: 11010519491231002x please verify", "11010519491231002x"),
     ("请联系我：13800138000。", "13800138000"),
     ("請聯繫我：+86 138-0013-8000。", "138-0013-8000"),
+    ("call me on 9123 9904 tonight", "9123 9904"),
     ("You can reach me at ann.lee@example.com.", "ann.lee@example.com"),
     ("Dear Ann Lee, my parcel is late.", "Ann Lee"),
     ("Hi Mr. Zhang, thanks", "Zhang"),

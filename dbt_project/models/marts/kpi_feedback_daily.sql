@@ -15,7 +15,7 @@ with daily as (
 
 ),
 
-trailing as (
+with_baseline as (
 
     select
         daily.*,
@@ -43,4 +43,4 @@ select
               + 3 * sqrt(greatest(baseline_negative_texts / baseline_texts
                                   * (1 - baseline_negative_texts / baseline_texts), 0.0025) / texts),
         false) as is_spike
-from trailing
+from with_baseline

@@ -14,6 +14,9 @@
   counts the unparseable ones as ``unparseable_phones``
 - ``defects.parquet``: the deliberately broken lines and files (file, line, kind) in the final
   landing state, so a validator can be scored on finding exactly these
+- ``texts.parquet``: one row a ticket or survey comment (source ticket/survey, source_id,
+  language en/zh-Hans/zh-Hant, true_topic, true_sentiment negative/neutral/positive, has_pii):
+  what sentiment and topics are scored on
 - ``summary.json``: every count, including each messy case
 """
 
@@ -130,6 +133,8 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
            out / "defects.parquet")
 
     shared_ids = sum(1 for a in owners if len(owners[a]) > 1)
+    if crm.texts is not None:
+        _write(pa.Table.from_pandas(crm.texts, preserve_index=False), out / "texts.parquet")
     summary = {
         "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in cfg.__dict__.items()},

@@ -206,7 +206,9 @@ def _topics(tokens: list[list[str]], language: str, seed: int = 0) -> tuple[np.n
         x = vectorizer.fit_transform(tokens)
     except ValueError:  # no term left (every text empty or only stop words)
         return labels, []
-    k = max(1, min(TOPICS_PER_LANGUAGE, x.shape[1], n))
+    # more components than distinct texts only splits a text's terms between components
+    distinct = len({tuple(doc) for doc in tokens})
+    k = max(1, min(TOPICS_PER_LANGUAGE, x.shape[1], distinct))
     model = NMF(n_components=k, init="nndsvda", random_state=seed, max_iter=400)
     w = model.fit_transform(x)
     terms = vectorizer.get_feature_names_out()

@@ -50,3 +50,16 @@ def test_placeholders_name_what_was_removed():
 ])
 def test_text_without_pii_is_unchanged(text):
     assert mask_text(text, placeholders=True) == text
+
+
+def test_known_contact_names_are_masked_anywhere_in_the_text():
+    from customer360.core.masking import KnownNames
+
+    names = KnownNames([("Zelda", "Quist"), ("芳", "王"), ("美玲", "陈"), (None, None), ("A", None)])
+    masked = mask_text("My friend Zelda Quist recommended your shop. Great service, thanks! Zelda",
+                       placeholders=True, names=names)
+    assert "Zelda" not in masked and "Quist" not in masked
+    assert masked == "My friend [name] [name] recommended your shop. Great service, thanks! [name]"
+    assert mask_text("王芳推荐的，美玲也说好", placeholders=True, names=names) == "[name]推荐的，[name]也说好"
+    # lower-case words and single letters are not names
+    assert mask_text("a quist of zelda", placeholders=True, names=names) == "a quist of zelda"

@@ -107,10 +107,63 @@ def _names(text: str, placeholder: str | None) -> str:
     return _ZH_HONORIFIC_NAME.sub(chinese_before, text)
 
 
-def mask_text(text: str, *, placeholders: bool = False) -> str:
+class KnownNames:
+    """The names a business knows (its CRM contacts' first and last names), to mask wherever
+    they appear in free text, greeting or not ("My friend Zelda Quist recommended you").
+
+    Latin names match whole capitalised words; Chinese names (family name + given name, and
+    given names of two characters or more) match inside a run of Han characters. Lookups are
+    set memberships, not one regular expression of every name: 100k contacts would make that
+    alternation too slow to run on every text."""
+
+    _WORD = re.compile(r"[A-Z][A-Za-z'\-]+")
+    _HAN_RUN = re.compile(r"[\u4e00-\u9fff]{2,}")
+
+    def __init__(self, pairs):
+        """``pairs``: (first_name, last_name) tuples, either may be None."""
+        self.latin: set[str] = set()
+        self.han: set[str] = set()
+        for first, last in pairs:
+            for part in (first, last):
+                part = (part or "").strip()
+                if len(part) >= 2 and part.isascii() and part.isalpha():
+                    self.latin.add(part.lower())
+            first, last = (first or "").strip(), (last or "").strip()
+            if first and _CJK_NAME.fullmatch(first):
+                if last and _CJK_NAME.fullmatch(last):
+                    self.han.add(last + first)
+                if len(first) >= 2:
+                    self.han.add(first)
+        self.longest = max((len(n) for n in self.han), default=0)
+
+    def sub(self, text: str, placeholder: str = "[name]") -> str:
+        if self.latin:
+            text = self._WORD.sub(lambda m: placeholder if m.group(0).lower() in self.latin else m.group(0), text)
+        if self.han:
+            text = self._HAN_RUN.sub(lambda m: self._han_sub(m.group(0), placeholder), text)
+        return text
+
+    def _han_sub(self, run: str, placeholder: str) -> str:
+        out, i = [], 0
+        while i < len(run):
+            for size in range(min(self.longest, len(run) - i), 1, -1):
+                if run[i:i + size] in self.han:
+                    out.append(placeholder)
+                    i += size
+                    break
+            else:
+                out.append(run[i])
+                i += 1
+        return "".join(out)
+
+
+_CJK_NAME = re.compile(r"[\u4e00-\u9fff]{1,4}")
+
+
+def mask_text(text: str, *, placeholders: bool = False, names: KnownNames | None = None) -> str:
     """Mask every email address, phone-number-like digit run, valid resident identity number
-    and name after a greeting inside ``text``. With ``placeholders`` each is replaced by
-    ``[email]``, ``[phone]``, ``[id]`` or ``[name]``."""
+    and name after a greeting inside ``text``, and every name in ``names``. With
+    ``placeholders`` each is replaced by ``[email]``, ``[phone]``, ``[id]`` or ``[name]``."""
     def resident_id(m: re.Match) -> str:
         if not is_resident_id(m.group(0)):
             return m.group(0)
@@ -127,7 +180,8 @@ def mask_text(text: str, *, placeholders: bool = False) -> str:
     # masked text always passes it: short national numbers such as "9123 9904"
     text = _SCAN_PHONE_RE.sub(lambda m: m.group(1) + ("[phone]" if placeholders else mask_phone(m.group(2)))
                               + m.group(3), text)
-    return _names(text, "[name]" if placeholders else None)
+    text = _names(text, "[name]" if placeholders else None)
+    return names.sub(text, "[name]" if placeholders else "***") if names is not None else text
 
 
 def mask_personal(value: Any) -> str | None:

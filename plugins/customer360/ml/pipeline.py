@@ -535,7 +535,7 @@ def _text_stage(ctx: Context) -> StageResult:
                              scored_at=ctx.now)
         return StageResult(text.TABLE, empty, {"texts": 0}, warnings=["no CRM tickets or feedback built: "
                                                                      "ml_feedback_text is empty"])
-    frame = text.analyse(texts, scored_at=ctx.now)
+    frame = text.analyse(texts, scored_at=ctx.now, names=text.read_names(ctx.con))
     return StageResult(text.TABLE, frame, text.summarise(frame))
 
 

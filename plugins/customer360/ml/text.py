@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from customer360.core.masking import mask_text
+from customer360.core.masking import KnownNames, mask_text
 from customer360.ml.warehouse_io import find_table
 
 log = logging.getLogger(__name__)
@@ -226,14 +226,16 @@ def _topics(tokens: list[list[str]], language: str, seed: int = 0) -> tuple[np.n
     return labels, names
 
 
-def analyse(texts: pd.DataFrame, *, scored_at: dt.datetime | None = None) -> pd.DataFrame:
+def analyse(texts: pd.DataFrame, *, scored_at: dt.datetime | None = None,
+            names: KnownNames | None = None) -> pd.DataFrame:
     """Language, sentiment and topic of each row of ``texts`` (source, source_id, customer_id,
-    created_at, text). Rows with no text are left out (there is nothing to read)."""
+    created_at, text). Rows with no text are left out (there is nothing to read). ``names``:
+    the contacts' names, masked wherever they appear (read_names)."""
     columns = ["source", "source_id", "customer_id", "created_at", "text"]
     frame = texts[columns].copy()
     frame = frame[frame.text.notna() & (frame.text.astype(str).str.strip() != "")].reset_index(drop=True)
     raw = frame.text.astype(str)
-    masked = raw.map(lambda t: mask_text(t, placeholders=True))
+    masked = raw.map(lambda t: mask_text(t, placeholders=True, names=names))
     frame["text"] = masked
     frame["pii_masked"] = masked != raw
     frame["language"] = masked.map(detect_language)
@@ -294,6 +296,17 @@ def read_texts(con, as_of: dt.date) -> pd.DataFrame | None:
     if any(t is None for t in tables.values()):
         return None
     return con.execute(TEXTS_SQL.format(**tables), [as_of, as_of]).df()
+
+
+def read_names(con) -> KnownNames | None:
+    """Every CRM contact's first and last name (staging), to mask in the texts; None when the
+    contacts are not built."""
+    table = find_table(con, "stg_crm__contacts", ("staging",))
+    if table is None:
+        return None
+    rows = con.execute(f"select distinct first_name, last_name from {table} "
+                       "where first_name is not null or last_name is not null").fetchall()
+    return KnownNames(rows)
 
 
 def summarise(frame: pd.DataFrame) -> dict:

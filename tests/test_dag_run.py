@@ -43,6 +43,28 @@ def test_run_publishes_the_marts(pipeline):
         con.close()
 
 
+def test_feedback_text_is_published_masked_and_reaches_customer_360(pipeline):
+    import pandas as pd
+
+    settings, _, _ = pipeline
+    truth = pd.read_parquet(settings.simulation_dir / "ground_truth" / "texts.parquet")
+    con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
+    try:
+        texts = con.execute("SELECT source, source_id, language, sentiment_label, topic, masked_text, "
+                            "pii_masked FROM marts.fct_feedback_text").df()
+        assert len(texts) > 0 and set(texts.language) <= {"en", "zh-Hans", "zh-Hant"}
+        assert {"ticket", "survey"} <= set(texts.source)
+        planted = texts.merge(truth[truth.has_pii], on=["source", "source_id"])
+        assert len(planted) > 0 and planted.pii_masked.all()
+        assert not texts.masked_text.str.contains("@", regex=False).any()
+        labelled = con.execute("SELECT count(*) FROM marts.customer_360 "
+                               "WHERE last_sentiment_label IS NOT NULL").fetchone()[0]
+        assert labelled > 0
+        assert con.execute("SELECT count(*) FROM marts.kpi_feedback_daily").fetchone()[0] > 0
+    finally:
+        con.close()
+
+
 def test_rerun_of_the_same_date_changes_nothing(pipeline):
     settings, _, last = pipeline
     before = published_checksums(settings)

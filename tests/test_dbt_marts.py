@@ -67,9 +67,9 @@ def test_dbt_build_runs_every_data_and_unit_test_and_all_pass(built):
     counts: dict[str, int] = {}
     for node in results.nodes:
         counts[node.resource_type] = counts.get(node.resource_type, 0) + 1
-    assert counts["unit_test"] == 15
+    assert counts["unit_test"] == 16
     assert counts["test"] >= 150
-    assert counts["snapshot"] == 1 and counts["model"] == 37
+    assert counts["snapshot"] == 1 and counts["model"] == 39
     assert {n.status for n in results.nodes} <= {"success", "pass"}
 
 
@@ -244,7 +244,7 @@ def test_published_marts_hold_no_raw_pii(built):
                   "Carol", "Frank", "1990-04-02", "203.0.113.7"]
     tables = [r[0] for r in wf.query(built.db2, "select table_name from information_schema.tables "
                                                 "where table_schema = 'marts'")]
-    assert len(tables) == 12
+    assert len(tables) == 14
     with duckdb.connect(str(built.db2), read_only=True) as con:
         for table in tables:
             cursor = con.execute(f'select * from marts."{table}"')

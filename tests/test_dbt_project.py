@@ -59,7 +59,7 @@ def test_docs_generate_and_describe_every_model_and_column(empty_home):
         assert not undocumented, f"{uid}: columns without a description: {undocumented}"
         assert all(c["description"].strip() for c in node["columns"].values()), uid
     published = [n for n in mine.values() if n["schema"] == "marts"]
-    assert len(published) == 12
+    assert len(published) == 14
     assert all(n["config"]["contract"]["enforced"] for n in published)
 
 
@@ -148,8 +148,12 @@ def test_customer_360_reads_the_ml_outputs_through_declared_sources(empty_home):
             "source.customer360.ml.ml_customer_segments"} <= set(node["depends_on"]["nodes"])
     listed = run_dbt(settings, ["ls", "--selector", "marts", "--resource-type", "model", "--output", "name"])
     assert listed.success and "customer_360" not in listed.result and "dim_customer" in listed.result
+    assert "fct_feedback_text" not in listed.result and "kpi_feedback_daily" not in listed.result
     listed = run_dbt(settings, ["ls", "--selector", "customer_360", "--resource-type", "model", "--output", "name"])
-    assert listed.success and list(listed.result) == ["customer_360"]
+    # the feedback text marts read the ML stage's ml_feedback_text, as customer_360 reads them
+    assert listed.success and sorted(listed.result) == ["customer_360", "fct_feedback_text", "kpi_feedback_daily"]
+    texts = manifest["nodes"]["model.customer360.fct_feedback_text"]
+    assert "source.customer360.ml.ml_feedback_text" in texts["depends_on"]["nodes"]
 
 
 def test_a_model_that_spills_to_disk_does_not_break_the_next_one(tmp_path, monkeypatch):

@@ -196,7 +196,8 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
                     email_in_city: bool = False, duplicate_message: bool = False,
                     cluster_keys: int = 3, linked_share: float = 0.8,
                     missing_column: str | None = None, segment_gap: int = 0,
-                    null_segment_share: float = 0.0, revenue_skew: float = 0.0) -> Path:
+                    null_segment_share: float = 0.0, revenue_skew: float = 0.0,
+                    feedback_spike: bool = False) -> Path:
     """A warehouse with staging, intermediate, marts and ml tables as the suites expect.
 
     Each keyword plants one defect: ``churn_override`` (a probability for one customer),
@@ -205,7 +206,8 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
     customer), ``linked_share`` (orders linked to a customer), ``missing_column`` (dropped
     from marts.customer_360), ``segment_gap`` (customers without a segment in ml),
     ``null_segment_share`` (customer_360 rows without segment_name), ``revenue_skew``
-    (marts store revenue off staging by this share).
+    (marts store revenue off staging by this share), ``feedback_spike`` (the latest day's
+    delivery topic flagged as a spike of negative feedback).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
@@ -314,6 +316,21 @@ def build_warehouse(path: Path, *, customers: int = 60, churn_override: float | 
         SELECT 'F' || i AS feedback_id, 'c_' || i AS customer_id, 'NPS' AS survey_type, 9 AS score,
                'promoter' AS nps_category, TIMESTAMPTZ '2026-02-01 10:00:00+00' AS submitted_at
         FROM range({n // 2}) t(i);
+    CREATE TABLE marts.fct_feedback_text AS
+        SELECT CASE WHEN i % 2 = 0 THEN 'ticket' ELSE 'survey' END AS source, 'F' || i AS source_id,
+               'c_' || i AS customer_id, 'en' AS language, -0.5 AS sentiment_score,
+               'negative' AS sentiment_label, 'delivery/late/parcel' AS topic,
+               TIMESTAMP '2026-02-01 10:00:00' AS created_at, DATE '2026-02-01' AS created_date,
+               'Dear [name], my parcel is late, call [phone]' AS masked_text, true AS pii_masked,
+               'text-1' AS model_version, TIMESTAMP '2026-03-01 12:00:00' AS scored_at
+        FROM range({n // 2}) t(i);
+    CREATE TABLE marts.kpi_feedback_daily AS
+        SELECT DATE '2026-02-01' + CAST(i AS INTEGER) AS date, 'delivery/late/parcel' AS topic,
+               CAST(20 AS BIGINT) AS texts, CAST(CASE WHEN i = 27 AND {feedback_spike} THEN 15 ELSE 2 END AS BIGINT) AS negative_texts,
+               CASE WHEN i = 27 AND {feedback_spike} THEN 0.75 ELSE 0.1 END AS negative_share,
+               CAST(least(i, 28) * 20 AS BIGINT) AS baseline_texts, 0.1 AS baseline_negative_share,
+               i = 27 AND {feedback_spike} AS is_spike
+        FROM range(28) t(i);
     CREATE TABLE marts.kpi_daily AS
         SELECT DATE '2026-02-01' + CAST(i AS INTEGER) AS date, CAST(40 AS BIGINT) AS active_customers,
                CAST(2 AS BIGINT) AS new_customers, CAST(10 AS BIGINT) AS orders,

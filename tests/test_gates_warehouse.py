@@ -159,7 +159,7 @@ def test_marts_gate_passes_on_clean_data(settings):
 
     assert result.ok and not result.warnings, [w.describe() for w in result.warnings]
     suites = {s.suite for s in result.suites}
-    assert {"marts.customer_360", "marts.ml_churn_scores", "marts.no_pii",
+    assert {"marts.customer_360", "marts.ml_churn_scores", "marts.no_pii", "marts.feedback_spikes",
             "marts.revenue_reconciliation", "marts.segment_coverage", "marts.dbt_tests",
             "marts.fct_funnel_daily", "marts.fct_campaign_performance", "marts.attribution_reconciliation",
             "marts.fct_experiment_results"} <= suites
@@ -276,6 +276,16 @@ def test_a_warn_level_defect_in_the_marts_lets_the_run_finish(settings):
     runs = audit.read(settings, "gate_runs", "run_id = 'warn'")
     assert runs["warnings"].tolist() == [1] and runs["ok"].tolist() == [True]
     assert (settings.published_dir / "c360.duckdb").exists()
+
+
+def test_a_spike_of_negative_feedback_is_a_warning_naming_the_topic(settings):
+    build_warehouse(settings.warehouse_path, feedback_spike=True)
+    _dbt(settings)
+    result = run_gate(settings, "marts", DAY, run_id="spike")
+
+    assert result.ok
+    assert [(w.suite, w.column) for w in result.warnings] == [("marts.feedback_spikes", "is_spike")]
+    assert "delivery/late/parcel" in result.warnings[0].describe()
 
 
 def test_no_warehouse_is_an_error_not_a_pass(settings):

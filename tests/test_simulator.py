@@ -398,6 +398,15 @@ def n_chinese_text(run: Run) -> int:
     return sum(bool(t and CJK.search(t)) for t in texts)
 
 
+def n_traditional_text(run: Run) -> int:
+    import opencc
+
+    simplified = opencc.OpenCC("t2s").convert
+    texts = [r["properties"]["hs_content"] for r in run.crm("feedback_submissions")]
+    texts += [r["properties"]["content"] for r in run.crm("tickets")]
+    return sum(bool(t and CJK.search(t) and simplified(t) != t) for t in texts)
+
+
 def n_pii_tickets(run: Run) -> int:
     return sum(bool(re.search(r"@|\d{6,}", r["properties"]["content"].replace(" ", "")))
                for r in run.crm("tickets"))
@@ -506,7 +515,8 @@ DETECTORS = {
     "late_event_rate": n_late_events, "late_file_rate": n_late_files, "corrupt_files": n_corrupt,
     "corrected_pos_file_rate": n_corrected, "gb18030_store_share": n_gb18030_files,
     "return_rate": n_returns, "void_rate": n_voids, "malformed_row_rate": n_malformed,
-    "chinese_comment_share": n_chinese_text, "pii_in_ticket_rate": n_pii_tickets,
+    "chinese_comment_share": n_chinese_text, "traditional_chinese_share": n_traditional_text,
+    "pii_in_ticket_rate": n_pii_tickets,
     "consent_change_rate": n_consent_changes, "existing_customer_share": n_existing_contacts,
     "web_usd_share": n_usd_orders, "store_timezones": n_extra_timezones,
     "empty_string_rate": n_empty_strings, "free_text_country_rate": n_free_text_countries,

@@ -72,6 +72,39 @@ alive as ({{ latest_ml_score('ml_customer_value', 'p_alive', 'double') }}),
 
 lifetime_value as ({{ latest_ml_score('ml_customer_value', 'clv_365d', 'double') }}),
 
+-- the sentiment of the customer's latest ticket or comment, and the topic of most of their
+-- negative ones (the latest such topic on a tie)
+voice as (
+
+    select
+        texts.customer_id,
+        max_by(texts.sentiment_label, (texts.created_at, texts.source_id)) as last_sentiment_label
+    from {{ ref('fct_feedback_text') }} as texts
+    cross join as_of
+    where texts.customer_id is not null and texts.created_date <= as_of.as_of_date
+    group by texts.customer_id
+
+),
+
+complaint_topics as (
+
+    select texts.customer_id, texts.topic, count(*) as complaints, max(texts.created_at) as last_at
+    from {{ ref('fct_feedback_text') }} as texts
+    cross join as_of
+    where texts.customer_id is not null and texts.created_date <= as_of.as_of_date
+      and texts.sentiment_label = 'negative' and texts.topic <> 'unassigned'
+    group by texts.customer_id, texts.topic
+
+),
+
+top_complaint as (
+
+    select customer_id, arg_max(topic, (complaints, last_at, topic)) as top_complaint_topic
+    from complaint_topics
+    group by customer_id
+
+),
+
 joined as (
 
     select
@@ -107,6 +140,8 @@ joined as (
         consent.consent_at as web_consent_at,
         alive.p_alive,
         lifetime_value.clv_365d,
+        voice.last_sentiment_label,
+        top_complaint.top_complaint_topic,
         as_of.as_of_date,
         -- activity = a purchase or a logged-in web session (docs/marts.md "active")
         greatest(cast(rfm.last_order_at as date), sessions.last_logged_in_date) as last_active_date,
@@ -123,6 +158,8 @@ joined as (
     left join {{ ref('int_web__consent') }} as consent on consent.customer_id = golden.customer_id
     left join alive on alive.customer_id = golden.customer_id
     left join lifetime_value on lifetime_value.customer_id = golden.customer_id
+    left join voice on voice.customer_id = golden.customer_id
+    left join top_complaint on top_complaint.customer_id = golden.customer_id
 
 )
 
@@ -168,6 +205,8 @@ select
     churn_probability,
     p_alive,
     clv_365d,
+    last_sentiment_label,
+    top_complaint_topic,
     as_of_date,
     first_seen_at,
     has_crm_contact,

@@ -98,6 +98,8 @@ class SimulationConfig:
     # --- CRM content ---
     chinese_comment_share: float = _knob(
         0.5, "share of feedback comments and ticket texts written in Chinese (the rest English)")
+    traditional_chinese_share: float = _knob(
+        0.3, "share of the Chinese comments and ticket texts written in traditional characters")
     pii_in_ticket_rate: float = _knob(
         0.1, "share of tickets whose free text contains the customer's email or phone")
     consent_change_rate: float = _knob(

@@ -20,8 +20,10 @@ countries, mobiles typed in national format, landlines in ``phone`` with the mob
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import duckdb
@@ -74,6 +76,9 @@ class CrmResult:
     phone_fields: pa.Table | None = None
     first_order_ms: np.ndarray | None = None
     counts: dict = field(default_factory=dict)
+    # one row a ticket or survey comment: source, source_id, language, true_topic,
+    # true_sentiment, has_pii (what the text analytics are scored on)
+    texts: pd.DataFrame | None = None
 
 
 def _iso(ms: np.ndarray) -> np.ndarray:
@@ -94,6 +99,7 @@ def write_crm(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
     contacts, contact_rows = _contacts(cfg, pop, act, ident, web, pos, first_order, end_ms, result)
     tickets = _tickets(cfg, pop, act, ident, end_ms)
     feedback = _feedback(cfg, act, ident, end_ms)
+    result.texts = pd.concat([tickets.attrs.pop("truth"), feedback.attrs.pop("truth")], ignore_index=True)
     con = sim_duck.connect()
     empty = 0
     for name, df in (("contacts", contacts), ("tickets", tickets), ("feedback_submissions", feedback)):
@@ -112,6 +118,7 @@ def write_crm(cfg: SimulationConfig, pop: Population, act: Activity, ident: Iden
         "funnel_stage_contacts": int(funnel),
         "lifecycle_stages": int(contacts["lifecycle_stage"].nunique()),
         **_text_counts(tickets, feedback),
+        "traditional_chinese_texts": int((result.texts["language"] == "zh-Hant").sum()),
     })
     return result
 
@@ -445,12 +452,23 @@ def _tickets(cfg, pop, act, ident, end_ms) -> pd.DataFrame:
     person = act.t_person
     subject = np.empty(m, dtype=object)
     content = np.empty(m, dtype=object)
+    traditional = chinese & (cfg.rng("crm-ticket-script").random(m) < cfg.traditional_chinese_share)
+    # a third of the tickets with personal data carry a greeted name or an identity number
+    # instead of (besides) the contact detail
+    extra_kind, extra_pick = cfg.rng("crm-ticket-pii-kind").random((2, m))
     for i in range(m):
         en, zh = ref.TICKET_TEXT[category[i]]
         subject[i], content[i] = zh if chinese[i] else en
         if pii[i]:
             contact = pop.phone[person[i]] if use_phone[i] else pop.email[person[i]]
             content[i] += " " + ref.PII_SENTENCE[int(chinese[i])].format(contact=contact)
+            if extra_kind[i] < 1 / 3:
+                names = ref.GREETED_NAMES[int(chinese[i])]
+                template = ref.PII_EXTRA[int(chinese[i])][int(extra_pick[i] * 2)]
+                content[i] += " " + template.format(name=names[int(extra_pick[i] * len(names))],
+                                                    id=resident_id(int(ids[i])))
+        if traditional[i]:
+            subject[i], content[i] = to_traditional(subject[i]), to_traditional(content[i])
     contact_id = ident.primary_id[person].astype(str).astype(object)
     resolve = act.t_resolve_ms
     closed = np.where(resolve >= 0, created + resolve, np.iinfo(np.int64).max)
@@ -471,6 +489,11 @@ def _tickets(cfg, pop, act, ident, end_ms) -> pd.DataFrame:
                                | {"t": closed[sel], "status": STAGE_CLOSED,
                                   "closed_at": _iso(closed[sel])}))
     df = pd.concat(frames, ignore_index=True).sort_values(["id", "t"], kind="stable")
+    truth = [ref.TICKET_TRUTH[c] for c in category]
+    df.attrs["truth"] = pd.DataFrame({
+        "source": "ticket", "source_id": ids.astype(str),
+        "language": np.where(traditional, "zh-Hant", np.where(chinese, "zh-Hans", "en")),
+        "true_topic": [t for t, _ in truth], "true_sentiment": [s_ for _, s_ in truth], "has_pii": pii})
     df["pipeline"] = TICKET_PIPELINE
     df["updatedAt"] = df["t"]
     df["archived"] = False
@@ -494,11 +517,14 @@ def _feedback(cfg, act, ident, end_ms) -> pd.DataFrame:
     chinese = cfg.rng("crm-feedback-language").random(m) < cfg.chinese_comment_share
     pick = rng.random(m)
     names = ("bad", "mid", "good")
+    traditional = chinese & (cfg.rng("crm-feedback-script").random(m) < cfg.traditional_chinese_share)
     comment = np.empty(m, dtype=object)
+    true_topic = np.full(m, None, dtype=object)
     for i in range(m):
         if has_comment[i]:
-            pool = ref.COMMENTS[names[band[i]]][int(chinese[i])]
-            comment[i] = pool[int(pick[i] * len(pool))]
+            pool = ref.COMMENTS[names[band[i]]]
+            true_topic[i], en, zh = pool[int(pick[i] * len(pool))]
+            comment[i] = (to_traditional(zh) if traditional[i] else zh) if chinese[i] else en
     u_ces, up = cfg.rng("crm-ces").random((2, m))
     ces = ~act.f_nps & (u_ces < cfg.ces_survey_share)
     csat = np.clip(score, 1, 5)
@@ -511,7 +537,37 @@ def _feedback(cfg, act, ident, end_ms) -> pd.DataFrame:
         "score": value.astype(str).astype(object), "comment": comment,
         "submitted_at": _iso(submitted), "archived": False,
     })
-    return df[keep].sort_values("id", kind="stable")
+    out = df[keep].sort_values("id", kind="stable")
+    with_text = keep & has_comment
+    out.attrs["truth"] = pd.DataFrame({
+        "source": "survey", "source_id": ids[with_text].astype(str),
+        "language": np.where(traditional, "zh-Hant", np.where(chinese, "zh-Hans", "en"))[with_text],
+        "true_topic": true_topic[with_text],
+        "true_sentiment": np.array([ref.COMMENT_SENTIMENT[names[b]] for b in band])[with_text]
+        if m else np.array([], dtype=object),
+        "has_pii": False})
+    return out
+
+
+def resident_id(seed: int) -> str:
+    """A GB 11643 identity number with a valid check character (a Beijing region code and a
+    birth date drawn from the seed), so that masking is tested on what it must find."""
+    rng = np.random.default_rng(seed)
+    born = dt.date(1960, 1, 1) + dt.timedelta(days=int(rng.integers(0, 15_000)))
+    body = f"110105{born:%Y%m%d}{int(rng.integers(0, 1000)):03d}"
+    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, weights)) % 11]
+
+
+@lru_cache(maxsize=1)
+def _t2t():
+    import opencc
+
+    return opencc.OpenCC("s2t").convert
+
+
+def to_traditional(text: str) -> str:
+    return _t2t()(text)
 
 
 def _write_object(cfg: SimulationConfig, con: duckdb.DuckDBPyConnection, obj: str,

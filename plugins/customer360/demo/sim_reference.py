@@ -278,15 +278,39 @@ TICKET_TEXT = {
               ("门店营业时间咨询", "请问节假日门店营业吗？网站上没有找到。")),
 }
 PII_SENTENCE = ("You can reach me at {contact}.", "请联系我：{contact}。")
+# Personal data customers also put in tickets: a greeting with the agent's or their own name,
+# a resident identity number (for an invoice); {name} and {id} are filled in per ticket.
+PII_EXTRA = (("Dear {name}, please help.", "Hi, my name is in the order. Dear {name}, thanks."),
+             ("您好，{name}，麻烦处理一下。", "我的身份证号是{id}，请开发票。"))
+GREETED_NAMES = (("Ann Lee", "Tom Wang", "Maria Chen"), ("李娜", "王芳", "陈美玲"))
 
-COMMENTS = {  # sentiment band -> (english list, chinese list)
-    "bad": (["Delivery took far too long.", "The quality is not what I expected.",
-             "Customer service never answered me.", "Very disappointed with my order."],
-            ["送货太慢了。", "质量和描述不符。", "客服一直没有回复我。", "这次购物很失望。"]),
-    "mid": (["It was okay, nothing special.", "Good product but shipping was slow.",
-             "Fine, but the price is a bit high."],
-            ["还可以，一般般。", "产品不错，但是物流有点慢。", "还行，就是价格有点贵。"]),
-    "good": (["Love it, will buy again!", "Great quality and fast delivery.",
-              "Friendly staff in the store.", "Exactly as described, very happy."],
-             ["非常喜欢，还会回购！", "质量很好，发货也快。", "门店店员很热情。", "和描述一致，很满意。"]),
+# Survey comments: sentiment band -> [(true topic, english, chinese)]. The true sentiment of a
+# comment is its band's (bad: negative, mid: neutral, good: positive); "general" has no topic.
+COMMENTS = {
+    "bad": [("delivery", "Delivery took far too long.", "送货太慢了，等了一个多星期。"),
+            ("delivery", "My parcel arrived late and the box was crushed.", "包裹迟到了，箱子还被压坏了。"),
+            ("quality", "The quality is not what I expected.", "质量和描述不符，很失望。"),
+            ("quality", "The shirt fell apart after one wash, poor quality.", "衣服洗了一次就坏了，质量太差。"),
+            ("service", "Customer service never answered me.", "客服一直没有回复我，态度很差。"),
+            ("service", "The support agent was rude and unhelpful.", "客服态度恶劣，问题也没解决。"),
+            ("price", "Far too expensive for what you get.", "价格太贵了，不值这个钱。"),
+            ("store", "The store was messy and the staff ignored me.", "门店很乱，店员也不理人。"),
+            ("general", "Very disappointed with my order.", "这次购物很失望。")],
+    "mid": [("delivery", "Good product but shipping was slow.", "产品不错，但是物流有点慢。"),
+            ("price", "Fine, but the price is a bit high.", "还行，就是价格有点贵。"),
+            ("quality", "Quality is average, nothing special.", "质量一般，没什么特别的。"),
+            ("store", "The store is okay, a bit small.", "门店还可以，就是小了点。"),
+            ("general", "It was okay.", "还可以，一般般。")],
+    "good": [("general", "Love it, will buy again!", "非常喜欢，还会回购！"),
+             ("delivery", "Great quality and fast delivery.", "质量很好，发货也快。"),
+             ("delivery", "Delivery was quick and the packaging was perfect.", "送货很快，包装也很好。"),
+             ("store", "Friendly staff in the store.", "门店店员很热情。"),
+             ("quality", "Exactly as described, very happy with the quality.", "和描述一致，质量很满意。"),
+             ("service", "Customer service solved my problem quickly, thank you.", "客服很快帮我解决了问题，谢谢。"),
+             ("price", "Great value for the price.", "物美价廉，很划算。")],
 }
+COMMENT_SENTIMENT = {"bad": "negative", "mid": "neutral", "good": "positive"}
+# Tickets: category -> (true topic, true sentiment); a question about opening hours is neutral.
+TICKET_TRUTH = {"billing": ("billing", "negative"), "delivery": ("delivery", "negative"),
+                "product": ("quality", "negative"), "account": ("account", "negative"),
+                "other": ("store", "neutral")}

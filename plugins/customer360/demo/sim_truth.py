@@ -19,6 +19,9 @@
   from the exposure day through ``experiment_window_days`` after it, converted = orders > 0);
   ``summary.json`` has, per experiment, ``true_purchase_rate_lift`` (0 for the null test) and
   the simulated people and conversions per variation
+- ``texts.parquet``: one row a ticket or survey comment (source ticket/survey, source_id,
+  language en/zh-Hans/zh-Hant, true_topic, true_sentiment negative/neutral/positive, has_pii):
+  what sentiment and topics are scored on
 - ``summary.json``: every count, including each messy case
 """
 
@@ -137,6 +140,8 @@ def write_ground_truth(cfg: SimulationConfig, pop: Population, act: Activity, id
     experiments = _write_experiments(cfg, act, out / "experiments.parquet")
 
     shared_ids = sum(1 for a in owners if len(owners[a]) > 1)
+    if crm.texts is not None:
+        _write(pa.Table.from_pandas(crm.texts, preserve_index=False), out / "texts.parquet")
     summary = {
         "config": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                    for k, v in cfg.__dict__.items()},

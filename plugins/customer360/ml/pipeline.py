@@ -4,7 +4,7 @@
 
 Reads the point-in-time features that dbt built in the ml schema (ml_customer_features,
 ml_product_views) and the marts; writes ml.ml_customer_value, ml.ml_churn_scores,
-ml.ml_customer_segments, ml.ml_product_recommendations (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
+ml.ml_customer_segments, ml.ml_product_recommendations, ml.ml_feedback_text (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
 replaced) in one transaction. Artifacts and model cards go to
 $C360_HOME/artifacts/models/<name>/<version>/. Returns a JSON-able summary.
 
@@ -28,7 +28,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from customer360.core import duck
-from customer360.ml import churn, clv, drift, model_card, recommend, registry, segments
+from customer360.ml import churn, clv, drift, model_card, recommend, registry, segments, text
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
 from customer360.ml.warehouse_io import (columns_of, connect, find_table, read_features, replace_tables,
@@ -536,6 +536,21 @@ def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     return StageResult("ml_customer_value", frame, summary, rows, drift_rows, warnings + drift_warnings)
 
 
+# --- feedback text -----------------------------------------------------------------------------
+
+def _text_stage(ctx: Context) -> StageResult:
+    """Sentiment and topics of tickets and comments up to the scoring date (nothing to train:
+    the lexicons ship in their packages, topics are refitted on each day's texts)."""
+    texts = text.read_texts(ctx.con, ctx.scoring_date)
+    if texts is None:
+        empty = text.analyse(pd.DataFrame(columns=["source", "source_id", "customer_id", "created_at", "text"]),
+                             scored_at=ctx.now)
+        return StageResult(text.TABLE, empty, {"texts": 0}, warnings=["no CRM tickets or feedback built: "
+                                                                     "ml_feedback_text is empty"])
+    frame = text.analyse(texts, scored_at=ctx.now, names=text.read_names(ctx.con))
+    return StageResult(text.TABLE, frame, text.summarise(frame))
+
+
 # --- the stage ---------------------------------------------------------------------------------
 
 STAGES = (("customer_value", _clv_stage), ("churn_classifier", _churn_stage),
@@ -601,6 +616,9 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
                 result = stage(ctx, specs[name])
                 result.summary["seconds"] = round(time.monotonic() - t, 2)
                 stages.append(result)
+            t = time.monotonic()
+            stages.append(_text_stage(ctx))
+            stages[-1].summary["seconds"] = round(time.monotonic() - t, 2)
         runs = pd.DataFrame([r for s in stages for r in s.run_rows])
         drifts = pd.concat([s.drift for s in stages if s.drift is not None and len(s.drift)]
                            or [pd.DataFrame(columns=["logical_date", "model_name", "variable", "status"])],
@@ -620,6 +638,7 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
         "customers": int(len(population)),
         "models": {specs[name].name: stage.summary for name, stage in
                    zip([name for name, _ in STAGES], stages)},
+        "feedback_text": stages[-1].summary,
         "row_counts": counts,
         "drift": [{"model": r.model_name, "variable": r.variable,
                    "psi": None if pd.isna(r.psi) else round(float(r.psi), 4), "status": r.status}

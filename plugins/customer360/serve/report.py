@@ -415,6 +415,7 @@ def gather(settings: Settings, run_id: str) -> dict:
                 SELECT (SELECT count(*) FROM marts.customer_360) AS customers,
                        (SELECT count(*) FROM marts.fct_orders) AS orders,
                        (SELECT round(sum(net_amount), 2) FROM marts.fct_orders) AS net_revenue"""),
+            "feedback_spikes": _feedback_spikes(con),
         }
         data.update(gather_analyst(con))
     finally:
@@ -449,6 +450,30 @@ def gather(settings: Settings, run_id: str) -> dict:
     else:
         data["reconciliation"] = pd.DataFrame()
     return data
+
+
+# --- voice of the customer (issue 23): self-contained, so the report's other sections can change
+
+def _feedback_spikes(con, as_of: dt.date | None = None) -> pd.DataFrame:
+    """Topics whose negative share spiked against their 28-day baseline (marts.kpi_feedback_daily
+    decides what a spike is), on the latest date with texts or on ``as_of``."""
+    day = f"DATE '{as_of.isoformat()}'" if as_of else "(SELECT max(date) FROM marts.kpi_feedback_daily)"
+    return _query(con, f"""
+        SELECT date, topic, texts, negative_texts, round(negative_share, 3) AS negative_share,
+               round(baseline_negative_share, 3) AS baseline_negative_share, baseline_texts
+        FROM marts.kpi_feedback_daily
+        WHERE is_spike AND date = {day}
+        ORDER BY negative_share DESC, topic""")
+
+
+def voice_of_customer_section(data: dict[str, pd.DataFrame]) -> str:
+    spikes = data.get("feedback_spikes", pd.DataFrame())
+    if spikes is None or spikes.empty:
+        body = "<p>No topic's negative share spiked against its 28-day baseline.</p>"
+    else:
+        body = (f"<p class='warning'><b>{len(spikes)} topic(s) with a spike of negative feedback</b> "
+                f"against the 28-day baseline:</p>{_table_html(spikes)}")
+    return f"<h2>Voice of the customer</h2>{body}"
 
 
 def render(data: dict, logical_date: dt.date, run_id: str,
@@ -510,6 +535,7 @@ generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC</p>
 <h3>By value tier</h3>{_table_html(data.get("value_by_tier", pd.DataFrame()))}
 <h2>Quality gates</h2>{_table_html(data["gates"])}
 <h3>Warnings</h3>{_table_html(data.get("gate_warnings", pd.DataFrame()))}
+{voice_of_customer_section(data)}
 <h2>Reconciliation (read = landed + quarantined)</h2>{_table_html(data["reconciliation"])}
 {lineage}
 </body></html>"""

@@ -9,7 +9,7 @@ import duckdb
 PUBLISHED_SCHEMAS = ("marts", "ml")
 # The ml schema also holds working tables (point-in-time features, product views with
 # device ids, drift): only the docs/marts.md model outputs are published.
-PUBLISHED_ML_TABLES = ("ml_customer_segments", "ml_churn_scores", "ml_product_recommendations",
+PUBLISHED_ML_TABLES = ("ml_customer_segments", "ml_churn_scores", "ml_product_recommendations", "ml_feedback_text",
                        "ml_model_runs", "ml_customer_value")
 
 

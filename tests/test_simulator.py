@@ -1049,6 +1049,27 @@ def test_a_new_simulation_replaces_the_previous_landing_files(tmp_path):
     assert after == scheduled | {own} and before - after
 
 
+def test_experiment_viewed_events_match_the_ground_truth(tmp_path):
+    """Every exposure in ground_truth/experiments.parquet is one Experiment Viewed event with
+    that experiment and variation on one of the person's devices, and there are no others.
+    Erased (archived) contacts stay on: dropping their sessions after the erasure day once left
+    the per-session exposure mask out of step with the sessions (views with the wrong
+    experiment, on the wrong people)."""
+    run = run_sim(tmp_path, people=800, days=30, seed=22, archived_contact_rate=0.05,
+                  shared_device_rate=0.0, dup_message_rate=0.0, malformed_row_rate=0.0,
+                  corrupt_files=0, experiment_exposure_rate=0.3)
+    truth = pq.read_table(run.sim_dir / "ground_truth/experiments.parquet").to_pandas()
+    assert run.counts["erased_people"] > 0 and len(truth) > 100
+    person_of_device = run.person_of("anonymous_id")
+    views = [e for _, e in run.events if e.get("event") == "Experiment Viewed"]
+    assert len({e["messageId"] for e in views}) == len(views)
+    seen = Counter((int(person_of_device[e["anonymousId"]]), e["properties"]["experiment_id"],
+                    e["properties"]["variation_id"], e["timestamp"][:10]) for e in views)
+    expected = Counter(zip(truth.person_id, truth.experiment_id, truth.variation_id,
+                           truth.exposed_date.astype(str)))
+    assert seen == expected
+
+
 def test_no_deliver_leaves_landing_empty(tmp_path):
     run = run_sim(tmp_path, people=50, days=3, deliver_all=False)
     assert not run.landing.exists() or not any(p.is_file() for p in run.landing.rglob("*"))

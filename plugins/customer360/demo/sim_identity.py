@@ -123,8 +123,9 @@ def _other_domain(email: str) -> str:
 
 
 def _drop_after_erasure(act: Activity, archive_day: np.ndarray) -> None:
+    # every per-session array: one left out would no longer line up with s_person
     keep = act.s_day < archive_day[act.s_person]
-    for name in ("s_person", "s_day", "s_order", "s_signup"):
+    for name in ("s_person", "s_day", "s_order", "s_signup", "s_exposure"):
         setattr(act, name, getattr(act, name)[keep])
     keep = act.o_day < archive_day[act.o_person]
     for name in ("o_person", "o_day", "o_web"):
@@ -138,6 +139,9 @@ def _drop_after_erasure(act: Activity, archive_day: np.ndarray) -> None:
     erased = archive_day < NEVER
     act.churn_day = np.where(erased, np.minimum(act.churn_day, archive_day), act.churn_day)
     act.enroll_day = np.where(act.enroll_day >= archive_day, NEVER, act.enroll_day).astype(np.int32)
+    # an exposure on or after the erasure day was in a dropped session: it never happened
+    act.exp_exposed_day = np.where(act.exp_exposed_day >= archive_day[None, :], NEVER,
+                                   act.exp_exposed_day).astype(np.int32)
 
 
 def typed(cfg: SimulationConfig, stream: str, canonical_email: np.ndarray, nsn: np.ndarray,

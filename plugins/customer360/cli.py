@@ -344,6 +344,8 @@ def erase(
         raise typer.Exit(2) from None
     for reason in result.refused:
         console.print(labelled("nothing erased:", "yellow", reason))
+    for note in result.resumed:
+        console.print(labelled("an earlier erasure died mid-purge:", "yellow", note))
     table = Table(title=f"erasure: {result.status}")
     table.add_column("where")
     table.add_column("removed", justify="right")
@@ -369,7 +371,7 @@ def erase(
         console.print(f"[{colour}]verification: {v['hits']} trace(s) of the person in {v['files']} "
                       f"files[/{colour}]" + "".join(f"\n  {w}" for w in v["where"]))
     if not result.erasures:
-        raise typer.Exit(4)
+        raise typer.Exit(0 if result.resumed else 4)
     failed = (result.rebuild and "failed" in result.rebuild) or (result.verification or {}).get("hits")
     raise typer.Exit(1 if failed else 0)
 
@@ -414,18 +416,36 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the hash chain of the audit event log; report every break (exit 1 if any)."""
+    """Check the audit event log: its hash chain (keyed), the heads anchored at every
+    publication and erasure, and that every erasure the erased-keys copy knows is in it.
+    Reports every break (exit 1 if any)."""
     from customer360.core import audit as audit_store
+    from customer360.privacy.erasure_log import unlogged_erasures
+    from customer360.serve.publish import publication_anchors
 
     s = _settings()
-    breaks = audit_store.verify_chain(s)
-    entries = len(audit_store.read(s, "events")) if audit_store.audit_path(s).exists() else 0
+    try:
+        report = audit_store.verify(s, extra_anchors=publication_anchors(s))
+    except SettingsError as exc:
+        console.print(labelled("configuration error:", "red", exc))
+        raise typer.Exit(2) from None
+    breaks = list(report.breaks) + [
+        audit_store.ChainBreak(0, f"erasure {e} is in the erased-keys copy but not in the log "
+                                  "(its entry was cut off or the store replaced)")
+        for e in unlogged_erasures(s)]
+    if report.unkeyed:
+        why = ("written by an older version or with no key configured" if report.key_configured
+               else "neither C360_AUDIT_KEY nor C360_PII_KEY is set")
+        console.print(labelled("not keyed:", "yellow",
+                               f"{report.unkeyed} of {report.entries} entries carry a plain SHA-256 "
+                               f"({why}): they prove order, not that the pipeline wrote them"))
     if breaks:
-        console.print(f"[red]audit log tampered with: {len(breaks)} break(s) in {entries} entries[/red]")
+        console.print(f"[red]audit log tampered with: {len(breaks)} break(s) in {report.entries} entries[/red]")
         for b in breaks:
-            console.print(f"  {b}")
+            console.print(f"  {escape(str(b))}")
         raise typer.Exit(1)
-    console.print(f"[green]audit log intact:[/green] {entries} entries, hash chain verified")
+    console.print(f"[green]audit log intact:[/green] {report.entries} entries, hash chain verified "
+                  f"({report.keyed} keyed), {report.anchors} anchor(s) matched")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,8 @@ when the value is a secret.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 from contextlib import contextmanager
@@ -100,6 +102,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PII_KEY", "",
          "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
          "required wherever hashes are made.", secret=True),
+    Knob("C360_AUDIT_KEY", "",
+         "The key (16 characters or more) of the audit chain's HMAC-SHA256; unset: a sub-key "
+         "derived from C360_PII_KEY (HMAC of a fixed label), and with neither set the chain is "
+         "unkeyed (SHA-256) and `c360 audit verify` says so.", secret=True),
     Knob("C360_REPORTING_CURRENCY", "CNY", "ISO-4217 currency all money is converted to."),
     Knob("C360_DUCKDB_MEMORY_LIMIT", "4GB", "DuckDB's memory limit (pipeline and dbt)."),
     Knob("C360_DUCKDB_THREADS", "2", "DuckDB's threads (pipeline and dbt)."),
@@ -127,6 +133,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", "30",
          "Longest wait of one PostgreSQL publish for a lock an analyst's open transaction holds; "
          "past it the publish rolls back and tries again (3 attempts in all), then fails."),
+    Knob("C360_PUBLISH_KEEP_VERSIONS", "3",
+         "Publications kept under published/v<N>/ (the current one included), so that a reader "
+         "still inside an older one can finish; an erasure keeps only the current one."),
     Knob("C360_ALERT_WEBHOOK", "",
          "An http(s) URL failure alerts are POSTed to (JSON), besides the log line and the file "
          "under artifacts/alerts.", secret=True),
@@ -268,6 +277,7 @@ class Settings:
     quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
     quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
     publish_lock_timeout_seconds: float = 30.0  # C360_PUBLISH_LOCK_TIMEOUT_SECONDS
+    publish_keep_versions: int = 3      # C360_PUBLISH_KEEP_VERSIONS
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
     alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
 
@@ -352,7 +362,8 @@ class Settings:
 
     @property
     def published_db(self) -> Path:
-        """The published DuckDB file (marts and ML outputs), what consumers read."""
+        """The published DuckDB file (marts and ML outputs), what consumers read: a symlink
+        into ``published/current/`` (the current version folder, serve/publish.py)."""
         return self.published_dir / "c360.duckdb"
 
     @property
@@ -380,6 +391,18 @@ class Settings:
         return self.audit_dir / "reconciliation.jsonl"
 
     @property
+    def audit_anchors_path(self) -> Path:
+        """Append-only heads of the audit chain (one JSON line a publication or an erasure),
+        outside the audit store so that truncating or deleting it shows."""
+        return self.published_dir / "audit_anchors.jsonl"
+
+    @property
+    def erased_keys_copy_path(self) -> Path:
+        """The erased keys' tokens again (one JSON line each), outside the audit store so that
+        losing audit.duckdb does not forget who was erased."""
+        return self.state_dir / "erased_keys.jsonl"
+
+    @property
     def run_lock_path(self) -> Path:
         """Held by a pipeline run, so two runs never write one home at once."""
         return self.home / ".run.lock"
@@ -396,6 +419,19 @@ class Settings:
         if len(key) < 16:
             raise SettingsError("C360_PII_KEY must be at least 16 characters long")
         return key.encode("utf-8")
+
+    def audit_key(self) -> bytes | None:
+        """The HMAC key of the audit chain: ``C360_AUDIT_KEY``, else a sub-key of the PII key
+        (domain-separated, so that neither key's MACs can stand in for the other's), else None
+        (an unkeyed chain: tamper-evident only against someone who cannot recompute SHA-256)."""
+        key = _env("C360_AUDIT_KEY")
+        if key is not None:
+            if len(key) < 16:
+                raise SettingsError("C360_AUDIT_KEY must be at least 16 characters long")
+            return key.encode("utf-8")
+        if _env("C360_PII_KEY") is None:
+            return None
+        return hmac.new(self.pii_key(), b"customer360 audit chain v1", hashlib.sha256).digest()
 
     def crm_token(self) -> str:
         """The CRM bearer token of the environment (``c360 crm-server`` serves with it)."""
@@ -453,6 +489,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
         quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
         quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),
         publish_lock_timeout_seconds=_float("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", minimum=0.001),
+        publish_keep_versions=_int("C360_PUBLISH_KEEP_VERSIONS", minimum=1),
         publish_postgres_dsn=dsn,
         alert_webhook=_url("C360_ALERT_WEBHOOK"),
     )

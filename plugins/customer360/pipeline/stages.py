@@ -98,13 +98,15 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
 
     s = _settings(settings)
     pub = do_publish(s, logical_date)
-    out = {"database": pub.database, "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
+    out = {"database": pub.database, "version": pub.version,
+           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
     if s.publish_postgres_dsn:
         from customer360.serve.postgres import publish_postgres
 
         out["postgres"] = publish_postgres(s)
-    audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(),
+    audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(), "version": pub.version,
                                        "tables": out["tables"], "postgres": "postgres" in out})
+    audit.anchor(s, f"publication {pub.version} of {logical_date.isoformat()}")
     return out
 
 

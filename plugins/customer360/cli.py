@@ -151,13 +151,19 @@ def validate_landing_cmd(
 def extract(
     source: str = typer.Argument(..., help="crm, web or pos"),
     date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Land one source into the raw zone for a logical date (incremental, idempotent)."""
     from customer360.ingest import extract as extract_mod
+    from customer360.pipeline.airflow import RunLockedError, run_lock
 
     s = _settings()
     try:
-        recs = extract_mod.run_extract(source, s, _logical_date(date))
+        with run_lock(s, wait=wait):
+            recs = extract_mod.run_extract(source, s, _logical_date(date))
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
         # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
         console.print(labelled(f"extract {source} failed:", "red", exc))
@@ -242,17 +248,23 @@ def stage(
     name: str = typer.Argument(..., help="A stage of `c360 stages`, e.g. dbt_marts or publish."),
     date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
     run_id: str = typer.Option("cli", "--run-id", help="Run id recorded with gate results."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Run one stage outside Airflow, exactly as its DAG task does (for debugging a run)."""
     import json
 
     from customer360 import pipeline
+    from customer360.pipeline.airflow import RunLockedError
 
     try:
         pipeline.stage(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    out = pipeline.run_stage(name, _logical_date(date), run_id, _settings())
+    try:
+        out = pipeline.run_stage(name, _logical_date(date), run_id, _settings(), wait=wait)
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     console.print_json(json.dumps(out, default=str))
 
 
@@ -381,6 +393,7 @@ def audience(
     segment: Optional[str] = typer.Option(None, "--segment", help="Segment to export (see --list)."),
     all_segments: bool = typer.Option(False, "--all", help="Export every segment."),
     list_segments: bool = typer.Option(False, "--list", help="List the segments and exit."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Export a marketing audience (CSV + JSON under published/audiences/): the segment's
     customers with marketing consent, with the hashed keys a marketing tool matches on."""
@@ -398,13 +411,19 @@ def audience(
     if not names:
         console.print("[red]give --segment NAME, --all or --list[/red]")
         raise typer.Exit(2)
+    from customer360.pipeline.airflow import RunLockedError, run_lock
+
     s = _settings()
     try:
-        for name in names:
-            out = export_audience(s, name)
-            console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the segment "
-                          f"({out.without_consent} without marketing consent left out) -> {out.csv_path}, "
-                          f"{out.json_path.name}")
+        with run_lock(s, wait=wait):
+            for name in names:
+                out = export_audience(s, name)
+                console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the "
+                              f"segment ({out.without_consent} without marketing consent left out) -> "
+                              f"{out.csv_path}, {out.json_path.name}")
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     except (AudienceError, SettingsError) as exc:
         console.print(labelled("audience export failed:", "red", exc))
         raise typer.Exit(1) from None

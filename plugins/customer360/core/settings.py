@@ -26,6 +26,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 CRM_CONNECTION_ID = "crm_api"
+RUN_LOCK_TOKEN_VAR = "C360_RUN_LOCK_TOKEN"
 # The checkout the package runs from (it is installed editable): dags/, dbt_project/,
 # expectations/, models/. plugins/customer360/core/settings.py -> three levels up from plugins.
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -136,6 +137,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PUBLISH_KEEP_VERSIONS", "3",
          "Publications kept under published/v<N>/ (the current one included), so that a reader "
          "still inside an older one can finish; an erasure keeps only the current one."),
+    Knob("C360_RUN_LOCK_TOKEN", "",
+         "Set by the process holding the run lock for its child processes (the DAG's tasks under "
+         "`c360 run`), so that they go on under its lock; not to be set by hand."),
     Knob("C360_ALERT_WEBHOOK", "",
          "An http(s) URL failure alerts are POSTed to (JSON), besides the log line and the file "
          "under artifacts/alerts.", secret=True),
@@ -280,6 +284,7 @@ class Settings:
     publish_keep_versions: int = 3      # C360_PUBLISH_KEEP_VERSIONS
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
     alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
+    run_lock_token: str | None = None   # C360_RUN_LOCK_TOKEN
 
     @property
     def repo_root(self) -> Path:
@@ -492,6 +497,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
         publish_keep_versions=_int("C360_PUBLISH_KEEP_VERSIONS", minimum=1),
         publish_postgres_dsn=dsn,
         alert_webhook=_url("C360_ALERT_WEBHOOK"),
+        run_lock_token=_raw(RUN_LOCK_TOKEN_VAR),
     )
 
 

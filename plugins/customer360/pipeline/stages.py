@@ -205,9 +205,16 @@ def stage(name: str) -> Stage:
     raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGE_NAMES)}")
 
 
-def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
-    """Run one stage by name: what each Airflow task and ``c360 stage`` call."""
-    return stage(name).run(check_logical_date(logical_date), run_id, _settings(settings))
+def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None,
+              wait: bool = False) -> dict:
+    """Run one stage by name: what each Airflow task and ``c360 stage`` call. Under the run
+    lock, however the task was scheduled (inside ``c360 run`` it is the run's own lock; a
+    scheduler's task waits for it with ``wait=True``)."""
+    from customer360.pipeline.airflow import run_lock
+
+    s = _settings(settings)
+    with run_lock(s, wait=wait):
+        return stage(name).run(check_logical_date(logical_date), run_id, s)
 
 
 def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:

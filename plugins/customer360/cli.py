@@ -383,7 +383,7 @@ def erase(
         console.print(f"[{colour}]verification: {v['hits']} trace(s) of the person in {v['files']} "
                       f"files[/{colour}]" + "".join(f"\n  {w}" for w in v["where"]))
     if not result.erasures:
-        raise typer.Exit(0 if result.resumed else 4)
+        raise typer.Exit(4)
     failed = (result.rebuild and "failed" in result.rebuild) or (result.verification or {}).get("hits")
     raise typer.Exit(1 if failed else 0)
 

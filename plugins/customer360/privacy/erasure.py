@@ -191,8 +191,7 @@ def returning_requests(settings: Settings, logical_date: dt.date,
 # --------------------------------------------------------------------------- the erasure
 
 def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pseudonymizer,
-             force: bool, result: ErasureResult, refusals: list[dict],
-             dry_run: bool = False) -> list[Resolved]:
+             force: bool, result: ErasureResult, refusals: list[dict]) -> list[Resolved]:
     resolved: list[Resolved] = []
     seen: set[str] = set()
     con = duck.connect(settings)
@@ -208,7 +207,19 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
                     continue  # already part of a person resolved in this batch
                 keys = resolver.resolve(request, force=force)
             except ErasureRefused as exc:
-                if token is not None and not dry_run and _finish_interrupted(settings, token, result):
+                earlier = erasure_log.interrupted(settings, token) if token else None
+                if earlier is not None and not earlier.empty:
+                    # An erasure of this request died after purging the records that led to
+                    # the person: what they named is gone, so purge again by the request's own
+                    # key (idempotent where nothing is left), under the interrupted erasure's id.
+                    keys = PersonKeys()
+                    keys.add_identity_key(request.identity_key)
+                    erasure_id = str(earlier["erasure_id"].iloc[0])
+                    result.resumed.append(f"{erasure_id} (started {earlier['requested_at'].iloc[0]}, "
+                                          "interrupted after its records were purged): resumed by "
+                                          "the request's own key")
+                    seen.add(request.identity_key)
+                    resolved.append(Resolved(erasure_id, request, token, keys))
                     continue
                 result.refused.append(f"{request.kind} ({request.reason}): {exc}")
                 refusals.append({"request_kind": request.kind, "reason": request.reason,
@@ -227,24 +238,6 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
             resolver.close()
         con.close()
     return resolved
-
-
-def _finish_interrupted(settings: Settings, token: str, result: ErasureResult) -> bool:
-    """A request that now names nobody, after an erasure of it died mid-purge: what was left
-    of the person is already gone from every place the resolver reads, so the erasure is
-    closed as such (the next pipeline run rebuilds from the purged raw zone)."""
-    earlier = erasure_log.interrupted(settings, token)
-    if earlier.empty:
-        return False
-    for row in earlier.itertuples():
-        erasure_log.record(settings, erasure_id=row.erasure_id, requested_at=row.requested_at,
-                           reason=row.reason, request_kind=row.request_kind, request_token=token,
-                           status="resumed: nothing was left to purge; the next pipeline run rebuilds",
-                           keys=json.loads(row.keys_json or "{}"), purged={}, key_tokens=[])
-        result.resumed.append(f"{row.erasure_id} (started {row.requested_at}, interrupted "
-                              "before it finished): nothing was left to purge, closed")
-    result.status = "resumed: nothing was left to purge"
-    return True
 
 
 def purge(settings: Settings, person: PersonKeys,
@@ -306,7 +299,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
     pseudo = pii.pseudonymizer(settings)
     result = ErasureResult()
     refusals: list[dict] = []
-    resolved = _resolve(settings, requests, pseudo, force, result, refusals, dry_run)
+    resolved = _resolve(settings, requests, pseudo, force, result, refusals)
     if not dry_run:
         # a request that erased nothing is on record too (when it came, and why nothing)
         for refusal in refusals:
@@ -318,7 +311,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
         result.seconds = time.monotonic() - started
         return result
     if dry_run and result.resumed:
-        result.resumed = [m.replace("): resumed", "): a real run resumes it") for m in result.resumed]
+        result.resumed = [m + " (a real run would)" for m in result.resumed]
     person = PersonKeys()
     for r in resolved:
         person.merge(r.keys)

@@ -1,6 +1,6 @@
 """The run lock covers every writer of a home: the CLI's stage, extract and audience commands
 and each DAG task (run by a scheduler, not under `c360 run`) as well as runs and erase; it is
-re-entrant for a writer nested in another and for the tasks `c360 run` starts."""
+re-entrant for the child processes of its holder (the tasks `c360 run` starts) only."""
 
 from __future__ import annotations
 
@@ -104,10 +104,11 @@ def test_the_dag_tasks_wait_for_the_lock():
                              for k in c.keywords) for c in calls)
 
 
-def test_the_lock_is_reentrant_in_its_process_and_for_its_children(settings, tmp_path):
+def test_the_lock_is_reentrant_for_its_children_only(settings, tmp_path):
     with run_lock(settings):
-        with run_lock(settings):  # a stage inside `c360 erase`'s rebuild, say
-            pass
+        with pytest.raises(RunLockedError):  # nested in the holder itself: a mistake, refused
+            with run_lock(get_settings()):  # (even with the token in its environment)
+                pass
         # `c360 run` holds it while Airflow's child processes run the tasks: they inherit it
         child = subprocess.run([sys.executable, "-c", TAKER, "nowait", str(tmp_path / "none")],
                                env=dict(os.environ), capture_output=True, text=True, timeout=60)

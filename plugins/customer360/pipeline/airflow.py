@@ -94,11 +94,6 @@ def ensure_airflow(settings: Settings) -> None:
     stamp.write_text(dt.datetime.now(dt.timezone.utc).isoformat())
 
 
-# Lock files this process holds, with their tokens: a writer nested in another (a stage run by
-# `c360 erase`'s rebuild, publish inside a run) goes on under the outer lock.
-_HELD: dict[Path, str] = {}
-
-
 def _holder(fh) -> str:
     fh.seek(0)
     return fh.read().strip()
@@ -112,13 +107,11 @@ def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
     :class:`RunLockedError` naming the holder; ``wait=True`` queues (an Airflow task: its
     ``execution_timeout`` bounds the wait).
 
-    Re-entrant: in the holding process, and in its child processes (``c360 run`` holds it while
-    Airflow runs the tasks, which take it too), which inherit its token in
-    ``C360_RUN_LOCK_TOKEN`` and find it in the lock file while the lock is held."""
+    Re-entrant for the holder's child processes only (``c360 run`` holds it while Airflow runs
+    the tasks, which take it too): they inherit its token in ``C360_RUN_LOCK_TOKEN`` and find
+    it in the lock file while the lock is held. A second take in the holding process itself is
+    refused like any other (it is a nesting mistake, and waiting would deadlock)."""
     path = settings.run_lock_path
-    if path in _HELD:
-        yield
-        return
     settings.home.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         inherited = settings.run_lock_token
@@ -126,7 +119,8 @@ def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fh)
-            if inherited and holder.endswith(f"token {inherited}"):
+            if (inherited and holder.endswith(f"token {inherited}")
+                    and not holder.startswith(f"pid {os.getpid()} ")):
                 yield  # our parent process holds it for us
                 return
             if not wait:
@@ -141,13 +135,11 @@ def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
         fh.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
                  f"token {token}")
         fh.flush()
-        _HELD[path] = token
         try:
             # for the child processes (Airflow's task runs), through their environment
             with scoped_environment({RUN_LOCK_TOKEN_VAR: token}):
                 yield
         finally:
-            del _HELD[path]
             fh.seek(0)
             fh.truncate()
             fcntl.flock(fh, fcntl.LOCK_UN)

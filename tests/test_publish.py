@@ -356,3 +356,52 @@ def test_readers_during_publishes_always_see_one_whole_version(env):
     rows_of = {"v000001": 10, "v000002": 200, "v000003": 30, "v000004": 4000, "v000005": 10}
     assert all(_whole(s, rows_of[s["version"]]) for s in seen)
     assert len({s["version"] for s in seen}) > 1  # it did read while the versions changed
+
+
+@pytest.mark.postgres
+def test_the_compose_publisher_role_publishes_without_being_a_superuser(env, monkeypatch, tmp_path):
+    """deploy/publish-db-init.sh run as docker's entrypoint would on a fresh server; then the
+    pipeline publishes as c360_publisher, a role that is no superuser and cannot create roles,
+    and analysts read what it published and nothing else."""
+    import subprocess
+
+    from customer360.core.settings import REPO_ROOT
+    from customer360.serve.postgres import publish_postgres
+    from tests.pg_server import _pg_bin
+
+    with postgres_server() as pg:
+        with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+            admin.execute("CREATE DATABASE c360")
+        env_vars = {**os.environ, "PATH": f"{_pg_bin()}:{os.environ['PATH']}",
+                    "PGHOST": "127.0.0.1", "PGPORT": str(pg["port"]), "PGPASSWORD": pg["password"],
+                    "POSTGRES_USER": "c360_super", "POSTGRES_DB": "c360",
+                    "POSTGRES_PASSWORD": pg["password"], "PUBLISH_DB_PASSWORD": "publisher-pw-4711"}
+        script = REPO_ROOT / "deploy" / "publish-db-init.sh"
+        refused = subprocess.run(["bash", str(script)], env={**env_vars, "PUBLISH_DB_PASSWORD": "change-me"},
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "placeholder" in refused.stderr
+        subprocess.run(["bash", str(script)], env=env_vars, check=True, capture_output=True, text=True)
+
+        dsn = f"postgresql://c360_publisher:publisher-pw-4711@127.0.0.1:{pg['port']}/c360"
+        monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", dsn)
+        settings = get_settings()
+        make_warehouse(settings.warehouse_path, 25, 1)
+        publish(settings, dt.date(2026, 1, 5))
+        assert publish_postgres(settings)["tables"]["marts.customer_360"] == 25
+        make_warehouse(settings.warehouse_path, 30, 2)
+        publish(settings, dt.date(2026, 1, 6))
+        assert publish_postgres(settings)["tables"]["marts.customer_360"] == 30  # the swap, again
+        with psycopg.connect(dsn, autocommit=True) as pub:
+            assert pub.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                               "WHERE rolname = current_user").fetchone() == (False, False, False)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                pub.execute("CREATE ROLE sneaky LOGIN")
+        with psycopg.connect(pg["dsn"].rsplit("/", 1)[0] + "/c360", autocommit=True) as admin:
+            admin.execute("CREATE ROLE ana LOGIN PASSWORD 'ana-pw' IN ROLE c360_analyst")
+        with psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/c360", autocommit=True) as ana:
+            assert ana.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 30
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                ana.execute("CREATE TEMP TABLE scratch (x int)")
+        for db in ("postgres", "template1"):
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/{db}").close()

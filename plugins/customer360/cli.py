@@ -65,6 +65,28 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEB
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@app.command("check-config")
+def check_config(
+    require_pii_key: bool = typer.Option(True, "--require-pii-key/--no-require-pii-key",
+                                         help="Fail when C360_PII_KEY is unset (a deployment needs it)."),
+) -> None:
+    """Check the configuration as a service does at start: every knob valid, no secret left at
+    a placeholder (deploy/.env.example's values are refused). Exit 2 naming the variable,
+    never its value."""
+    from customer360.core.settings import check_secrets
+
+    s = _settings()
+    try:
+        configured = check_secrets()
+        if require_pii_key or "C360_PII_KEY" in configured:
+            s.pii_key()
+        s.audit_key()
+    except SettingsError as exc:
+        console.print(labelled("configuration error:", "red", exc))
+        raise typer.Exit(2) from None
+    console.print(f"[green]configuration ok:[/green] secrets set: {', '.join(configured) or 'none'}")
+
+
 @app.command()
 def simulate(
     people: int = typer.Option(2000, help="Number of simulated people."),
@@ -393,10 +415,13 @@ def audience(
     segment: Optional[str] = typer.Option(None, "--segment", help="Segment to export (see --list)."),
     all_segments: bool = typer.Option(False, "--all", help="Export every segment."),
     list_segments: bool = typer.Option(False, "--list", help="List the segments and exit."),
+    platform_match_keys: bool = typer.Option(False, "--platform-match-keys", help="Add the unkeyed "
+                                             "SHA-256 of email and phone ad platforms match on "
+                                             "(reversible by dictionary: an upload file, not a keyed export)."),
     wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Export a marketing audience (CSV + JSON under published/audiences/): the segment's
-    customers with marketing consent, with the hashed keys a marketing tool matches on."""
+    customers with marketing consent, with keyed hashes (and, if asked, the platform's keys)."""
     from customer360.privacy.audience import SEGMENTS, AudienceError, export_audience
 
     if list_segments:
@@ -417,7 +442,7 @@ def audience(
     try:
         with run_lock(s, wait=wait):
             for name in names:
-                out = export_audience(s, name)
+                out = export_audience(s, name, platform_match_keys=platform_match_keys)
                 console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the "
                               f"segment ({out.without_consent} without marketing consent left out) -> "
                               f"{out.csv_path}, {out.json_path.name}")

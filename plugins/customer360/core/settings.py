@@ -176,6 +176,51 @@ def _require(name: str, value: str | None, why: str) -> str:
     return value
 
 
+# Values that are someone's placeholder, not a secret: deploy/.env.example's ("change-me...")
+# and the usual others. A key from an example file passes any length check, and hashes keyed
+# with a published key are reversible by dictionary: refused wherever a secret is read.
+_PLACEHOLDER = re.compile(r"(?i)^\W*(change[-_ ]?me|replace[-_ ]?me|your[-_ ]|example|placeholder|"
+                          r"dummy|xxxx|todo|secret\W*$|password\W*$|<[^>]*>$)")
+
+
+def is_placeholder(value: str | None) -> bool:
+    return bool(value) and bool(_PLACEHOLDER.match(value.strip()))
+
+
+def _refuse_placeholder(name: str, value: str | None, part: str = "") -> None:
+    if is_placeholder(value):
+        raise SettingsError(f"{name}{part} is a placeholder (like deploy/.env.example's), not a "
+                            "secret: set a real, random value in .env")
+
+
+def _dsn_password(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    if "://" in dsn:
+        return urlparse(dsn).password
+    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return match.group(1).strip("'") if match else None
+
+
+def check_secrets() -> list[str]:
+    """Refuse (:class:`SettingsError`) any secret knob set to a placeholder, the publish DSN's
+    password included; returns the names of the secret knobs that are set. What services run
+    at start (``c360 check-config``), and what each secret's accessor checks for its own."""
+    found = []
+    for name in SECRET_VARS:
+        value = _env(name)
+        if value is None:
+            continue
+        found.append(name)
+        if name == "C360_PUBLISH_POSTGRES_DSN":
+            _refuse_placeholder(name, _dsn_password(value), "'s password")
+        elif name != "C360_ALERT_WEBHOOK":
+            _refuse_placeholder(name, value)
+    if _crm_from_airflow() is not None:  # refuses a placeholder password itself
+        found.append(f"airflow connection {CRM_CONNECTION_ID}")
+    return found
+
+
 def _path(name: str, home: Path | None = None) -> Path:
     return Path(_raw(name, home)).expanduser().resolve()
 
@@ -423,6 +468,7 @@ class Settings:
                        "it keys the HMAC-SHA256 hashes of emails and phones in published tables")
         if len(key) < 16:
             raise SettingsError("C360_PII_KEY must be at least 16 characters long")
+        _refuse_placeholder("C360_PII_KEY", key)
         return key.encode("utf-8")
 
     def audit_key(self) -> bytes | None:
@@ -433,6 +479,7 @@ class Settings:
         if key is not None:
             if len(key) < 16:
                 raise SettingsError("C360_AUDIT_KEY must be at least 16 characters long")
+            _refuse_placeholder("C360_AUDIT_KEY", key)
             return key.encode("utf-8")
         if _env("C360_PII_KEY") is None:
             return None
@@ -440,8 +487,9 @@ class Settings:
 
     def crm_token(self) -> str:
         """The CRM bearer token of the environment (``c360 crm-server`` serves with it)."""
-        return _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"),
-                        "set it to the CRM API bearer token")
+        token = _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"), "set it to the CRM API bearer token")
+        _refuse_placeholder("C360_CRM_TOKEN", token)
+        return token
 
 
 def get_settings(home: str | Path | None = None) -> Settings:
@@ -462,6 +510,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
         raise SettingsError("C360_PUBLISH_POSTGRES_DSN must be a postgresql:// URL or a libpq "
                             "key=value string")
+    _refuse_placeholder("C360_PUBLISH_POSTGRES_DSN", _dsn_password(dsn), "'s password")
     results = _raw("C360_DBT_RESULTS")
     return Settings(
         home=home,
@@ -523,6 +572,8 @@ def _crm_from_airflow() -> CrmConnection | None:
     if not host or not token:
         raise SettingsError(f"Airflow connection {CRM_CONNECTION_ID!r} needs a host and a "
                             "password (the bearer token)")
+    register_secret(token)  # not a knob's value: secret_values() must still know it
+    _refuse_placeholder(f"the password of the Airflow connection {CRM_CONNECTION_ID}", token)
     return CrmConnection(base_url=host.rstrip("/"), token=token,
                          source=f"airflow connection {CRM_CONNECTION_ID}")
 
@@ -540,12 +591,26 @@ def crm_connection() -> CrmConnection:
         raise SettingsError(f"C360_CRM_BASE_URL must be an http(s) URL, got {url!r}")
     token = _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"),
                      "set it to the CRM API bearer token")
+    _refuse_placeholder("C360_CRM_TOKEN", token)
     return CrmConnection(base_url=url.rstrip("/"), token=token, source="environment")
 
 
+# Secrets met at run time outside the knobs (the CRM token of the Airflow connection).
+_RUNTIME_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A secret read from somewhere other than a secret knob: from now on it is one of
+    :func:`secret_values`, so every log line and alert masks it."""
+    if value and len(value) >= 4:
+        _RUNTIME_SECRETS.add(value)
+
+
 def secret_values() -> list[str]:
-    """Values that must never appear in logs or outputs (used by redaction and tests)."""
-    return [v for v in (os.environ.get(n) for n in SECRET_VARS) if v and len(v) >= 4]
+    """Values that must never appear in logs or outputs (used by redaction and tests): the
+    secret knobs' values and the secrets registered at run time."""
+    found = [v for v in (os.environ.get(n) for n in SECRET_VARS) if v and len(v) >= 4]
+    return found + sorted(_RUNTIME_SECRETS - set(found))
 
 
 def crm_configured() -> bool:

@@ -44,7 +44,9 @@ def _stage_task(stage: pipeline.Stage):
 
     @task(task_id=stage.name, **options)
     def run_stage(**ctx):
-        return pipeline.run_stage(stage.name, dt.date.fromisoformat(ctx["ds"]), ctx["run_id"])
+        # wait for the run lock (a CLI writer may hold it); execution_timeout bounds the wait
+        return pipeline.run_stage(stage.name, dt.date.fromisoformat(ctx["ds"]), ctx["run_id"],
+                                  wait=True)
 
     return run_stage()
 

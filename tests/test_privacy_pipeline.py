@@ -292,7 +292,7 @@ def test_pii_gate_stops_a_publish_when_a_mart_column_holds_an_email_or_phone(run
 
 def test_audiences_hold_consenting_customers_only(run):
     settings, state = run
-    exports = audience.export_all(settings)
+    exports = audience.export_all(settings, platform_match_keys=True)  # the ad platform's keys too
     members = {name: pd.read_csv(e["csv"], dtype=str) for name, e in exports.items()}
     con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
     consent = dict(con.execute("SELECT customer_id, marketing_consent FROM marts.customer_360").fetchall())

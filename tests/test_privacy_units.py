@@ -8,6 +8,7 @@ import datetime as dt
 import gzip
 import hashlib
 import hmac
+import json
 import sqlite3
 
 import duckdb
@@ -351,6 +352,15 @@ def test_an_audience_leaves_out_whoever_denied_advertising_in_their_latest_segme
     members = sorted(duckdb.sql(f"SELECT customer_id FROM read_csv('{export.csv_path}')").fetchall())
     assert members == [("c-analytics-only",), ("c-ok",)]
     assert (export.in_segment, export.without_consent, export.web_consent_denied) == (5, 1, 2)
+    # by default the export carries keyed hashes only, never the bare SHA-256 of a value
+    assert "email_sha256" not in export.columns and "phone_sha256" not in export.columns
+    header = export.csv_path.read_text().splitlines()[0].split(",")
+    assert "email_hash" in header and not any(c.endswith("_sha256") for c in header)
+    assert "email_sha256" not in export.json_path.read_text()
+    uploaded = audience.export_audience(settings, "browsers", platform_match_keys=True)
+    assert {"email_sha256", "phone_sha256"} <= set(uploaded.columns)
+    events = audit.read(settings, "events", "kind = 'audience_export'")
+    assert [json.loads(p)["platform_match_keys"] for p in events["payload"]] == [False, True]
 
 
 def test_an_audience_refuses_a_publication_without_segment_consent(settings):

@@ -190,3 +190,218 @@ def test_postgres_publish_waits_for_a_reader_lock_only_so_long_then_fails_clearl
         with psycopg.connect(pg["dsn"], autocommit=True) as check:
             assert check.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 40
         reader.close()
+
+
+# --------------------------------------------------------------------------- a set, atomically
+
+def _read_one_version(settings) -> dict:
+    """What a reader that wants one whole publication does: resolve ``current`` once, then
+    read the database, the Parquet copies and publication.json under that folder."""
+    import json
+
+    from customer360.serve.publish import current_version_dir
+
+    folder = current_version_dir(settings)
+    con = duckdb.connect(str(folder / "c360.duckdb"), read_only=True)
+    try:
+        db_rows = con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0]
+        db_tables = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema IN ('marts', 'ml')").fetchall()}
+        pq_rows = con.execute("SELECT count(*) FROM read_parquet(?)",
+                              [str(folder / "marts" / "customer_360.parquet")]).fetchone()[0]
+    finally:
+        con.close()
+    pub = json.loads((folder / "publication.json").read_text())
+    return {"version": folder.name, "db_rows": db_rows, "parquet_rows": pq_rows,
+            "json_rows": {t["name"]: t["rows"] for t in pub["tables"]}["customer_360"],
+            "json_version": pub["version"], "db_tables": db_tables,
+            "parquet_tables": {p.stem for p in (folder / "marts").glob("*.parquet")}}
+
+
+def _whole(seen: dict, rows: int) -> bool:
+    return (seen["db_rows"] == seen["parquet_rows"] == seen["json_rows"] == rows
+            and seen["json_version"] == seen["version"] and seen["db_tables"] == seen["parquet_tables"])
+
+
+def test_a_publish_killed_between_its_swaps_leaves_the_old_set_whole(env, monkeypatch):
+    """The new version is written in full and renamed to v<N>, then the publish dies right
+    before the pointer swap: readers (by the stable paths or by current/) see the old set."""
+    import customer360.serve.publish as pubmod
+
+    make_warehouse(env.warehouse_path, 30, 1)
+    publish(env, dt.date(2026, 1, 5))
+    old = _read_one_version(env)
+    make_warehouse(env.warehouse_path, 45, 2)
+
+    def killed(settings, name):
+        assert (settings.published_dir / name / "c360.duckdb").exists()  # written in full
+        raise KeyboardInterrupt("killed between the swaps (injected)")
+    monkeypatch.setattr(pubmod, "_swap_current", killed)
+    with pytest.raises(KeyboardInterrupt):
+        publish(env, dt.date(2026, 1, 6))
+    assert _read_one_version(env) == old and _whole(old, 30)
+    con = duckdb.connect(str(env.published_db), read_only=True)  # the stable path BI tools use
+    assert con.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 30
+    con.close()
+    assert pubmod.versions(env) == [1, 2]  # v2 was written, never made current
+
+    monkeypatch.undo()
+    (env.published_dir / "v000002" / "orphan-marker").write_text("x")
+    publish(env, dt.date(2026, 1, 6))  # the next publish removes the orphan and writes v2 anew
+    new = _read_one_version(env)
+    assert new["version"] == "v000002" and _whole(new, 45)
+    assert not (env.published_dir / "v000002" / "orphan-marker").exists()
+    assert pubmod.versions(env) == [1, 2]
+
+
+def test_a_publish_that_fails_mid_write_leaves_no_staging_behind(env, monkeypatch):
+    import customer360.serve.publish as pubmod
+
+    make_warehouse(env.warehouse_path, 30, 1)
+    publish(env, dt.date(2026, 1, 5))
+    old = _read_one_version(env)
+    calls = []
+    real = pubmod.table_checksum
+
+    def second_fails(con, qualified):
+        calls.append(qualified)
+        if len(calls) == 2:  # the first table's Parquet is written already
+            raise OSError(28, "No space left on device (injected)")
+        return real(con, qualified)
+    monkeypatch.setattr(pubmod, "table_checksum", second_fails)
+    with pytest.raises(OSError, match="injected"):
+        publish(env, dt.date(2026, 1, 6))
+    assert _read_one_version(env) == old
+    assert [p.name for p in env.published_dir.iterdir() if p.name.startswith(".")] == []
+    assert pubmod.versions(env) == [1]
+
+
+def test_leftovers_of_a_killed_publish_are_removed(env):
+    """A SIGKILL leaves a staging folder and temporary files (no finally ran): the next
+    publish, under the run lock, removes them."""
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    pub = env.published_dir
+    (pub / ".v000002.k1ll3d.tmp" / "marts").mkdir(parents=True)
+    (pub / ".v000002.k1ll3d.tmp" / "c360.duckdb").write_bytes(b"half")
+    (pub / ".c360.duckdb.abc123.tmp").write_bytes(b"half")
+    (pub / ".c360.duckdb.abc123.tmp.wal").write_bytes(b"wal")
+    (pub / ".current.x1y2.link").symlink_to("v000001")
+    publish(env, dt.date(2026, 1, 6))
+    assert sorted(p.name for p in pub.iterdir() if p.name.startswith(".")) == []
+    assert not list(pub.rglob("*.tmp"))
+
+
+def test_a_dropped_table_leaves_no_parquet_and_old_versions_are_pruned(env, monkeypatch):
+    monkeypatch.setenv("C360_PUBLISH_KEEP_VERSIONS", "2")
+    env = get_settings()
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    assert (env.published_marts_dir / "ml_churn_scores.parquet").exists()
+    con = duckdb.connect(str(env.warehouse_path))
+    con.execute("DROP TABLE ml.ml_churn_scores")
+    con.close()
+    publish(env, dt.date(2026, 1, 6))
+    assert sorted(p.name for p in env.published_marts_dir.iterdir()) == ["customer_360.parquet"]
+    seen = _read_one_version(env)
+    assert seen["db_tables"] == seen["parquet_tables"] == {"customer_360"}
+    publish(env, dt.date(2026, 1, 7))
+    import customer360.serve.publish as pubmod
+
+    assert pubmod.versions(env) == [2, 3]  # keep 2: the current one and the one before
+
+
+def test_a_home_published_by_an_older_version_moves_to_the_versioned_layout(env):
+    """Real files at the stable paths (the layout before versions) become links."""
+    pub = env.published_dir
+    (pub / "marts").mkdir(parents=True)
+    (pub / "marts" / "customer_360.parquet").write_bytes(b"old")
+    (pub / "c360.duckdb").write_bytes(b"old")
+    (pub / "publication.json").write_text("{}")
+    make_warehouse(env.warehouse_path, 12, 1)
+    publish(env, dt.date(2026, 1, 5))
+    for name in ("c360.duckdb", "marts", "publication.json"):
+        assert (pub / name).is_symlink() and os.readlink(pub / name) == f"current/{name}"
+    assert os.readlink(pub / "current") == "v000001"
+    assert _whole(_read_one_version(env), 12)
+    assert not [p.name for p in pub.iterdir() if p.name.startswith(".")]
+
+
+def _version_reader(home: str, queue) -> None:
+    os.environ["C360_HOME"] = home
+    settings = get_settings()
+    seen, deadline = [_read_one_version(settings)], time.monotonic() + 8
+    queue.put("reading")
+    while time.monotonic() < deadline and len(seen) < 400:
+        try:
+            seen.append(_read_one_version(settings))
+        except FileNotFoundError:  # a version pruned between resolving and opening: retry
+            continue
+    queue.put(seen)
+
+
+def test_readers_during_publishes_always_see_one_whole_version(env):
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_version_reader, args=(str(env.home), queue))
+    proc.start()
+    assert queue.get(timeout=60) == "reading"
+    for i, rows in enumerate((200, 30, 4000, 10), start=2):
+        make_warehouse(env.warehouse_path, rows, i)
+        publish(env, dt.date(2026, 1, 5 + i))
+    seen = queue.get(timeout=60)
+    proc.join(30)
+    rows_of = {"v000001": 10, "v000002": 200, "v000003": 30, "v000004": 4000, "v000005": 10}
+    assert all(_whole(s, rows_of[s["version"]]) for s in seen)
+    assert len({s["version"] for s in seen}) > 1  # it did read while the versions changed
+
+
+@pytest.mark.postgres
+def test_the_compose_publisher_role_publishes_without_being_a_superuser(env, monkeypatch, tmp_path):
+    """deploy/publish-db-init.sh run as docker's entrypoint would on a fresh server; then the
+    pipeline publishes as c360_publisher, a role that is no superuser and cannot create roles,
+    and analysts read what it published and nothing else."""
+    import subprocess
+
+    from customer360.core.settings import REPO_ROOT
+    from customer360.serve.postgres import publish_postgres
+    from tests.pg_server import _pg_bin
+
+    with postgres_server() as pg:
+        with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+            admin.execute("CREATE DATABASE c360")
+        env_vars = {**os.environ, "PATH": f"{_pg_bin()}:{os.environ['PATH']}",
+                    "PGHOST": "127.0.0.1", "PGPORT": str(pg["port"]), "PGPASSWORD": pg["password"],
+                    "POSTGRES_USER": "c360_super", "POSTGRES_DB": "c360",
+                    "POSTGRES_PASSWORD": pg["password"], "PUBLISH_DB_PASSWORD": "publisher-pw-4711"}
+        script = REPO_ROOT / "deploy" / "publish-db-init.sh"
+        refused = subprocess.run(["bash", str(script)], env={**env_vars, "PUBLISH_DB_PASSWORD": "change-me"},
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "placeholder" in refused.stderr
+        subprocess.run(["bash", str(script)], env=env_vars, check=True, capture_output=True, text=True)
+
+        dsn = f"postgresql://c360_publisher:publisher-pw-4711@127.0.0.1:{pg['port']}/c360"
+        monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", dsn)
+        settings = get_settings()
+        make_warehouse(settings.warehouse_path, 25, 1)
+        publish(settings, dt.date(2026, 1, 5))
+        assert publish_postgres(settings)["tables"]["marts.customer_360"] == 25
+        make_warehouse(settings.warehouse_path, 30, 2)
+        publish(settings, dt.date(2026, 1, 6))
+        assert publish_postgres(settings)["tables"]["marts.customer_360"] == 30  # the swap, again
+        with psycopg.connect(dsn, autocommit=True) as pub:
+            assert pub.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                               "WHERE rolname = current_user").fetchone() == (False, False, False)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                pub.execute("CREATE ROLE sneaky LOGIN")
+        with psycopg.connect(pg["dsn"].rsplit("/", 1)[0] + "/c360", autocommit=True) as admin:
+            admin.execute("CREATE ROLE ana LOGIN PASSWORD 'ana-pw' IN ROLE c360_analyst")
+        with psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/c360", autocommit=True) as ana:
+            assert ana.execute("SELECT count(*) FROM marts.customer_360").fetchone()[0] == 30
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                ana.execute("CREATE TEMP TABLE scratch (x int)")
+        for db in ("postgres", "template1"):
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/{db}").close()

@@ -82,6 +82,7 @@ def test_every_knob_is_read_by_the_settings(clean_env):
     clean_env.setenv("C360_CRM_TOKEN", "token-for-the-test")
     s = get_settings()
     s.pii_key()
+    s.audit_key()
     s.crm_token()
     settings_mod.crm_connection()
     assert sorted(set(read)) == sorted(KNOBS)
@@ -210,6 +211,7 @@ def test_defaults_and_overrides(clean_env, tmp_path):
 
 def test_secrets_are_never_in_the_repr(clean_env):
     secrets = {"C360_PII_KEY": "pii-key-value-0123456789", "C360_CRM_TOKEN": "crm-token-value-42",
+               "C360_AUDIT_KEY": "audit-key-value-0123456789",
                "C360_PUBLISH_POSTGRES_DSN": "postgresql://u:pg-password-77@127.0.0.1/db",
                "C360_ALERT_WEBHOOK": "https://hooks.example/services/webhook-secret-99"}
     for name, value in secrets.items():

@@ -65,6 +65,28 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEB
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@app.command("check-config")
+def check_config(
+    require_pii_key: bool = typer.Option(True, "--require-pii-key/--no-require-pii-key",
+                                         help="Fail when C360_PII_KEY is unset (a deployment needs it)."),
+) -> None:
+    """Check the configuration as a service does at start: every knob valid, no secret left at
+    a placeholder (deploy/.env.example's values are refused). Exit 2 naming the variable,
+    never its value."""
+    from customer360.core.settings import check_secrets
+
+    s = _settings()
+    try:
+        configured = check_secrets()
+        if require_pii_key or "C360_PII_KEY" in configured:
+            s.pii_key()
+        s.audit_key()
+    except SettingsError as exc:
+        console.print(labelled("configuration error:", "red", exc))
+        raise typer.Exit(2) from None
+    console.print(f"[green]configuration ok:[/green] secrets set: {', '.join(configured) or 'none'}")
+
+
 @app.command()
 def simulate(
     people: int = typer.Option(2000, help="Number of simulated people."),
@@ -151,13 +173,19 @@ def validate_landing_cmd(
 def extract(
     source: str = typer.Argument(..., help="crm, web or pos"),
     date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Land one source into the raw zone for a logical date (incremental, idempotent)."""
     from customer360.ingest import extract as extract_mod
+    from customer360.pipeline.airflow import RunLockedError, run_lock
 
     s = _settings()
     try:
-        recs = extract_mod.run_extract(source, s, _logical_date(date))
+        with run_lock(s, wait=wait):
+            recs = extract_mod.run_extract(source, s, _logical_date(date))
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
         # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
         console.print(labelled(f"extract {source} failed:", "red", exc))
@@ -242,17 +270,23 @@ def stage(
     name: str = typer.Argument(..., help="A stage of `c360 stages`, e.g. dbt_marts or publish."),
     date: str = typer.Option(..., "--date", help="Logical date (YYYY-MM-DD)."),
     run_id: str = typer.Option("cli", "--run-id", help="Run id recorded with gate results."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Run one stage outside Airflow, exactly as its DAG task does (for debugging a run)."""
     import json
 
     from customer360 import pipeline
+    from customer360.pipeline.airflow import RunLockedError
 
     try:
         pipeline.stage(name)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    out = pipeline.run_stage(name, _logical_date(date), run_id, _settings())
+    try:
+        out = pipeline.run_stage(name, _logical_date(date), run_id, _settings(), wait=wait)
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     console.print_json(json.dumps(out, default=str))
 
 
@@ -344,6 +378,8 @@ def erase(
         raise typer.Exit(2) from None
     for reason in result.refused:
         console.print(labelled("nothing erased:", "yellow", reason))
+    for note in result.resumed:
+        console.print(labelled("an earlier erasure died mid-purge:", "yellow", note))
     table = Table(title=f"erasure: {result.status}")
     table.add_column("where")
     table.add_column("removed", justify="right")
@@ -379,9 +415,13 @@ def audience(
     segment: Optional[str] = typer.Option(None, "--segment", help="Segment to export (see --list)."),
     all_segments: bool = typer.Option(False, "--all", help="Export every segment."),
     list_segments: bool = typer.Option(False, "--list", help="List the segments and exit."),
+    platform_match_keys: bool = typer.Option(False, "--platform-match-keys", help="Add the unkeyed "
+                                             "SHA-256 of email and phone ad platforms match on "
+                                             "(reversible by dictionary: an upload file, not a keyed export)."),
+    wait: bool = typer.Option(False, help="Wait for a pipeline run in progress instead of refusing."),
 ) -> None:
     """Export a marketing audience (CSV + JSON under published/audiences/): the segment's
-    customers with marketing consent, with the hashed keys a marketing tool matches on."""
+    customers with marketing consent, with keyed hashes (and, if asked, the platform's keys)."""
     from customer360.privacy.audience import SEGMENTS, AudienceError, export_audience
 
     if list_segments:
@@ -396,13 +436,19 @@ def audience(
     if not names:
         console.print("[red]give --segment NAME, --all or --list[/red]")
         raise typer.Exit(2)
+    from customer360.pipeline.airflow import RunLockedError, run_lock
+
     s = _settings()
     try:
-        for name in names:
-            out = export_audience(s, name)
-            console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the segment "
-                          f"({out.without_consent} without marketing consent left out) -> {out.csv_path}, "
-                          f"{out.json_path.name}")
+        with run_lock(s, wait=wait):
+            for name in names:
+                out = export_audience(s, name, platform_match_keys=platform_match_keys)
+                console.print(f"{name}: {out.members} customer(s) exported of {out.in_segment} in the "
+                              f"segment ({out.without_consent} without marketing consent left out) -> "
+                              f"{out.csv_path}, {out.json_path.name}")
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
     except (AudienceError, SettingsError) as exc:
         console.print(labelled("audience export failed:", "red", exc))
         raise typer.Exit(1) from None
@@ -414,18 +460,36 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the hash chain of the audit event log; report every break (exit 1 if any)."""
+    """Check the audit event log: its hash chain (keyed), the heads anchored at every
+    publication and erasure, and that every erasure the erased-keys copy knows is in it.
+    Reports every break (exit 1 if any)."""
     from customer360.core import audit as audit_store
+    from customer360.privacy.erasure_log import unlogged_erasures
+    from customer360.serve.publish import publication_anchors
 
     s = _settings()
-    breaks = audit_store.verify_chain(s)
-    entries = len(audit_store.read(s, "events")) if audit_store.audit_path(s).exists() else 0
+    try:
+        report = audit_store.verify(s, extra_anchors=publication_anchors(s))
+    except SettingsError as exc:
+        console.print(labelled("configuration error:", "red", exc))
+        raise typer.Exit(2) from None
+    breaks = list(report.breaks) + [
+        audit_store.ChainBreak(0, f"erasure {e} is in the erased-keys copy but not in the log "
+                                  "(its entry was cut off or the store replaced)")
+        for e in unlogged_erasures(s)]
+    if report.unkeyed:
+        why = ("written by an older version or with no key configured" if report.key_configured
+               else "neither C360_AUDIT_KEY nor C360_PII_KEY is set")
+        console.print(labelled("not keyed:", "yellow",
+                               f"{report.unkeyed} of {report.entries} entries carry a plain SHA-256 "
+                               f"({why}): they prove order, not that the pipeline wrote them"))
     if breaks:
-        console.print(f"[red]audit log tampered with: {len(breaks)} break(s) in {entries} entries[/red]")
+        console.print(f"[red]audit log tampered with: {len(breaks)} break(s) in {report.entries} entries[/red]")
         for b in breaks:
-            console.print(f"  {b}")
+            console.print(f"  {escape(str(b))}")
         raise typer.Exit(1)
-    console.print(f"[green]audit log intact:[/green] {entries} entries, hash chain verified")
+    console.print(f"[green]audit log intact:[/green] {report.entries} entries, hash chain verified "
+                  f"({report.keyed} keyed), {report.anchors} anchor(s) matched")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,15 +12,14 @@ log = logging.getLogger("customer360.core.alerts")
 
 
 def _redact(text: str) -> str:
-    from customer360.core.settings import secret_values
+    from customer360.core.masking import redact
 
-    for secret in secret_values():
-        text = text.replace(secret, "***")
-    return text
+    return redact(text)
 
 
 def on_task_failure(context) -> None:
-    """Airflow ``on_failure_callback``: never raises, never leaks configured secrets."""
+    """Airflow ``on_failure_callback``: never raises, never leaks a secret or personal data
+    (the message is redacted as every log line is)."""
     try:
         from customer360.core.settings import get_settings
 

@@ -7,9 +7,19 @@ through this module in a free-text column (observed values, samples, notes, even
 is passed through :func:`customer360.core.masking.mask_text`.
 
 The event log (``audit.events``) is append-only and tamper-evident: each entry stores the
-SHA-256 of the previous entry's hash followed by its own canonical JSON, so editing or
-deleting an entry breaks every hash after it; :func:`verify_chain` reports the breaks
-(``c360 audit verify``).
+HMAC-SHA256 (keyed with :meth:`Settings.audit_key`) of the previous entry's hash followed by
+its own canonical JSON, so editing or deleting an entry breaks every hash after it, and
+rewriting the whole chain with recomputed hashes needs the key. Entries written by an older
+version, or with no key configured, are plain SHA-256 (``scheme`` NULL or ``sha256``): they
+are counted and reported, never taken for keyed ones.
+
+A chain can still be cut at its end, or deleted, without a break inside it. So the head
+(seq, hash) is *anchored* outside the store: :func:`anchor` appends it to
+``published/audit_anchors.jsonl`` at every publication and erasure, and the publication
+records it in publication.json. :func:`verify` reports the breaks inside the chain and every
+anchor the chain no longer matches (``c360 audit verify``). The anchors are only as safe as
+the place they are kept: someone who can rewrite both the store and the anchors log (and the
+publication) undetected is out of reach of this check; ship the anchors log elsewhere for that.
 """
 
 from __future__ import annotations
@@ -17,9 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import hashlib
+import hmac
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -28,6 +39,7 @@ import pandas as pd
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from customer360.core import duck
+from customer360.core.files import append_jsonl, read_jsonl_lines
 from customer360.core.masking import mask_payload, mask_text
 from customer360.core.settings import Settings
 
@@ -59,7 +71,11 @@ CREATE TABLE IF NOT EXISTS audit.gate_metrics (
 CREATE TABLE IF NOT EXISTS audit.events (
     seq BIGINT PRIMARY KEY, recorded_at VARCHAR, kind VARCHAR, payload VARCHAR,
     prev_hash VARCHAR, hash VARCHAR);
+-- added with the keyed chain; NULL in entries an older version wrote (plain SHA-256)
+ALTER TABLE audit.events ADD COLUMN IF NOT EXISTS scheme VARCHAR;
 """
+KEYED = "hmac-sha256"
+UNKEYED = "sha256"
 
 TABLES = ("gate_results", "gate_runs", "gated_batches", "reconciliation", "gate_metrics", "events")
 # Columns that hold free text (values, samples, notes) and are masked on the way in; the
@@ -171,9 +187,13 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _entry_hash(prev_hash: str, seq: int, recorded_at: str, kind: str, payload: Any) -> str:
-    body = canonical_json({"seq": seq, "recorded_at": recorded_at, "kind": kind, "payload": payload})
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+def _entry_hash(prev_hash: str, seq: int, recorded_at: str, kind: str, payload: Any,
+                key: bytes | None = None) -> str:
+    body = (prev_hash + canonical_json({"seq": seq, "recorded_at": recorded_at, "kind": kind,
+                                        "payload": payload})).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 def log_event(settings: Settings, kind: str, payload: dict) -> dict:
@@ -184,40 +204,154 @@ def log_event(settings: Settings, kind: str, payload: dict) -> dict:
     """
     payload = json.loads(canonical_json(mask_payload(payload)))
     recorded_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    key = settings.audit_key()
+    scheme = KEYED if key is not None else UNKEYED
     with connect(settings) as con:
         con.execute("BEGIN TRANSACTION")
         last = con.execute("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-        digest = _entry_hash(prev_hash, seq, recorded_at, kind, payload)
-        con.execute("INSERT INTO audit.events VALUES (?, ?, ?, ?, ?, ?)",
-                    [seq, recorded_at, kind, canonical_json(payload), prev_hash, digest])
+        digest = _entry_hash(prev_hash, seq, recorded_at, kind, payload, key)
+        con.execute("INSERT INTO audit.events (seq, recorded_at, kind, payload, prev_hash, hash, scheme) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [seq, recorded_at, kind, canonical_json(payload), prev_hash, digest, scheme])
         con.execute("COMMIT")
     return {"seq": seq, "recorded_at": recorded_at, "kind": kind, "payload": payload,
-            "prev_hash": prev_hash, "hash": digest}
+            "prev_hash": prev_hash, "hash": digest, "scheme": scheme}
 
 
-def verify_chain(settings: Settings) -> list[ChainBreak]:
-    """Every break in the event log: a missing entry, a wrong link, or an entry whose content
-    no longer matches its hash. An empty list means the log is intact."""
-    breaks: list[ChainBreak] = []
+def head(settings: Settings) -> dict | None:
+    """The last entry of the chain as ``{"seq", "hash"}``, or None when it is empty."""
     if not audit_path(settings).exists():
-        return breaks
+        return None
     with connect(settings, read_only=True) as con:
-        rows = con.execute("SELECT seq, recorded_at, kind, payload, prev_hash, hash "
-                           "FROM audit.events ORDER BY seq").fetchall()
-    expected_prev, expected_seq = GENESIS_HASH, 1
-    for seq, recorded_at, kind, payload, prev_hash, digest in rows:
+        last = con.execute("SELECT seq, hash FROM audit.events ORDER BY seq DESC LIMIT 1").fetchone()
+    return {"seq": int(last[0]), "hash": last[1]} if last else None
+
+
+def anchor(settings: Settings, reason: str) -> dict | None:
+    """Record the chain's head in the anchors log (append-only, beside the publication), so
+    that a later truncation, rewrite or deletion of the store shows in :func:`verify`.
+    Returns the anchor, or None when the chain is empty."""
+    current = head(settings)
+    if current is None:
+        return None
+    line = {**current, "reason": reason, "anchored_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    append_jsonl(settings.audit_anchors_path, [canonical_json(line)])
+    return line
+
+
+def read_anchors(settings: Settings) -> list[dict]:
+    anchors = []
+    for line in read_jsonl_lines(settings.audit_anchors_path):
+        try:
+            item = json.loads(line)
+            anchors.append({"seq": int(item["seq"]), "hash": str(item["hash"]),
+                            "reason": str(item.get("reason", "?")),
+                            "anchored_at": str(item.get("anchored_at", "?"))})
+        except (ValueError, KeyError, TypeError):
+            anchors.append({"seq": None, "hash": None, "reason": "unreadable anchor line",
+                            "anchored_at": "?"})
+    return anchors
+
+
+@dataclass
+class Verification:
+    """What :func:`verify` found. ``breaks`` make the log untrustworthy; ``unkeyed`` entries
+    (an older version's, or written with no key) prove order but not who wrote them."""
+
+    entries: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+    unkeyed: int = 0
+    keyed: int = 0
+    key_configured: bool = False
+    anchors: int = 0
+    store_exists: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+def _check_anchor(anchor_: dict, hashes: dict[int, str], store_exists: bool) -> ChainBreak | None:
+    seq, where = anchor_["seq"], f"{anchor_['reason']} at {anchor_['anchored_at']}"
+    if seq is None:
+        return ChainBreak(0, "an anchor line cannot be read (the anchors log was edited)")
+    if not store_exists:
+        return None  # reported once for the whole store
+    if seq not in hashes:
+        return ChainBreak(seq, f"anchored by the {where}, but the log no longer has it "
+                               f"(truncated: it ends at entry {max(hashes, default=0)})")
+    if hashes[seq] != anchor_["hash"]:
+        return ChainBreak(seq, f"hash differs from the one anchored by the {where} "
+                               "(the log was rewritten)")
+    return None
+
+
+def verify(settings: Settings, extra_anchors: Iterable[dict] = ()) -> Verification:
+    """Check the chain (links, sequence, each entry's MAC) and every anchor: the anchors log
+    and ``extra_anchors`` (e.g. the head the current publication recorded)."""
+    key = settings.audit_key()
+    report = Verification(key_configured=key is not None)
+    anchors = read_anchors(settings) + [dict(a) for a in extra_anchors]
+    report.anchors = len(anchors)
+    report.store_exists = audit_path(settings).exists()
+    rows = []
+    if report.store_exists:
+        with connect(settings, read_only=True) as con:
+            columns = {r[0] for r in con.execute("DESCRIBE audit.events").fetchall()}
+            # a store an older version wrote, opened read-only, has no scheme column yet
+            scheme = "scheme" if "scheme" in columns else "NULL AS scheme"
+            rows = con.execute(f"SELECT seq, recorded_at, kind, payload, prev_hash, hash, {scheme} "
+                               "FROM audit.events ORDER BY seq").fetchall()
+    elif anchors:
+        last = max((a["seq"] or 0) for a in anchors)
+        report.breaks.append(ChainBreak(0, f"the audit store {audit_path(settings)} is missing, but "
+                                           f"{len(anchors)} anchor(s) record entries up to {last}: "
+                                           "it was deleted"))
+    report.entries = len(rows)
+    breaks = report.breaks
+    expected_prev, expected_seq, seen_keyed, told_no_key = GENESIS_HASH, 1, False, False
+    for seq, recorded_at, kind, payload, prev_hash, digest, scheme in rows:
         if seq != expected_seq:
             breaks.append(ChainBreak(seq, f"expected entry {expected_seq} here: "
                                           f"{seq - expected_seq} entr{'y' if seq - expected_seq == 1 else 'ies'} missing"
                                      if seq > expected_seq else "duplicate sequence number"))
         if prev_hash != expected_prev:
             breaks.append(ChainBreak(seq, "prev_hash does not match the hash of the entry before it"))
-        try:
-            recomputed = _entry_hash(prev_hash, seq, recorded_at, kind, json.loads(payload))
-        except (TypeError, ValueError):
-            recomputed = None
+        keyed = scheme == KEYED
+        if keyed:
+            report.keyed += 1
+            seen_keyed = True
+        else:
+            report.unkeyed += 1
+            if seen_keyed:
+                breaks.append(ChainBreak(seq, "an unkeyed entry after keyed ones (rewritten by "
+                                              "someone without the audit key)"))
+        if keyed and key is None:
+            if not told_no_key:
+                breaks.append(ChainBreak(seq, "keyed entries, but neither C360_AUDIT_KEY nor "
+                                              "C360_PII_KEY is set here: they cannot be checked"))
+                told_no_key = True
+            recomputed = digest
+        else:
+            try:
+                recomputed = _entry_hash(prev_hash, seq, recorded_at, kind, json.loads(payload),
+                                         key if keyed else None)
+            except (TypeError, ValueError):
+                recomputed = None
         if recomputed != digest:
             breaks.append(ChainBreak(seq, "content does not match its hash (entry was modified)"))
         expected_prev, expected_seq = digest, seq + 1
-    return breaks
+    hashes = {int(r[0]): r[5] for r in rows}
+    for a in anchors:
+        found = _check_anchor(a, hashes, report.store_exists)
+        if found is not None:
+            breaks.append(found)
+    return report
+
+
+def verify_chain(settings: Settings) -> list[ChainBreak]:
+    """Every break in the event log (:func:`verify`): a missing entry, a wrong link, an entry
+    whose content no longer matches its hash, an anchor the log no longer matches. An empty
+    list means the log is intact."""
+    return verify(settings).breaks

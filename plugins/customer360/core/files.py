@@ -13,7 +13,10 @@ file is removed and the old file is left as it was.
   (``COPY ... TO``, ``pyarrow.parquet.write_table``, a DuckDB database file);
 - :func:`staged_files` does the same for several files that must appear together (a
   publication: the database and its Parquet copies), renamed in the order they were staged;
-- :func:`swap_into_place` is that last step for a database and its staged copies.
+- :func:`swap_into_place` is that last step for a database and its staged copies;
+- :func:`staged_folder` writes a whole folder under a hidden name and renames it into place,
+  and :func:`swap_symlink` points a symlink at a new target in one rename: together, the way
+  a set of files (a publication's version folder) replaces another as a whole.
 """
 
 from __future__ import annotations
@@ -75,6 +78,83 @@ def swap_into_place(tmp_db: Path, db_path: Path, staged: list[tuple[Path, Path]]
     """Make a fully written publication visible: sync everything, then rename the database
     over its final name first, then each staged ``(tmp, final)`` copy."""
     replace_into_place([(tmp_db, db_path), *staged])
+
+
+def swap_symlink(link: str | Path, target: str | Path) -> None:
+    """Make ``link`` a symlink to ``target`` (relative targets stay relative) in one rename:
+    a reader resolving ``link`` gets the old target or the new one, never no link at all.
+    Replaces a regular file at ``link`` too. A real folder there (a layout from before the
+    link) cannot be renamed over: it is moved aside first and removed after, so for that one
+    swap ``link`` is briefly missing."""
+    import shutil
+
+    link = Path(link)
+    aside = None
+    if link.is_dir() and not link.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f".{link.name}.old.", suffix=".tmp", dir=link.parent))
+        os.replace(link, aside / link.name)
+    tmp = temp_path(link, suffix=".link", create=False)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(link.parent)
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+@contextmanager
+def staged_folder(final: str | Path) -> Iterator[Path]:
+    """Yield an empty hidden staging folder beside ``final`` (which must not exist yet); when
+    the block ends without error every file in it is synced and the folder renamed to
+    ``final``. On error it is removed and ``final`` never appears. For a set of files that
+    must appear together (a publication version), made visible by :func:`swap_symlink`."""
+    import shutil
+
+    final = Path(final)
+    if final.exists():
+        raise FileExistsError(f"{final} exists already")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield staging
+        for folder, _, names in os.walk(staging):
+            for name in names:
+                fsync_path(Path(folder) / name)
+            fsync_path(folder)
+        os.rename(staging, final)  # never over an existing folder (checked above)
+        fsync_path(final.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def remove_temps(folder: str | Path, suffixes: Iterable[str] = (".tmp", ".link")) -> list[Path]:
+    """Remove what writers killed mid-way (SIGKILL, a full disk) left in ``folder``: the hidden
+    temporary names of :func:`temp_path` (files, their sidecars, staging folders) that end in
+    one of ``suffixes``. Only call it while holding the lock its writers take."""
+    import shutil
+
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if not entry.name.startswith("."):
+            continue
+        stem = entry.name
+        for sidecar in DUCKDB_SIDECARS:
+            stem = stem.removesuffix(sidecar)
+        if not stem.endswith(tuple(suffixes)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from customer360.core.settings import secret_values
+
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
 # Phone numbers as people type them: with a country code (+86 138-0013-8000), a Chinese
 # mobile number (13800138000), or digit groups with separators (021-6123-4567). A bare run of
@@ -214,3 +216,54 @@ def mask_payload(obj: Any) -> Any:
     if isinstance(obj, str):
         return mask_text(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- logs and alerts
+# Every log record of the process and every alert goes through :func:`redact`: secrets out
+# (configured ones and ones met at run time, such as the CRM token of the Airflow connection:
+# settings.secret_values() knows both; credentials written into URLs; bearer tokens and
+# "password=..." pairs), then personal data masked. It is installed
+# once, as the process's log record factory (:func:`install_log_masking`, done on importing
+# the package), not as a filter on some handlers: Airflow's task handlers, a library's own
+# handler and the CLI's all see records already redacted, at every level, -v included.
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@:]+(?::[^/\s@]*)?@")
+_BEARER = re.compile(r"(?i)\b(bearer|(?:access_|api_|auth_)?token|password|passwd|pwd|secret)"
+                     r"((?<=bearer)\s+|(?<!bearer)\s*[=:]\s*)(['\"]?)[^\s'\",;&]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``, URL credentials and bearer-style
+    tokens cut, and emails and phone numbers masked."""
+    if not isinstance(text, str) or not text:
+        return text
+    for secret in sorted(set(secret_values()), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_CREDENTIALS.sub("***@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{m.group(3)}***", text)
+    return mask_text(text)
+
+
+def install_log_masking() -> None:
+    """Make every log record of this process redacted at creation (idempotent)."""
+    import logging
+
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_c360_masking", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = current(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler to report
+            return record
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return record
+
+    factory._c360_masking = True
+    logging.setLogRecordFactory(factory)

@@ -15,6 +15,8 @@ when the value is a secret.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 CRM_CONNECTION_ID = "crm_api"
+RUN_LOCK_TOKEN_VAR = "C360_RUN_LOCK_TOKEN"
 # The checkout the package runs from (it is installed editable): dags/, dbt_project/,
 # expectations/, models/. plugins/customer360/core/settings.py -> three levels up from plugins.
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -100,6 +103,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PII_KEY", "",
          "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
          "required wherever hashes are made.", secret=True),
+    Knob("C360_AUDIT_KEY", "",
+         "The key (16 characters or more) of the audit chain's HMAC-SHA256; unset: a sub-key "
+         "derived from C360_PII_KEY (HMAC of a fixed label), and with neither set the chain is "
+         "unkeyed (SHA-256) and `c360 audit verify` says so.", secret=True),
     Knob("C360_REPORTING_CURRENCY", "CNY", "ISO-4217 currency all money is converted to."),
     Knob("C360_DUCKDB_MEMORY_LIMIT", "4GB", "DuckDB's memory limit (pipeline and dbt)."),
     Knob("C360_DUCKDB_THREADS", "2", "DuckDB's threads (pipeline and dbt)."),
@@ -127,6 +134,12 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", "30",
          "Longest wait of one PostgreSQL publish for a lock an analyst's open transaction holds; "
          "past it the publish rolls back and tries again (3 attempts in all), then fails."),
+    Knob("C360_PUBLISH_KEEP_VERSIONS", "3",
+         "Publications kept under published/v<N>/ (the current one included), so that a reader "
+         "still inside an older one can finish; an erasure keeps only the current one."),
+    Knob("C360_RUN_LOCK_TOKEN", "",
+         "Set by the process holding the run lock for its child processes (the DAG's tasks under "
+         "`c360 run`), so that they go on under its lock; not to be set by hand."),
     Knob("C360_ALERT_WEBHOOK", "",
          "An http(s) URL failure alerts are POSTed to (JSON), besides the log line and the file "
          "under artifacts/alerts.", secret=True),
@@ -161,6 +174,51 @@ def _require(name: str, value: str | None, why: str) -> str:
     if not value:
         raise SettingsError(f"{name} is not set: {why}")
     return value
+
+
+# Values that are someone's placeholder, not a secret: deploy/.env.example's ("change-me...")
+# and the usual others. A key from an example file passes any length check, and hashes keyed
+# with a published key are reversible by dictionary: refused wherever a secret is read.
+_PLACEHOLDER = re.compile(r"(?i)^\W*(change[-_ ]?me|replace[-_ ]?me|your[-_ ]|example|placeholder|"
+                          r"dummy|xxxx|todo|secret\W*$|password\W*$|<[^>]*>$)")
+
+
+def is_placeholder(value: str | None) -> bool:
+    return bool(value) and bool(_PLACEHOLDER.match(value.strip()))
+
+
+def _refuse_placeholder(name: str, value: str | None, part: str = "") -> None:
+    if is_placeholder(value):
+        raise SettingsError(f"{name}{part} is a placeholder (like deploy/.env.example's), not a "
+                            "secret: set a real, random value in .env")
+
+
+def _dsn_password(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    if "://" in dsn:
+        return urlparse(dsn).password
+    match = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn)
+    return match.group(1).strip("'") if match else None
+
+
+def check_secrets() -> list[str]:
+    """Refuse (:class:`SettingsError`) any secret knob set to a placeholder, the publish DSN's
+    password included; returns the names of the secret knobs that are set. What services run
+    at start (``c360 check-config``), and what each secret's accessor checks for its own."""
+    found = []
+    for name in SECRET_VARS:
+        value = _env(name)
+        if value is None:
+            continue
+        found.append(name)
+        if name == "C360_PUBLISH_POSTGRES_DSN":
+            _refuse_placeholder(name, _dsn_password(value), "'s password")
+        elif name != "C360_ALERT_WEBHOOK":
+            _refuse_placeholder(name, value)
+    if _crm_from_airflow() is not None:  # refuses a placeholder password itself
+        found.append(f"airflow connection {CRM_CONNECTION_ID}")
+    return found
 
 
 def _path(name: str, home: Path | None = None) -> Path:
@@ -268,8 +326,10 @@ class Settings:
     quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
     quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
     publish_lock_timeout_seconds: float = 30.0  # C360_PUBLISH_LOCK_TIMEOUT_SECONDS
+    publish_keep_versions: int = 3      # C360_PUBLISH_KEEP_VERSIONS
     publish_postgres_dsn: str | None = field(default=None, repr=False)  # C360_PUBLISH_POSTGRES_DSN
     alert_webhook: str | None = field(default=None, repr=False)         # C360_ALERT_WEBHOOK
+    run_lock_token: str | None = None   # C360_RUN_LOCK_TOKEN
 
     @property
     def repo_root(self) -> Path:
@@ -352,7 +412,8 @@ class Settings:
 
     @property
     def published_db(self) -> Path:
-        """The published DuckDB file (marts and ML outputs), what consumers read."""
+        """The published DuckDB file (marts and ML outputs), what consumers read: a symlink
+        into ``published/current/`` (the current version folder, serve/publish.py)."""
         return self.published_dir / "c360.duckdb"
 
     @property
@@ -380,6 +441,18 @@ class Settings:
         return self.audit_dir / "reconciliation.jsonl"
 
     @property
+    def audit_anchors_path(self) -> Path:
+        """Append-only heads of the audit chain (one JSON line a publication or an erasure),
+        outside the audit store so that truncating or deleting it shows."""
+        return self.published_dir / "audit_anchors.jsonl"
+
+    @property
+    def erased_keys_copy_path(self) -> Path:
+        """The erased keys' tokens again (one JSON line each), outside the audit store so that
+        losing audit.duckdb does not forget who was erased."""
+        return self.state_dir / "erased_keys.jsonl"
+
+    @property
     def run_lock_path(self) -> Path:
         """Held by a pipeline run, so two runs never write one home at once."""
         return self.home / ".run.lock"
@@ -395,12 +468,28 @@ class Settings:
                        "it keys the HMAC-SHA256 hashes of emails and phones in published tables")
         if len(key) < 16:
             raise SettingsError("C360_PII_KEY must be at least 16 characters long")
+        _refuse_placeholder("C360_PII_KEY", key)
         return key.encode("utf-8")
+
+    def audit_key(self) -> bytes | None:
+        """The HMAC key of the audit chain: ``C360_AUDIT_KEY``, else a sub-key of the PII key
+        (domain-separated, so that neither key's MACs can stand in for the other's), else None
+        (an unkeyed chain: tamper-evident only against someone who cannot recompute SHA-256)."""
+        key = _env("C360_AUDIT_KEY")
+        if key is not None:
+            if len(key) < 16:
+                raise SettingsError("C360_AUDIT_KEY must be at least 16 characters long")
+            _refuse_placeholder("C360_AUDIT_KEY", key)
+            return key.encode("utf-8")
+        if _env("C360_PII_KEY") is None:
+            return None
+        return hmac.new(self.pii_key(), b"customer360 audit chain v1", hashlib.sha256).digest()
 
     def crm_token(self) -> str:
         """The CRM bearer token of the environment (``c360 crm-server`` serves with it)."""
-        return _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"),
-                        "set it to the CRM API bearer token")
+        token = _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"), "set it to the CRM API bearer token")
+        _refuse_placeholder("C360_CRM_TOKEN", token)
+        return token
 
 
 def get_settings(home: str | Path | None = None) -> Settings:
@@ -421,6 +510,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
         raise SettingsError("C360_PUBLISH_POSTGRES_DSN must be a postgresql:// URL or a libpq "
                             "key=value string")
+    _refuse_placeholder("C360_PUBLISH_POSTGRES_DSN", _dsn_password(dsn), "'s password")
     results = _raw("C360_DBT_RESULTS")
     return Settings(
         home=home,
@@ -453,8 +543,10 @@ def get_settings(home: str | Path | None = None) -> Settings:
         quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
         quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),
         publish_lock_timeout_seconds=_float("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", minimum=0.001),
+        publish_keep_versions=_int("C360_PUBLISH_KEEP_VERSIONS", minimum=1),
         publish_postgres_dsn=dsn,
         alert_webhook=_url("C360_ALERT_WEBHOOK"),
+        run_lock_token=_raw(RUN_LOCK_TOKEN_VAR),
     )
 
 
@@ -480,6 +572,8 @@ def _crm_from_airflow() -> CrmConnection | None:
     if not host or not token:
         raise SettingsError(f"Airflow connection {CRM_CONNECTION_ID!r} needs a host and a "
                             "password (the bearer token)")
+    register_secret(token)  # not a knob's value: secret_values() must still know it
+    _refuse_placeholder(f"the password of the Airflow connection {CRM_CONNECTION_ID}", token)
     return CrmConnection(base_url=host.rstrip("/"), token=token,
                          source=f"airflow connection {CRM_CONNECTION_ID}")
 
@@ -497,12 +591,26 @@ def crm_connection() -> CrmConnection:
         raise SettingsError(f"C360_CRM_BASE_URL must be an http(s) URL, got {url!r}")
     token = _require("C360_CRM_TOKEN", _env("C360_CRM_TOKEN"),
                      "set it to the CRM API bearer token")
+    _refuse_placeholder("C360_CRM_TOKEN", token)
     return CrmConnection(base_url=url.rstrip("/"), token=token, source="environment")
 
 
+# Secrets met at run time outside the knobs (the CRM token of the Airflow connection).
+_RUNTIME_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A secret read from somewhere other than a secret knob: from now on it is one of
+    :func:`secret_values`, so every log line and alert masks it."""
+    if value and len(value) >= 4:
+        _RUNTIME_SECRETS.add(value)
+
+
 def secret_values() -> list[str]:
-    """Values that must never appear in logs or outputs (used by redaction and tests)."""
-    return [v for v in (os.environ.get(n) for n in SECRET_VARS) if v and len(v) >= 4]
+    """Values that must never appear in logs or outputs (used by redaction and tests): the
+    secret knobs' values and the secrets registered at run time."""
+    found = [v for v in (os.environ.get(n) for n in SECRET_VARS) if v and len(v) >= 4]
+    return found + sorted(_RUNTIME_SECRETS - set(found))
 
 
 def crm_configured() -> bool:

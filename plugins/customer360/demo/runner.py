@@ -135,6 +135,11 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
     reports = sorted(settings.reports_dir.glob("*.html"))
     console.print(f"published database: [bold]{published}[/bold]")
     console.print(f"published Parquet:  [bold]{settings.published_marts_dir}[/bold]")
+    from customer360.serve.publish import current_version_dir
+
+    # the two paths above are stable links; this is the folder they lead to right now
+    console.print(f"current version:    [bold]{current_version_dir(settings)}[/bold] "
+                  "(read several files from one version under it)")
     if reports:
         console.print(f"run report:         [bold]{reports[-1]}[/bold]")
     console.print(f"demo wall time: {time.monotonic() - t0:.0f} s")

@@ -16,13 +16,15 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from customer360.core.settings import (CRM_CONNECTION_ID, Settings, child_environment, crm_configured,
-                                       crm_connection)
+from customer360.core.settings import (CRM_CONNECTION_ID, RUN_LOCK_TOKEN_VAR, Settings,
+                                       child_environment, crm_configured, crm_connection,
+                                       scoped_environment)
 
 DAG_ID = "c360_daily"
 WAREHOUSE_POOL = "c360_warehouse"
@@ -92,26 +94,51 @@ def ensure_airflow(settings: Settings) -> None:
     stamp.write_text(dt.datetime.now(dt.timezone.utc).isoformat())
 
 
+def _holder(fh) -> str:
+    fh.seek(0)
+    return fh.read().strip()
+
+
 @contextmanager
 def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    """Hold ``$C360_HOME/.run.lock`` for the block: the one lock every writer of a home takes
+    (runs and backfills, each DAG task however it was scheduled, erase, publish, audiences,
+    extracts), so that two never write at once. ``wait=False`` refuses at once with
+    :class:`RunLockedError` naming the holder; ``wait=True`` queues (an Airflow task: its
+    ``execution_timeout`` bounds the wait).
+
+    Re-entrant for the holder's child processes only (``c360 run`` holds it while Airflow runs
+    the tasks, which take it too): they inherit its token in ``C360_RUN_LOCK_TOKEN`` and find
+    it in the lock file while the lock is held. A second take in the holding process itself is
+    refused like any other (it is a nesting mistake, and waiting would deadlock)."""
     path = settings.run_lock_path
+    settings.home.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
-        flags = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
+        inherited = settings.run_lock_token
         try:
-            fcntl.flock(fh, flags)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise RunLockedError(
-                f"another pipeline run is in progress on {settings.home} ({holder}); "
-                "wait for it to finish or pass --wait") from None
+            holder = _holder(fh)
+            if (inherited and holder.endswith(f"token {inherited}")
+                    and not holder.startswith(f"pid {os.getpid()} ")):
+                yield  # our parent process holds it for us
+                return
+            if not wait:
+                shown = holder.rsplit(" token ", 1)[0] or "another process"
+                raise RunLockedError(
+                    f"another pipeline run is in progress on {settings.home} ({shown}); "
+                    "wait for it to finish or pass --wait") from None
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        token = uuid.uuid4().hex
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+        fh.write(f"pid {os.getpid()} since {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ} "
+                 f"token {token}")
         fh.flush()
         try:
-            yield
+            # for the child processes (Airflow's task runs), through their environment
+            with scoped_environment({RUN_LOCK_TOKEN_VAR: token}):
+                yield
         finally:
             fh.seek(0)
             fh.truncate()

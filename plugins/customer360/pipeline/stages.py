@@ -98,13 +98,15 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
 
     s = _settings(settings)
     pub = do_publish(s, logical_date)
-    out = {"database": pub.database, "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
+    out = {"database": pub.database, "version": pub.version,
+           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
     if s.publish_postgres_dsn:
         from customer360.serve.postgres import publish_postgres
 
         out["postgres"] = publish_postgres(s)
-    audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(),
+    audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(), "version": pub.version,
                                        "tables": out["tables"], "postgres": "postgres" in out})
+    audit.anchor(s, f"publication {pub.version} of {logical_date.isoformat()}")
     return out
 
 
@@ -203,9 +205,16 @@ def stage(name: str) -> Stage:
     raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGE_NAMES)}")
 
 
-def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:
-    """Run one stage by name: what each Airflow task and ``c360 stage`` call."""
-    return stage(name).run(check_logical_date(logical_date), run_id, _settings(settings))
+def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings | None = None,
+              wait: bool = False) -> dict:
+    """Run one stage by name: what each Airflow task and ``c360 stage`` call. Under the run
+    lock, however the task was scheduled (inside ``c360 run`` it is the run's own lock; a
+    scheduler's task waits for it with ``wait=True``)."""
+    from customer360.pipeline.airflow import run_lock
+
+    s = _settings(settings)
+    with run_lock(s, wait=wait):
+        return stage(name).run(check_logical_date(logical_date), run_id, s)
 
 
 def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:

@@ -14,14 +14,19 @@ categories ``WEB_CONSENT_CATEGORIES``: Segment's Advertising category and data s
 third parties (the category ids are the consent manager's; they are compared lower-cased). A
 category the latest consent does not mention does not deny.
 
-Each member carries the keys a marketing tool matches on and nothing else personal:
+Each member carries keyed hashes and nothing else personal:
 
-- ``email_sha256`` / ``phone_sha256``: SHA-256 of the normalized email (trimmed, lower case)
-  and of the E.164 phone, the format ad platforms' customer matching takes (Google Customer
-  Match, Meta custom audiences);
 - ``email_hash`` / ``phone_hash``: the keyed hashes of the marts (HMAC with C360_PII_KEY), to
-  join the audience back to the published tables;
-- ``customer_id``, ``country`` and the segment's reason columns (value tier, churn risk).
+  join the audience back to the published tables; useless to whoever gets the file without
+  the key;
+- ``customer_id``, ``country`` and the segment's reason columns (value tier, churn risk);
+- only when asked for (``platform_match_keys``, ``c360 audience --platform-match-keys``):
+  ``email_sha256`` / ``phone_sha256``, SHA-256 of the normalized email (trimmed, lower case)
+  and of the E.164 phone. That is the format ad platforms' customer matching takes (Google Ads
+  Customer Match's ``hashed_email``: SHA-256 after normalization, unkeyed by design, so the
+  platform can match it against its own users), and for the same reason anyone can reverse
+  it with a dictionary of addresses: such a file is an upload for the platform, to be handled
+  as personal data, not a keyed export. Its event in the audit log says it carried them.
 
 The plain values are read from the restricted warehouse (the identity graph's keys) and only
 their digests leave it; a customer without an email or phone is not exportable. Files are
@@ -164,9 +169,14 @@ def _write(settings: Settings, segment: Segment, frame: pd.DataFrame, meta: dict
     return csv_path, json_path
 
 
-def export_audience(settings: Settings, name: str) -> AudienceExport:
+KEYED_MATCH_KEYS = ["email_hash", "phone_hash"]
+PLATFORM_MATCH_KEYS = ["email_sha256", "phone_sha256"]
+
+
+def export_audience(settings: Settings, name: str, *, platform_match_keys: bool = False) -> AudienceExport:
     """Select the segment's consenting, matchable customers from the publication and write
-    its CSV and JSON; returns counts and paths."""
+    its CSV and JSON; returns counts and paths. ``platform_match_keys`` adds the unkeyed
+    SHA-256 keys an ad platform matches on (see the module's docstring)."""
     if name not in SEGMENTS:
         raise AudienceError(f"unknown segment {name!r}; known: {', '.join(sorted(SEGMENTS))}")
     segment = SEGMENTS[name]
@@ -213,25 +223,30 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
         web_denied = con.execute(f"SELECT count(*) FROM in_segment WHERE {CONSENT} AND NOT {WEB_CONSENT}").fetchone()[0]
     finally:
         con.close()
-    matchable = frame[["email_sha256", "phone_sha256", "email_hash", "phone_hash"]].notna().any(axis=1)
+    match_keys = KEYED_MATCH_KEYS + (PLATFORM_MATCH_KEYS if platform_match_keys else [])
+    if not platform_match_keys:
+        frame = frame.drop(columns=PLATFORM_MATCH_KEYS)
+    matchable = frame[match_keys].notna().any(axis=1)
     frame = frame[matchable].reset_index(drop=True)
     _check_no_pii(frame)
     meta = {"segment": segment.name, "description": segment.description,
             "condition": segment.condition, "consent": CONSENT, "web_consent": WEB_CONSENT,
             "as_of_date": as_of,
             "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "match_keys": {"email_sha256": "SHA-256 of the trimmed, lower-case email",
-                           "phone_sha256": "SHA-256 of the E.164 phone number",
-                           "email_hash": "HMAC-SHA256 (C360_PII_KEY), as in the published marts",
-                           "phone_hash": "HMAC-SHA256 (C360_PII_KEY), as in the published marts"},
+            "match_keys": {k: v for k, v in {
+                "email_sha256": "SHA-256 of the trimmed, lower-case email (unkeyed: for an ad platform)",
+                "phone_sha256": "SHA-256 of the E.164 phone number (unkeyed: for an ad platform)",
+                "email_hash": "HMAC-SHA256 (C360_PII_KEY), as in the published marts",
+                "phone_hash": "HMAC-SHA256 (C360_PII_KEY), as in the published marts"}.items()
+                if k in match_keys},
             "plain_keys_available": have_plain, "count": int(len(frame))}
     csv_path, json_path = _write(settings, segment, frame, meta)
     export = AudienceExport(segment.name, csv_path, json_path, int(len(frame)), int(in_segment),
                             int(without_consent), int((~matchable).sum()), as_of, list(frame.columns),
                             int(web_denied))
     # handing personal data (hashed) to a marketing tool is a publication: on the record
-    audit.log_event(settings, "audience_export", export.as_dict() | {"csv": csv_path.name,
-                                                                     "json": json_path.name})
+    audit.log_event(settings, "audience_export", export.as_dict() | {
+        "csv": csv_path.name, "json": json_path.name, "platform_match_keys": platform_match_keys})
     log.info("audience %s: %d member(s) of %d in the segment (%d without marketing consent, "
              "%d whose Segment consent denies advertising or data sharing, %d without a match "
              "key)", name, export.members, in_segment, without_consent, web_denied,
@@ -239,8 +254,9 @@ def export_audience(settings: Settings, name: str) -> AudienceExport:
     return export
 
 
-def export_all(settings: Settings) -> dict:
-    return {name: export_audience(settings, name).as_dict() for name in sorted(SEGMENTS)}
+def export_all(settings: Settings, *, platform_match_keys: bool = False) -> dict:
+    return {name: export_audience(settings, name, platform_match_keys=platform_match_keys).as_dict()
+            for name in sorted(SEGMENTS)}
 
 
 def purge_audiences(settings: Settings, person: PersonKeys) -> dict[str, int]:

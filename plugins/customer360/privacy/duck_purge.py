@@ -16,13 +16,15 @@ once, whatever happens to the next run.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 from pathlib import Path
 
 import duckdb
 
 from customer360.core import duck
-from customer360.core.files import DUCKDB_SIDECARS, atomic_path, staged_files
+from customer360.core.files import DUCKDB_SIDECARS, atomic_path, write_text
 from customer360.core.settings import Settings
 from customer360.privacy.person import Needles, PersonKeys, load_key_tables
 
@@ -160,18 +162,23 @@ def purge_warehouse(settings: Settings, keys: PersonKeys, needles: Needles) -> d
 # --------------------------------------------------------------------------- publication
 
 def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
-    """Remove the person from the published DuckDB file and its Parquet copies, writing a
-    new file (compact by construction) and renaming it over the old one, as publish does."""
+    """Remove the person from the publication: a new version (as publish makes one) with the
+    current one's DuckDB file and Parquet copies less the person's rows, made current in one
+    swap; every older version is removed, since each still holds the person."""
+    from customer360.serve.publish import current_version_dir, new_version
     from customer360.warehouse.published import PUBLISHED_SCHEMAS
 
-    db_path = settings.published_db
-    if not db_path.exists():
+    current = current_version_dir(settings)
+    if current is None and settings.published_db.exists():
+        current = settings.published_db.parent  # a home an older version published into
+    if current is None or not (current / settings.published_db.name).exists():
         return {"tables": {}}
+    db_path = current / settings.published_db.name
     removed: dict[str, int] = {}
     parquet_files = 0
-    # The new database first, then the Parquet copies, renamed into place together (as publish).
-    with staged_files(sidecars=DUCKDB_SIDECARS) as stage:
-        con = duck.connect(settings, stage(db_path, create=False))
+    with new_version(settings, keep=1) as folder:
+        (folder / "marts").mkdir()
+        con = duck.connect(settings, folder / db_path.name)
         try:
             con.execute(f"ATTACH '{_sql_path(db_path)}' AS pub (READ_ONLY)")
             load_key_tables(con, keys)
@@ -183,16 +190,22 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
                             f"SELECT * FROM pub.{_q(schema)}.{_q(table)} {keep}")
                 before = con.execute(f"SELECT count(*) FROM pub.{_q(schema)}.{_q(table)}").fetchone()[0]
                 after = con.execute(f"SELECT count(*) FROM {_q(schema)}.{_q(table)}").fetchone()[0]
+                old_parquet = current / "marts" / f"{table}.parquet"
                 if before != after:
                     removed[f"{schema}.{table}"] = int(before - after)
-                    final = settings.published_marts_dir / f"{table}.parquet"
-                    if schema in PUBLISHED_SCHEMAS and final.exists():
-                        tmp = stage(final)
-                        con.execute(f"COPY {_q(schema)}.{_q(table)} TO '{_sql_path(tmp)}' "
-                                    "(FORMAT parquet, COMPRESSION zstd)")
-                        parquet_files += 1
+                if schema in PUBLISHED_SCHEMAS and old_parquet.exists():
+                    # every copy is rewritten from the purged table, so nothing of the old
+                    # version is carried over unexamined
+                    con.execute(f"COPY {_q(schema)}.{_q(table)} TO "
+                                f"'{_sql_path(folder / 'marts' / old_parquet.name)}' "
+                                "(FORMAT parquet, COMPRESSION zstd)")
+                    parquet_files += int(before != after)
             con.execute("DETACH pub")
             con.execute("CHECKPOINT")
         finally:
             con.close()
+        if (current / "publication.json").exists():
+            pub = json.loads((current / "publication.json").read_text())
+            pub.update(version=folder.name.split(".")[1], purged_at=dt.datetime.now(dt.timezone.utc).isoformat())
+            write_text(folder / "publication.json", json.dumps(pub, indent=2))
     return {"tables": removed, "parquet_files": parquet_files}

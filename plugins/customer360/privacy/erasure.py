@@ -62,6 +62,7 @@ class ErasureResult:
 
     erasures: list[dict] = field(default_factory=list)   # erasure_id, reason, kind, token, keys
     refused: list[str] = field(default_factory=list)     # why some requests did nothing
+    resumed: list[str] = field(default_factory=list)     # earlier erasures that died mid-purge
     lake: dict = field(default_factory=dict)
     warehouse: dict = field(default_factory=dict)
     published: dict = field(default_factory=dict)
@@ -75,6 +76,7 @@ class ErasureResult:
 
     def as_dict(self) -> dict:
         return {"status": self.status, "erasures": self.erasures, "refused": self.refused,
+                "resumed": self.resumed,
                 "lake": self.lake, "warehouse": self.warehouse, "published": self.published,
                 "audiences": self.audiences, "postgres": self.postgres, "rebuild": self.rebuild,
                 "compaction": self.compaction, "verification": self.verification,
@@ -205,12 +207,32 @@ def _resolve(settings: Settings, requests: list[ErasureRequest], pseudo: pii.Pse
                     continue  # already part of a person resolved in this batch
                 keys = resolver.resolve(request, force=force)
             except ErasureRefused as exc:
+                earlier = erasure_log.interrupted(settings, token) if token else None
+                if earlier is not None and not earlier.empty:
+                    # An erasure of this request died after purging the records that led to
+                    # the person: what they named is gone, so purge again by the request's own
+                    # key (idempotent where nothing is left), under the interrupted erasure's id.
+                    keys = PersonKeys()
+                    keys.add_identity_key(request.identity_key)
+                    erasure_id = str(earlier["erasure_id"].iloc[0])
+                    result.resumed.append(f"{erasure_id} (started {earlier['requested_at'].iloc[0]}, "
+                                          "interrupted after its records were purged): resumed by "
+                                          "the request's own key")
+                    seen.add(request.identity_key)
+                    resolved.append(Resolved(erasure_id, request, token, keys))
+                    continue
                 result.refused.append(f"{request.kind} ({request.reason}): {exc}")
                 refusals.append({"request_kind": request.kind, "reason": request.reason,
                                  "request_token": token, "why": str(exc)})
                 continue
             seen.update(keys.identity_keys())
-            resolved.append(Resolved(f"er-{uuid.uuid4().hex[:12]}", request, token, keys))
+            erasure_id = f"er-{uuid.uuid4().hex[:12]}"
+            earlier = erasure_log.interrupted(settings, token)
+            if not earlier.empty:  # the same request died mid-purge: carry on under its id
+                erasure_id = str(earlier["erasure_id"].iloc[0])
+                result.resumed.append(f"{erasure_id} (started {earlier['requested_at'].iloc[0]}, "
+                                      "interrupted before it finished): resumed")
+            resolved.append(Resolved(erasure_id, request, token, keys))
     finally:
         if resolver is not None:
             resolver.close()
@@ -256,6 +278,10 @@ def last_published_date(settings: Settings) -> dt.date | None:
         return None
 
 
+def _key_tokens(pseudo: pii.Pseudonymizer, r: Resolved) -> list[tuple[str, str]]:
+    return [(pseudo.token(k), k.split(":", 1)[0]) for k in sorted(r.keys.identity_keys())]
+
+
 # The rebuild after an erasure, given by the caller: customer360.pipeline.rebuild runs the
 # DAG's own stages (privacy sits below the pipeline and never imports it).
 Rebuild = Callable[[Settings, dt.date, str], dict]
@@ -284,6 +310,8 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
     if not resolved:
         result.seconds = time.monotonic() - started
         return result
+    if dry_run and result.resumed:
+        result.resumed = [m + " (a real run would)" for m in result.resumed]
     person = PersonKeys()
     for r in resolved:
         person.merge(r.keys)
@@ -292,6 +320,13 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
         result.seconds = time.monotonic() - started
         return result
 
+    # On record before anything is purged: a crash from here on leaves a 'started' row (and
+    # the tokens that catch the person's records coming back), and a rerun resumes it.
+    for r in resolved:
+        erasure_log.begin(settings, erasure_id=r.erasure_id, requested_at=requested_at,
+                          reason=r.request.reason, request_kind=r.request.kind,
+                          request_token=r.token, keys=r.keys.counts(),
+                          key_tokens=_key_tokens(pseudo, r))
     batch_rows = purge(settings, person, result)
     result.status = "purged; the next pipeline run rebuilds the warehouse"
     compacted = False
@@ -318,7 +353,7 @@ def erase(settings: Settings, requests: list[ErasureRequest], *, rebuild: Rebuil
               "postgres": bool(result.postgres), "rebuilt": result.status == "complete",
               "batch": len(resolved), "trigger": trigger}
     for i, r in enumerate(resolved):
-        tokens = [(pseudo.token(k), k.split(":", 1)[0]) for k in sorted(r.keys.identity_keys())]
+        tokens = _key_tokens(pseudo, r)
         erasure_log.record(settings, erasure_id=r.erasure_id, requested_at=requested_at,
                            reason=r.request.reason, request_kind=r.request.kind,
                            request_token=r.token, status=result.status, keys=r.keys.counts(),

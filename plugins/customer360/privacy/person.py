@@ -367,6 +367,13 @@ class Resolver:
                 WHERE "type" = 'alias' AND trim("userId") IN (SELECT v FROM p_contacts)
                   AND nullif(trim("previousId"), '') IS NOT NULL""").fetchall())
 
+    def _events_of_user(self, contact_id: str) -> bool:
+        if not self.events:
+            return False
+        return bool(self.con.execute(
+            f'SELECT count(*) FROM {parquet_sql(self.events)} WHERE trim("userId") = ?',
+            [contact_id]).fetchone()[0])
+
     def _event_columns(self) -> set[str]:
         if self._events_columns is None:
             self._events_columns = {r[0] for r in self.con.execute(
@@ -395,7 +402,8 @@ class Resolver:
                 f"the {request.kind} given is shared by several CRM contacts, so it names no one "
                 "person: erase by contact id, or check with --dry-run and pass --force")
         keys.add_identity_key(seed)
-        for contact_id in self._contacts_with_seed(seed):
+        carried = self._contacts_with_seed(seed)
+        for contact_id in carried:
             keys.contact_ids.add(contact_id)
         for _ in range(MAX_ROUNDS):
             before = keys.counts()
@@ -407,6 +415,12 @@ class Resolver:
         self._orders(keys)
         found_anything = keys.contact_ids or keys.customer_ids or keys.anonymous_ids or keys.pos_transactions \
             or keys.web_order_ids
+        if request.kind == "contact":
+            # The seed itself is in contact_ids: only a record carrying it (a CRM contact, an
+            # event of that userId) or a key found through it means there is someone to erase.
+            found_anything = (carried or self._events_of_user(seed.partition(":")[2])
+                              or keys.identity_keys() - {seed} or keys.customer_ids
+                              or keys.pos_transactions or keys.web_order_ids)
         if not found_anything:
             raise ErasureRefused(f"no record carries the {request.kind} given: nothing to erase")
         if (len(keys.contact_ids) > MAX_CONTACTS_PER_PERSON

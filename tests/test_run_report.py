@@ -36,10 +36,10 @@ def _published(settings) -> None:
     with duckdb.connect(str(settings.published_db)) as con:
         con.execute("create schema marts; create schema ml")
         con.execute("""create table marts.kpi_daily as select * from (values
-            (date '2026-03-09', 980, 12, 1000, 100000.00, 60000.00, 40000.00, 31.0, 4.2),
-            (date '2026-03-10', 1020, 15, 1100, 110000.50, 66000.50, 44000.00, 29.5, 4.1))
-            t(date, active_customers, new_customers, orders, net_revenue, web_net_revenue,
-              store_net_revenue, nps, csat)""")
+            (date '2026-03-09', 980, 12, 1000, 101000.00, 1000.00, 100000.00, 60000.00, 40000.00, 31.0, 4.2),
+            (date '2026-03-10', 1020, 15, 1100, 112345.50, 2345.00, 110000.50, 66000.50, 44000.00, 29.5, 4.1))
+            t(date, active_customers, new_customers, orders, gross_revenue, returned_amount, net_revenue,
+              web_net_revenue, store_net_revenue, nps, csat)""")
         con.execute("create table marts.customer_360 as select 'c' || i as customer_id, 'active' as lifecycle_stage "
                     "from range(1420) r(i)")
         con.execute("create table marts.fct_orders as select 'o' || i as order_id, 'web' as channel, "
@@ -162,6 +162,9 @@ def test_day_over_day_changes_against_the_day_before(page):
     assert rows["orders"]["change %"] == "+10.0%"
     assert rows["net_revenue"]["2026-03-10"] == "EUR 110,000.50"
     assert rows["net_revenue"]["change"] == "+EUR 10,000.50"
+    # every money measure carries its currency, gross and returns too
+    assert rows["gross_revenue"]["2026-03-10"] == "EUR 112,345.50"
+    assert rows["returned_amount"]["change"] == "+EUR 1,345.00"
     assert rows["nps"]["change"] == "−1.5" and rows["nps"]["change %"] == "-4.8%"
 
 

@@ -126,7 +126,7 @@ def _sql_str(value: str) -> str:
 # model quality, identity. Each has its own gather query and its own section_* renderer, so
 # another section can be added beside them without touching these.
 
-_MONEY = {"net_revenue", "web_net_revenue", "store_net_revenue"}
+_MONEY = {"gross_revenue", "returned_amount", "net_revenue", "web_net_revenue", "store_net_revenue"}
 _COUNTS = {"customers", "orders", "active_customers", "new_customers"}
 
 

@@ -259,6 +259,27 @@ class _Turn:
     current: object | None
     current_model: object | None
 
+    @property
+    def version(self) -> str | None:
+        return self.current.model_version if self.current else None
+
+    def summary(self) -> dict:
+        return {"training_due": self.due, "training_reason": self.why}
+
+
+def _takes_over(summary: dict, warnings: list[str], stage: str, candidate: str, promoted: bool,
+                decision: str, metrics: dict, current_model) -> bool:
+    """Record a trained candidate's decision; whether it scores today: promoted, or the only
+    model there is (with a warning saying so)."""
+    summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
+                    "metrics": _scalars(metrics)})
+    if not promoted and current_model is not None:
+        return False
+    if not promoted:
+        warnings.append(f"{stage}: no promoted model exists; scoring with the unpromoted "
+                        f"candidate {candidate} ({decision})")
+    return True
+
 
 def _turn(ctx: Context, spec: ModelSpec, need_model: bool = True) -> _Turn:
     """Training is due by the spec's schedule, or, where scoring needs a model
@@ -276,8 +297,7 @@ def _churn_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     # churn scores with a heuristic while no model exists, so it never forces a training
     turn = _turn(ctx, spec, need_model=False)
     due, current, current_model = turn.due, turn.current, turn.current_model
-    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
-    rows: list[dict] = []
+    summary, rows = turn.summary(), []
     scorer, repurchaser, version, top = None, None, None, None
 
     if due:
@@ -350,9 +370,8 @@ def _rfm(ctx: Context) -> pd.DataFrame | None:
 def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     turn = _turn(ctx, spec)
     due, current, current_model = turn.due, turn.current, turn.current_model
-    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
-    rows, warnings = [], []
-    scorer, version = current_model, current.model_version if current else None
+    summary, rows, warnings = turn.summary(), [], []
+    scorer, version = current_model, turn.version
     min_customers = int(spec.section("algorithm").get("min_customers", 50))
     if due and len(ctx.population) < min_customers:  # a first demo day: nothing to cluster yet
         due = False
@@ -391,12 +410,8 @@ def _segments_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                              compared_with=current.model_version if current else None, artifact=artifact,
                              train_rows=len(ctx.population), eval_rows=metrics["rows"],
                              seconds=time.monotonic() - started, features=model.features))
-        summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
-                        "metrics": _scalars(metrics)})
-        if promoted or current_model is None:
-            if not promoted:
-                warnings.append(f"segments: no promoted model exists; scoring with the unpromoted "
-                                f"candidate {candidate} ({decision})")
+        if _takes_over(summary, warnings, "segments", candidate, promoted, decision,
+                       metrics, current_model):
             scorer, version = model, candidate
 
     rfm = _rfm(ctx)
@@ -420,9 +435,8 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
 
     turn = _turn(ctx, spec)
     due, current, current_model = turn.due, turn.current, turn.current_model
-    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
-    rows, warnings = [], []
-    scorer, version = current_model, current.model_version if current else None
+    summary, rows, warnings = turn.summary(), [], []
+    scorer, version = current_model, turn.version
 
     if due:
         started = time.monotonic()
@@ -444,12 +458,8 @@ def _recommend_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                              compared_with=current.model_version if current else None, artifact=artifact,
                              train_rows=len(purchases) + len(views), eval_rows=metrics["eval_customers"],
                              seconds=time.monotonic() - started, features=features))
-        summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
-                        "metrics": _scalars(metrics)})
-        if promoted or current_model is None:
-            if not promoted:
-                warnings.append(f"recommendations: no promoted model exists; scoring with the "
-                                f"unpromoted candidate {candidate} ({decision})")
+        if _takes_over(summary, warnings, "recommendations", candidate, promoted, decision,
+                       metrics, current_model):
             scorer, version = model, candidate
 
     frame = recommend.recommend(scorer, purchases, views, ctx.population.customer_id, spec, end)
@@ -477,9 +487,8 @@ def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
     customers = clv.summarise(purchases, ctx.scoring_date)
     turn = _turn(ctx, spec)
     due, current, current_model = turn.due, turn.current, turn.current_model
-    summary: dict = {"training_due": turn.due, "training_reason": turn.why}
-    rows, warnings = [], []
-    scorer, version = current_model, current.model_version if current else None
+    summary, rows, warnings = turn.summary(), [], []
+    scorer, version = current_model, turn.version
     if due:
         started = time.monotonic()
         try:
@@ -517,12 +526,8 @@ def _clv_stage(ctx: Context, spec: ModelSpec) -> StageResult:
                                  train_rows=model.customers, eval_rows=metrics.get("holdout_customers"),
                                  seconds=time.monotonic() - started,
                                  features=["frequency", "recency_days", "tenure_days", "monetary_value"]))
-            summary.update({"candidate_version": candidate, "promoted": promoted, "decision": decision,
-                            "metrics": _scalars(metrics)})
-            if promoted or current_model is None:
-                if not promoted:
-                    warnings.append(f"clv: no promoted model exists; scoring with the unpromoted "
-                                    f"candidate {candidate} ({decision})")
+            if _takes_over(summary, warnings, "clv", candidate, promoted, decision,
+                           metrics, current_model):
                 scorer, version = model, candidate
     if scorer is None:
         warnings.append(f"clv: no model ({summary.get('decision') or turn.why}); "

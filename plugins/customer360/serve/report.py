@@ -382,6 +382,17 @@ def section_identity(identity: pd.DataFrame) -> str:
     return title + _table("identity", ["measure", "value"], rows)
 
 
+def _value_by(con, group: str, table: str) -> pd.DataFrame:
+    """Customer value (CLV) summed and averaged by a column of ``table`` (alias ``x``)."""
+    return _query(con, f"""
+        SELECT {group}, count(*) AS customers,
+               round(avg(v.p_alive), 3) AS mean_p_alive, round(sum(v.clv_365d), 2) AS clv_365d,
+               round(avg(v.clv_365d), 2) AS mean_clv_365d
+        FROM ml.ml_customer_value AS v
+        LEFT JOIN {table} AS x USING (customer_id)
+        GROUP BY 1 ORDER BY clv_365d DESC NULLS LAST""")
+
+
 def gather(settings: Settings, run_id: str) -> dict:
     """DataFrames by section name, plus ``currency`` (a str: the code every amount is in)."""
     published = settings.published_db
@@ -397,20 +408,10 @@ def gather(settings: Settings, run_id: str) -> dict:
             "clv_run": _query(con, "SELECT model_version, metrics::VARCHAR AS metrics FROM ml.ml_model_runs "
                                    "WHERE model_name = 'clv' AND metrics::VARCHAR LIKE '%holdout_curve%' "
                                    "ORDER BY logical_date DESC, trained_at DESC LIMIT 1"),
-            "value_by_segment": _query(con, """
-                SELECT coalesce(s.segment_name, 'unsegmented') AS segment, count(*) AS customers,
-                       round(avg(v.p_alive), 3) AS mean_p_alive, round(sum(v.clv_365d), 2) AS clv_365d,
-                       round(avg(v.clv_365d), 2) AS mean_clv_365d
-                FROM ml.ml_customer_value AS v
-                LEFT JOIN ml.ml_customer_segments AS s USING (customer_id)
-                GROUP BY 1 ORDER BY clv_365d DESC NULLS LAST"""),
-            "value_by_tier": _query(con, """
-                SELECT coalesce(c.value_tier, 'none') AS value_tier, count(*) AS customers,
-                       round(avg(v.p_alive), 3) AS mean_p_alive, round(sum(v.clv_365d), 2) AS clv_365d,
-                       round(avg(v.clv_365d), 2) AS mean_clv_365d
-                FROM ml.ml_customer_value AS v
-                LEFT JOIN marts.customer_360 AS c USING (customer_id)
-                GROUP BY 1 ORDER BY clv_365d DESC NULLS LAST"""),
+            "value_by_segment": _value_by(con, "coalesce(x.segment_name, 'unsegmented') AS segment",
+                                          "ml.ml_customer_segments"),
+            "value_by_tier": _value_by(con, "coalesce(x.value_tier, 'none') AS value_tier",
+                                       "marts.customer_360"),
             "headline": _query(con, """
                 SELECT (SELECT count(*) FROM marts.customer_360) AS customers,
                        (SELECT count(*) FROM marts.fct_orders) AS orders,

@@ -53,11 +53,14 @@ order_touches as (
 
 credited as (
 
-    select *, 'first_touch' as attribution_model, 1.0 as credit from order_touches where touch_from_first = 1
+    -- Credits are exact decimals: summed in any order (DuckDB aggregates in parallel) they
+    -- give the same total, so a rerun publishes the same bytes; a double's sum would not.
+    select *, 'first_touch' as attribution_model, cast(1 as decimal(38, 20)) as credit
+    from order_touches where touch_from_first = 1
     union all
-    select *, 'last_touch', 1.0 from order_touches where touch_from_last = 1
+    select *, 'last_touch', cast(1 as decimal(38, 20)) from order_touches where touch_from_last = 1
     union all
-    select *, 'linear', 1.0 / touches_in_window from order_touches
+    select *, 'linear', cast(1.0 / touches_in_window as decimal(38, 20)) from order_touches
 
 )
 
@@ -74,6 +77,6 @@ select
     min(net_amount) as order_net_amount,
     -- linear: touches of one campaign in the window add up
     sum(credit) as credit,
-    cast(sum(credit * net_amount) as double) as attributed_revenue
+    sum(credit * net_amount) as attributed_revenue
 from credited
 group by order_id, attribution_model, campaign_source, campaign_medium, campaign_name

@@ -25,6 +25,15 @@ EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 
 
+@pytest.fixture(autouse=True)
+def _runtime_secrets_of_this_test_only(monkeypatch):
+    """Secrets a test registers (as crm_connection() does under Airflow) stay with that test:
+    the registry is process-wide, and other tests list what it holds."""
+    from customer360.core import settings as settings_mod
+
+    monkeypatch.setattr(settings_mod, "_RUNTIME_SECRETS", set())
+
+
 def _example_values() -> dict[str, str]:
     values = {}
     for line in EXAMPLE.read_text().splitlines():

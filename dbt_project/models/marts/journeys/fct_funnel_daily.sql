@@ -14,6 +14,9 @@ select
     cast(count(*) filter (where order_completed) as integer) as order_completed,
     count(*) filter (where order_completed) / count(*) as conversion_rate,
     count(*) filter (where is_bounce) / count(*) as bounce_rate,
-    avg(session_minutes) as avg_session_minutes
+    -- whole seconds summed as integers: the same total in any order (an avg of doubles, in
+    -- DuckDB's parallel aggregation, differs in its last bits from run to run)
+    cast(sum(cast(round(session_minutes * 60) as bigint)) as double) / count(*) / 60
+        as avg_session_minutes
 from {{ ref('int_web__session_journeys') }}
 group by all

@@ -21,11 +21,15 @@ file is removed and the old file is left as it was.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
+
+log = logging.getLogger(__name__)
 
 # A DuckDB database written under a temporary name may leave its write-ahead log beside it.
 DUCKDB_SIDECARS = (".wal",)
@@ -236,8 +240,6 @@ def staged_files(*, sidecars: Iterable[str] = ()) -> Iterator[Callable[..., Path
 
 @contextmanager
 def _locked(path: Path, mode: str) -> Iterator[IO]:
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, mode) as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -275,8 +277,6 @@ def append_jsonl(path: str | Path, lines: Iterable[str]) -> None:
 
     A torn last line left by an earlier writer is moved to ``<log>.torn`` (kept for a look,
     never parsed) and cut off first, so every line after it is whole again."""
-    import logging
-
     path = Path(path)
     text = "".join(line.rstrip("\n") + "\n" for line in lines).encode("utf-8")
     with _locked(path, "ab+") as fh:
@@ -287,7 +287,7 @@ def append_jsonl(path: str | Path, lines: Iterable[str]) -> None:
             with open(f"{path}.torn", "ab") as keep:
                 keep.write(torn + b"\n")
             fh.truncate(start)
-            logging.getLogger(__name__).warning(
+            log.warning(
                 "%s: cut a torn last line of %d bytes (kept in %s.torn)", path, len(torn), path.name)
         fh.seek(0, os.SEEK_END)
         fh.write(text)
@@ -298,15 +298,13 @@ def append_jsonl(path: str | Path, lines: Iterable[str]) -> None:
 def read_jsonl_lines(path: str | Path) -> list[str]:
     """The whole lines of an append-only log, blank ones dropped. A torn last line (no
     newline: its writer died mid-append) is reported and skipped; the next append repairs it."""
-    import logging
-
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     whole, sep, torn = data.rpartition(b"\n")
     if torn:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s: skipping a torn last line of %d bytes (a write that did not finish)", path,
             len(torn))
     text = (whole + sep).decode("utf-8", errors="replace")

@@ -93,6 +93,11 @@ def parquet_row_counts(con: duckdb.DuckDBPyConnection, files: list[str]) -> dict
     return {str(f): int(n) for f, n in rows}
 
 
+def batch_files(root: Path, source: str, entity: str, batch_id: str) -> list[str]:
+    """The Parquet file(s) of one batch under a zone (raw or quarantine), whatever its load date."""
+    return sorted(str(p) for p in (root / source / entity).glob(f"load_date=*/{batch_id}.parquet"))
+
+
 @metric("raw_volume")
 def raw_volume(ctx: GateContext, params: dict) -> pd.DataFrame:
     """One row: for each entity, today's rows, the baseline and their ratio.
@@ -152,7 +157,7 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
     for (source, entity, batch_id) in frame[["source", "entity", "batch_id"]].drop_duplicates().itertuples(index=False):
         if not batch_id:
             continue
-        found = [str(p) for p in (ctx.settings.lake_raw / source / entity).glob(f"load_date=*/{batch_id}.parquet")]
+        found = batch_files(ctx.settings.lake_raw, source, entity, batch_id)
         if found:
             batch_rows[batch_id] = sum(parquet_row_counts(ctx.scratch, found).values())
     frame["batch_rows"] = frame["batch_id"].map(batch_rows)
@@ -187,10 +192,6 @@ def _quarantine_limits(ctx: GateContext, params: dict, source_entity: str) -> tu
     warn = s.quarantine_warn_share if s.quarantine_warn_share is not None else warn
     error = s.quarantine_error_share if s.quarantine_error_share is not None else error
     return warn, error, int(own.get("min_rows", 20))
-
-
-def _batch_file(root: Path, source: str, entity: str, batch_id: str) -> list[str]:
-    return sorted(str(p) for p in (root / source / entity).glob(f"load_date=*/{batch_id}.parquet"))
 
 
 def _top_reasons(con: duckdb.DuckDBPyConnection, files: list[str], limit: int = 3) -> str:
@@ -242,9 +243,9 @@ def loader_quarantine(ctx: GateContext, params: dict) -> pd.DataFrame:
         top_files, whole = ("", 0)
         top_reasons = ""
         if quarantined:
-            top_files, whole = _top_files(ctx.scratch, _batch_file(
+            top_files, whole = _top_files(ctx.scratch, batch_files(
                 ctx.settings.lake_raw, r.source, "files", r.batch_id))
-            top_reasons = _top_reasons(ctx.scratch, _batch_file(
+            top_reasons = _top_reasons(ctx.scratch, batch_files(
                 ctx.settings.quarantine, r.source, r.entity, r.batch_id))
         rows.append({
             "source_entity": r.source_entity, "batch_id": r.batch_id, "load_date": r.load_date,

@@ -18,11 +18,16 @@ from tests.e2e import file_digest, pipeline_env, published_checksums
 pytestmark = pytest.mark.slow
 
 
+# wall clock (UTC) just before the module's first run: no run of this module started earlier
+_RUNS_SINCE: dict[str, dt.datetime] = {}
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """One simulated home with the DAG already run once for the last simulated day."""
     home = tmp_path_factory.mktemp("c360")
     with pipeline_env(home) as (settings, server, last):
+        _RUNS_SINCE["first"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         first = run_dag(settings, last)
         assert first.success, first.log_path.read_text()[-5000:]
         yield settings, server, last
@@ -72,6 +77,27 @@ def test_rerun_of_the_same_date_changes_nothing(pipeline):
     second = run_dag(settings, last)
     assert second.success, second.log_path.read_text()[-5000:]
     assert published_checksums(settings) == before
+
+
+def test_the_recorded_run_lasts_as_long_as_it_ran(pipeline):
+    """The Airflow UI shows dag_run start/end: the run for a March date executed today must
+    start today, not at its logical date (Airflow's own `dags test` records the latter)."""
+    import sqlite3
+
+    settings, _, last = pipeline
+    con = sqlite3.connect(settings.airflow_home / "airflow.db")
+    try:
+        rows = con.execute("SELECT logical_date, start_date, end_date, state FROM dag_run "
+                           "WHERE dag_id = 'c360_daily'").fetchall()
+    finally:
+        con.close()
+    assert rows
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    for logical, start, end, state in rows:
+        assert dt.datetime.fromisoformat(logical).date() == last
+        start, end = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
+        assert state == "success"
+        assert _RUNS_SINCE["first"] <= start <= end <= now, (logical, start, end)
 
 
 def test_second_concurrent_run_is_refused(pipeline):

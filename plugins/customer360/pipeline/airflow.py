@@ -2,7 +2,8 @@
 
 ``c360 run``/``backfill``/``demo`` and the tests all go through here, so the CLI runs the
 very DAG a scheduler would (one code path). Each run is ``airflow dags test`` in a child
-process with ``AIRFLOW_HOME=$C360_HOME/airflow``; a lock file refuses a second concurrent
+process (:mod:`customer360.pipeline.dag_test`, which records the run's true start) with
+``AIRFLOW_HOME=$C360_HOME/airflow``; a lock file refuses a second concurrent
 run on the same ``C360_HOME`` instead of letting two writers corrupt the warehouse.
 """
 
@@ -71,12 +72,17 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 def _airflow(settings: Settings, *args: str, log_path: Path | None = None,
              check: bool = True) -> subprocess.CompletedProcess:
     airflow_bin = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    return _child(settings, [airflow_bin, *args], log_path=log_path, check=check)
+
+
+def _child(settings: Settings, argv: list[str], log_path: Path | None = None,
+           check: bool = True) -> subprocess.CompletedProcess:
     if log_path is None:
-        return subprocess.run([airflow_bin, *args], env=airflow_env(settings), check=check,
+        return subprocess.run(argv, env=airflow_env(settings), check=check,
                               capture_output=True, text=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as fh:
-        return subprocess.run([airflow_bin, *args], env=airflow_env(settings), check=check,
+        return subprocess.run(argv, env=airflow_env(settings), check=check,
                               stdout=fh, stderr=subprocess.STDOUT, text=True)
 
 
@@ -151,8 +157,8 @@ def run_dag(settings: Settings, logical_date: dt.date, wait: bool = False) -> Da
         ensure_airflow(settings)
         log_path = settings.airflow_home / "runs" / f"{logical_date.isoformat()}.log"
         started = time.monotonic()
-        proc = _airflow(settings, "dags", "test", DAG_ID, logical_date.isoformat(),
-                        log_path=log_path, check=False)
+        proc = _child(settings, [sys.executable, "-m", "customer360.pipeline.dag_test", DAG_ID,
+                                 logical_date.isoformat()], log_path=log_path, check=False)
         return DagRunResult(logical_date, proc.returncode == 0, time.monotonic() - started,
                             log_path, proc.returncode)
 

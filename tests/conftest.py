@@ -44,3 +44,13 @@ def crm_server(tmp_path: Path) -> Iterator[RunningServer]:
     data_dir.mkdir()
     with start_server(data_dir, token="test-" + secrets.token_hex(12)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_session():
+    """One throwaway PostgreSQL server (tests/pg_server.py) for the whole session: a test that
+    uses it creates its own database in it rather than starting another cluster."""
+    from tests.pg_server import postgres_server
+
+    with postgres_server() as pg:
+        yield pg

@@ -97,3 +97,40 @@ def test_docker_compose_structure():
     mounted = {v.split(":")[0] for v in services["airflow-scheduler"]["volumes"]}
     assert {"./dags", "./plugins", "./dbt_project", "./expectations", "./models"} <= mounted
     assert services["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+
+
+def test_docker_compose_runs_the_configuration_the_celery_test_starts():
+    """docker-compose.yml and tests/airflow_cluster.py are one configuration: the same
+    processes, and the same AIRFLOW__* settings for each of them."""
+    import re
+
+    spec = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = spec["services"]
+    commands = {name: svc.get("command") for name, svc in services.items()}
+    assert commands["airflow-apiserver"] == ["airflow", "api-server"]
+    assert commands["airflow-scheduler"] == ["airflow", "scheduler"]
+    assert commands["airflow-dag-processor"] == ["airflow", "dag-processor"]
+    assert commands["airflow-worker"][:3] == ["airflow", "celery", "worker"]
+    airflow_services = [n for n, svc in services.items() if "build" in svc]
+    env = services["airflow-worker"]["environment"]
+    for name in airflow_services:  # one configuration for every component
+        assert services[name]["environment"].items() >= env.items(), name
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://")
+    assert "@airflow-db/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    # a secret every component must share comes from .env, never generated per container
+    for shared in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY"):
+        assert re.fullmatch(r"\$\{AIRFLOW_\w+:\?[^}]*\}", env[shared]), shared
+    assert int(env["AIRFLOW__CORE__PARALLELISM"]) <= 8
+    assert services["airflow-worker"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    # the settings the test gives its processes are the ones compose gives its containers
+    started = (REPO / "tests" / "airflow_cluster.py").read_text()
+    for name in ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
+                 "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CELERY__WORKER_CONCURRENCY",
+                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API_AUTH__JWT_SECRET",
+                 "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__CORE__PARALLELISM"):
+        assert name in env, name
+        assert f'"{name}"' in started, f"tests/airflow_cluster.py does not set {name}"
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "2"
+    assert '"api-server"' in started and '"dag-processor"' in started and '"scheduler"' in started

@@ -58,7 +58,8 @@ def test_compose_reads_dot_env_and_never_the_example():
         if re.search(r"PASSWORD|PII_KEY|CONN_CRM", var):
             assert not default, f"{var} has a default in docker-compose.yml"
     for var in ("AIRFLOW_DB_PASSWORD", "PUBLISH_DB_PASSWORD", "PUBLISH_DB_SUPERUSER_PASSWORD",
-                "C360_PII_KEY", "AIRFLOW_CONN_CRM_API"):
+                "C360_PII_KEY", "AIRFLOW_CONN_CRM_API", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+                "AIRFLOW_FERNET_KEY"):
         assert f"${{{var}:?" in text, var
         assert var in _example_values(), f"{var} missing from deploy/.env.example"
 

@@ -29,9 +29,9 @@ def celery_run(tmp_path_factory, postgres_session):
         with celery_airflow(settings, postgres_session, root / "cluster") as cluster:
             run_id = f"celery__{last.isoformat()}"
             triggered = dt.datetime.now(dt.timezone.utc)
+            started = time.monotonic()
             cluster.airflow("dags", "trigger", DAG_ID, "--logical-date",
                             f"{last.isoformat()}T00:00:00+00:00", "--run-id", run_id)
-            started = time.monotonic()
             state = None
             while time.monotonic() - started < RUN_TIMEOUT_S:
                 rows = cluster.query("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s",
@@ -87,7 +87,7 @@ def test_the_run_records_its_true_duration(celery_run):
                                                 "WHERE dag_id = %s AND run_id = %s", (DAG_ID, run["run_id"]))
     assert logical.date() == run["last"]
     assert run["triggered"] <= start <= end
-    assert (end - start).total_seconds() <= run["waited"] + 5  # polling granularity
+    assert (end - start).total_seconds() <= run["waited"]  # not months: at most our wait
 
 
 def test_celery_publishes_what_the_cli_publishes(celery_run):

@@ -99,6 +99,13 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_PROPERTIES", "<repo>/config/crm_properties.yml",
          "The CRM property map: the portal's internal property names of our columns and its "
          "enumeration values mapped to ours (HubSpot's standard names by default)."),
+    # Landing files.
+    Knob("C360_MAX_DECOMPRESSED_BYTES", str(2**30),
+         "Most bytes one landing file may hold once decompressed (a gzip bomb is refused at it, "
+         "read as a stream): past it the file is quarantined whole with the reason."),
+    Knob("C360_MAX_LINE_BYTES", str(2**20),
+         "Longest line of a landing file, in bytes (Segment refuses events over 32 KB): a longer "
+         "line is quarantined with its line number and the rest of its file loads."),
     # The warehouse.
     Knob("C360_PII_KEY", "",
          "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
@@ -322,6 +329,8 @@ class Settings:
     crm_timeout_seconds: float          # C360_CRM_TIMEOUT_SECONDS
     crm_properties: Path                # C360_CRM_PROPERTIES
     gate_chunk_rows: int                # C360_GATE_CHUNK_ROWS
+    max_decompressed_bytes: int         # C360_MAX_DECOMPRESSED_BYTES
+    max_line_bytes: int                 # C360_MAX_LINE_BYTES
     dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
     quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
     quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
@@ -539,6 +548,8 @@ def get_settings(home: str | Path | None = None) -> Settings:
         crm_timeout_seconds=_float("C360_CRM_TIMEOUT_SECONDS", minimum=0.001),
         crm_properties=_path("C360_CRM_PROPERTIES"),
         gate_chunk_rows=_int("C360_GATE_CHUNK_ROWS", minimum=1),
+        max_decompressed_bytes=_int("C360_MAX_DECOMPRESSED_BYTES", minimum=1),
+        max_line_bytes=_int("C360_MAX_LINE_BYTES", minimum=1),
         dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
         quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
         quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),

@@ -81,6 +81,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_LOOKBACK_SECONDS", "600",
          "How far before its watermark a CRM search starts again: HubSpot's search is eventually "
          "consistent (the versions re-read there are skipped)."),
+    Knob("C360_CRM_FUTURE_TOLERANCE_SECONDS", "300",
+         "How far past the extraction's own clock a CRM last-modified time may be (clock skew) "
+         "before the version is landed flagged `_modified_in_future`; the watermark never "
+         "passes the extraction's clock minus C360_CRM_LOOKBACK_SECONDS either way."),
     Knob("C360_CRM_SEARCH_PER_SECOND", "4",
          "Most CRM search requests sent in any second (HubSpot allows 5); 0: no limit."),
     Knob("C360_CRM_REQUESTS_PER_TEN_SECONDS", "90",
@@ -318,6 +322,7 @@ class Settings:
     crm_page_size: int                  # C360_CRM_PAGE_SIZE
     crm_search_page_size: int           # C360_CRM_SEARCH_PAGE_SIZE
     crm_lookback_seconds: float         # C360_CRM_LOOKBACK_SECONDS
+    crm_future_tolerance_seconds: float  # C360_CRM_FUTURE_TOLERANCE_SECONDS
     crm_search_per_second: float        # C360_CRM_SEARCH_PER_SECOND
     crm_requests_per_ten_seconds: float  # C360_CRM_REQUESTS_PER_TEN_SECONDS
     crm_max_pages: int                  # C360_CRM_MAX_PAGES
@@ -537,6 +542,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
         crm_page_size=_int("C360_CRM_PAGE_SIZE", minimum=1),
         crm_search_page_size=_int("C360_CRM_SEARCH_PAGE_SIZE", minimum=1),
         crm_lookback_seconds=_float("C360_CRM_LOOKBACK_SECONDS"),
+        crm_future_tolerance_seconds=_float("C360_CRM_FUTURE_TOLERANCE_SECONDS"),
         crm_search_per_second=_float("C360_CRM_SEARCH_PER_SECOND"),
         crm_requests_per_ten_seconds=_float("C360_CRM_REQUESTS_PER_TEN_SECONDS"),
         crm_max_pages=_int("C360_CRM_MAX_PAGES", minimum=1),

@@ -153,8 +153,9 @@ def capped(settings, monkeypatch):
     return get_settings()
 
 
-def test_measure_finds_every_long_line_across_chunk_borders(tmp_path, monkeypatch):
-    monkeypatch.setattr("customer360.ingest.landing.lines.STREAM_CHUNK_BYTES", 7)
+@pytest.mark.parametrize("chunk", [7, 13, 64])  # lines cut across chunks, and inside one
+def test_measure_finds_every_long_line_across_chunk_borders(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr("customer360.ingest.landing.lines.STREAM_CHUNK_BYTES", chunk)
     lines = [b"a" * 5, b"b" * 12, b"", b"c" * 11, b"d" * 3, b"e" * 30]  # last: no line feed
     path = _gzip_stream(tmp_path / "f.gz", [b"\n".join(lines)])
 

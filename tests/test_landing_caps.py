@@ -9,7 +9,6 @@ exact reasons, line numbers and that the validator reports what the loaders quar
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import os
 import subprocess

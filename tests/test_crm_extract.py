@@ -641,3 +641,104 @@ def test_a_batch_interrupted_between_its_files_and_its_state_is_completed_or_und
     assert len(quarantined(s, "contacts")) == 1
     assert quarantined(s, "contacts")[0]["reason"] == "missing or unparseable lastmodifieddate"
     assert_reconciled(s)
+
+
+# --------------------------------------------------------------------------- clocks
+
+def _ms(iso: str) -> int:
+    return crm.parse_instant_ms(iso)
+
+
+def _host_clock(monkeypatch, iso: str) -> int:
+    """This host's clock (the extractor's), skewed against the mock CRM's own."""
+    monkeypatch.setattr(crm, "wall_clock_ms", lambda: _ms(iso))
+    return _ms(iso)
+
+
+def _flags(settings) -> dict[tuple[str, str], bool]:
+    df = read_raw_crm(settings, "contacts")
+    return {(i, u): bool(f) for i, u, f in zip(df["id"], df["updatedAt"],
+                                               df["_modified_in_future"])}
+
+
+def _notes(recs) -> str:
+    return " | ".join(r.note for r in recs)
+
+
+def test_the_watermark_stays_below_this_hosts_clock_minus_the_lookback_when_the_crm_runs_ahead(
+        crm_env, write_crm_versions, monkeypatch):
+    s = get_settings()
+    lookback_ms = int(s.crm_lookback_seconds * 1000)
+    versions = [contact("1", at(D1, 10)), contact("2", at(D1, 11.9)),
+                contact("3", at(D1, 12.05))]  # the CRM's clock is 3 minutes ahead of ours
+    write_crm_versions(crm_env.data_dir, "contacts", versions)
+    crm_env.set_clock(at(D1, 12.05))
+    now = _host_clock(monkeypatch, at(D1, 12))
+
+    recs = extract_crm(s, D1, objects=("contacts",))
+
+    assert load_state(s, "contacts").watermark_ms == now - lookback_ms
+    assert set(_flags(s).values()) == {False}  # 3 minutes is within the tolerance
+
+    # Later that day the CRM, 12 minutes ahead now, has a change it dates past our clock +
+    # tolerance, and one it made just before our last run (searchable only now).
+    versions += [contact("4", at(D1, 13.2)), contact("5", at(D1, 11.95))]
+    write_crm_versions(crm_env.data_dir, "contacts", versions)
+    crm_env.set_clock(at(D1, 13.2))
+    now = _host_clock(monkeypatch, at(D1, 13))
+
+    recs = extract_crm(s, D1, objects=("contacts",))
+
+    flags = _flags(s)
+    assert flags[("4", at(D1, 13.2))] is True
+    assert flags[("5", at(D1, 11.95))] is False
+    assert "1 modified in the future" in _notes(recs)
+    assert "2 version(s) landed before skipped" in _notes(recs)  # 2 and 3 re-read
+    state = load_state(s, "contacts")
+    # The latest version landed in the window moves it, never the one dated past our clock.
+    assert state.watermark_ms == _ms(at(D1, 11.95)) <= now - lookback_ms
+    assert_reproduces(s, "contacts", snapshot(versions, None, D1))
+    no_duplicates(s)
+    assert_reconciled(s)
+
+
+def test_a_version_dated_years_ahead_lands_once_flagged_and_later_changes_still_land(
+        crm_env, write_crm_versions, monkeypatch):
+    s = get_settings()
+    bogus = "2099-12-31T00:00:00.000Z"
+    versions = [contact("1", at(D1, 10)), contact("2", at(D1, 11)), contact("9", bogus)]
+    write_crm_versions(crm_env.data_dir, "contacts", versions)
+    crm_env.set_clock("2100-01-01T00:00:00.000Z")  # the mock shows every version
+    now = _host_clock(monkeypatch, at(D2, 12))
+
+    first = extract_crm(s, D1, objects=("contacts",))
+
+    assert _flags(s) == {("1", at(D1, 10)): False, ("2", at(D1, 11)): False, ("9", bogus): True}
+    assert "1 modified in the future" in _notes(first)
+    assert load_state(s, "contacts").watermark_ms == _ms(at(D1, 11))  # not 2099
+
+    versions += [contact("3", at(D2, 10)), contact("1", at(D2, 11), at(D1, 10), city="x")]
+    write_crm_versions(crm_env.data_dir, "contacts", versions)
+    second = extract_crm(s, D2, objects=("contacts",))
+
+    assert sorted(landed(s, "contacts")) == sorted(
+        [("1", at(D1, 10)), ("2", at(D1, 11)), ("9", bogus), ("3", at(D2, 10)),
+         ("1", at(D2, 11))])  # 9 found again by the future search, not landed twice
+    assert "modified in the future" not in _notes(second)
+    assert load_state(s, "contacts").watermark_ms == _ms(at(D2, 11))
+
+    # A watermark some earlier run left in 2099 is brought back below the clock: the changes
+    # made since are searched for, not skipped.
+    from customer360.ingest.state import StateStore
+    state = load_state(s, "contacts")
+    with StateStore(s, "crm") as store:
+        store.save_watermark("contacts", _ms(bogus) * 1000, state.seen, state.cursor())
+    versions += [contact("4", at(D2, 13))]
+    write_crm_versions(crm_env.data_dir, "contacts", versions)
+    now = _host_clock(monkeypatch, at(D2, 14))
+    extract_crm(s, D2, objects=("contacts",))
+
+    assert ("4", at(D2, 13)) in landed(s, "contacts")
+    assert load_state(s, "contacts").watermark_ms <= now - int(s.crm_lookback_seconds * 1000)
+    no_duplicates(s)
+    assert_reconciled(s)

@@ -120,6 +120,24 @@ def test_cutoff_is_the_end_of_the_snapshot_day(warehouse: Path):
         assert orders_at_snapshot() == base + 1
 
 
+def test_a_customer_first_seen_after_the_scoring_date_is_scored_with_no_history(warehouse: Path):
+    """A rerun of an earlier date sees customers that later data brought: customer_360 lists
+    them, so the scoring snapshot holds them too, as known but without history; no labelled
+    snapshot does."""
+    with duckdb.connect(str(warehouse)) as con:
+        later = pd.Timestamp(CFG.as_of + dt.timedelta(days=2))
+        con.execute("insert into marts.fct_orders values ('LATER-1', 'C-LATER', 'web', null, ?, null, "
+                    "1, 10.0, 0, 0, 10.0, 'purchase')", [later.to_pydatetime()])
+        _rebuild(con)
+        rows = con.execute("select snapshot_date, is_scoring_snapshot, tenure_days, orders_lifetime, "
+                           "net_revenue_lifetime, recency_days from ml.ml_customer_features "
+                           "where customer_id = 'C-LATER'").fetchall()
+        assert rows == [(CFG.as_of, True, 0, 0, 0, None)]
+        seen = con.execute("select count(*) from ml.ml_customer_features where is_scoring_snapshot "
+                           "and tenure_days < 0").fetchone()[0]
+        assert seen == 0
+
+
 def test_a_return_at_the_till_is_not_an_order_but_counts_in_the_returns_share(warehouse: Path):
     with duckdb.connect(str(warehouse)) as con:
         customer, orders, gross = con.execute(

@@ -254,6 +254,22 @@ population as (
     from spine
     inner join first_seen on first_seen.first_seen_date <= spine.snapshot_date
 
+    union all
+
+    -- The scoring snapshot also holds the customers first seen after it: a rerun or backfill of
+    -- an earlier date after later data has landed. customer_360 lists every customer the
+    -- warehouse knows (the facts refer to them all) and each needs a score from this run, so
+    -- they are scored as what they were at the cutoff: known, with no history yet (tenure 0,
+    -- every count 0). Training never sees them (labelled snapshots keep the rule above).
+    select
+        spine.snapshot_date,
+        spine.is_scoring_snapshot,
+        first_seen.customer_id,
+        spine.snapshot_date
+    from spine
+    inner join first_seen on first_seen.first_seen_date > spine.snapshot_date
+    where spine.is_scoring_snapshot
+
 ),
 
 activity_features as (

@@ -81,6 +81,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_LOOKBACK_SECONDS", "600",
          "How far before its watermark a CRM search starts again: HubSpot's search is eventually "
          "consistent (the versions re-read there are skipped)."),
+    Knob("C360_CRM_FUTURE_TOLERANCE_SECONDS", "300",
+         "How far past the extraction's own clock a CRM last-modified time may be (clock skew) "
+         "before the version is landed flagged `_modified_in_future`; the watermark never "
+         "passes the extraction's clock minus C360_CRM_LOOKBACK_SECONDS either way."),
     Knob("C360_CRM_SEARCH_PER_SECOND", "4",
          "Most CRM search requests sent in any second (HubSpot allows 5); 0: no limit."),
     Knob("C360_CRM_REQUESTS_PER_TEN_SECONDS", "90",
@@ -99,6 +103,13 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_CRM_PROPERTIES", "<repo>/config/crm_properties.yml",
          "The CRM property map: the portal's internal property names of our columns and its "
          "enumeration values mapped to ours (HubSpot's standard names by default)."),
+    # Landing files.
+    Knob("C360_MAX_DECOMPRESSED_BYTES", str(2**30),
+         "Most bytes one landing file may hold once decompressed (a gzip bomb is refused at it, "
+         "read as a stream): past it the file is quarantined whole with the reason."),
+    Knob("C360_MAX_LINE_BYTES", str(2**20),
+         "Longest line of a landing file, in bytes (Segment refuses events over 32 KB): a longer "
+         "line is quarantined with its line number and the rest of its file loads."),
     # The warehouse.
     Knob("C360_PII_KEY", "",
          "The key (16 characters or more) of the HMAC-SHA256 hashes of emails and phones; "
@@ -311,6 +322,7 @@ class Settings:
     crm_page_size: int                  # C360_CRM_PAGE_SIZE
     crm_search_page_size: int           # C360_CRM_SEARCH_PAGE_SIZE
     crm_lookback_seconds: float         # C360_CRM_LOOKBACK_SECONDS
+    crm_future_tolerance_seconds: float  # C360_CRM_FUTURE_TOLERANCE_SECONDS
     crm_search_per_second: float        # C360_CRM_SEARCH_PER_SECOND
     crm_requests_per_ten_seconds: float  # C360_CRM_REQUESTS_PER_TEN_SECONDS
     crm_max_pages: int                  # C360_CRM_MAX_PAGES
@@ -322,6 +334,8 @@ class Settings:
     crm_timeout_seconds: float          # C360_CRM_TIMEOUT_SECONDS
     crm_properties: Path                # C360_CRM_PROPERTIES
     gate_chunk_rows: int                # C360_GATE_CHUNK_ROWS
+    max_decompressed_bytes: int         # C360_MAX_DECOMPRESSED_BYTES
+    max_line_bytes: int                 # C360_MAX_LINE_BYTES
     dbt_results: tuple[str, ...]        # C360_DBT_RESULTS (split on os.pathsep)
     quarantine_warn_share: float | None = None   # C360_QUARANTINE_WARN_SHARE
     quarantine_error_share: float | None = None  # C360_QUARANTINE_ERROR_SHARE
@@ -528,6 +542,7 @@ def get_settings(home: str | Path | None = None) -> Settings:
         crm_page_size=_int("C360_CRM_PAGE_SIZE", minimum=1),
         crm_search_page_size=_int("C360_CRM_SEARCH_PAGE_SIZE", minimum=1),
         crm_lookback_seconds=_float("C360_CRM_LOOKBACK_SECONDS"),
+        crm_future_tolerance_seconds=_float("C360_CRM_FUTURE_TOLERANCE_SECONDS"),
         crm_search_per_second=_float("C360_CRM_SEARCH_PER_SECOND"),
         crm_requests_per_ten_seconds=_float("C360_CRM_REQUESTS_PER_TEN_SECONDS"),
         crm_max_pages=_int("C360_CRM_MAX_PAGES", minimum=1),
@@ -539,6 +554,8 @@ def get_settings(home: str | Path | None = None) -> Settings:
         crm_timeout_seconds=_float("C360_CRM_TIMEOUT_SECONDS", minimum=0.001),
         crm_properties=_path("C360_CRM_PROPERTIES"),
         gate_chunk_rows=_int("C360_GATE_CHUNK_ROWS", minimum=1),
+        max_decompressed_bytes=_int("C360_MAX_DECOMPRESSED_BYTES", minimum=1),
+        max_line_bytes=_int("C360_MAX_LINE_BYTES", minimum=1),
         dbt_results=tuple(p for p in (results or "").split(os.pathsep) if p.strip()),
         quarantine_warn_share=_share("C360_QUARANTINE_WARN_SHARE"),
         quarantine_error_share=_share("C360_QUARANTINE_ERROR_SHARE"),

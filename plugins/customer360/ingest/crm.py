@@ -19,7 +19,13 @@ Per object (``contacts``, ``tickets``, ``feedback_submissions``), each run:
    one millisecond on. Search is eventually consistent, so the window starts a lookback
    (``C360_CRM_LOOKBACK_SECONDS``) before the watermark; the versions re-read there are known
    by (id, last-modified ms), remembered for the lookback window with the watermark, and
-   skipped.
+   skipped. The watermark never passes this host's clock minus the lookback (a CRM clock
+   ahead of ours, or a bogus last-modified time, would otherwise make the next search skip
+   everything in between); one found past it, left by an earlier run, is brought back.
+   A version modified after this host's clock plus ``C360_CRM_FUTURE_TOLERANCE_SECONDS`` is
+   landed at once, ``_modified_in_future`` true, counted in the batch's reconciliation note,
+   without moving the watermark; one also past the date's end is found by a search of its
+   own each run (:meth:`_ObjectExtract._search_future`), never left to a date to come.
 3. **Archived records**, every run: the list endpoint with ``archived=true``; each
    (id, archivedAt) not landed before is landed with ``archived`` and ``archivedAt``
    (deleted contacts are how erasure requests arrive, :mod:`customer360.privacy.erasure`).
@@ -90,6 +96,8 @@ RAW_SCHEMA = pa.schema([
     ("archivedAt", pa.string()),
     ("properties", pa.string()),
     ("associations", pa.string()),
+    # The version's last-modified time was later than the extraction's clock allows.
+    ("_modified_in_future", pa.bool_()),
     ("_source_file", pa.string()),
     ("_source_line", pa.int64()),
 ])
@@ -117,6 +125,7 @@ class CrmExtractOptions:
     list_page_size: int = LIST_MAX_LIMIT
     search_page_size: int = SEARCH_MAX_LIMIT
     lookback_seconds: float = 600.0
+    future_tolerance_seconds: float = 300.0
     search_per_second: float = 4.0  # 0: no client-side limit
     requests_per_ten_seconds: float = 90.0  # 0: no client-side limit
     max_pages: int = 100_000  # requests for one object in one run
@@ -133,6 +142,7 @@ class CrmExtractOptions:
             list_page_size=min(settings.crm_page_size, LIST_MAX_LIMIT),
             search_page_size=min(settings.crm_search_page_size, SEARCH_MAX_LIMIT),
             lookback_seconds=settings.crm_lookback_seconds,
+            future_tolerance_seconds=settings.crm_future_tolerance_seconds,
             search_per_second=settings.crm_search_per_second,
             requests_per_ten_seconds=settings.crm_requests_per_ten_seconds,
             max_pages=settings.crm_max_pages,
@@ -141,6 +151,16 @@ class CrmExtractOptions:
     @property
     def lookback_ms(self) -> int:
         return int(round(self.lookback_seconds * 1000))
+
+    @property
+    def future_tolerance_ms(self) -> int:
+        return int(round(self.future_tolerance_seconds * 1000))
+
+
+def wall_clock_ms() -> int:
+    """This host's clock: what the watermark and "in the future" are measured against (one
+    place, so a test can skew it against the CRM's)."""
+    return int(time.time() * 1000)
 
 
 # --------------------------------------------------------------------------- time
@@ -469,6 +489,8 @@ class WatermarkState:
     drain_after: str | None = None
     archived_seen: set[str] = field(default_factory=set)
     pending: dict | None = None
+    clock_ms: int | None = None  # the clock of the run that wrote this state
+
 
     @property
     def watermark_us(self) -> int | None:
@@ -481,9 +503,14 @@ class WatermarkState:
     def cursor(self) -> dict:
         return {"mode": self.mode, "list_after": self.list_after,
                 "full_started_ms": self.full_started_ms, "search_cursor_ms": self.search_cursor_ms,
-                "drain_after": self.drain_after, "archived_seen": sorted(self.archived_seen)}
+                "drain_after": self.drain_after, "archived_seen": sorted(self.archived_seen),
+                "clock_ms": self.clock_ms}
 
-    def saw(self, ms: int) -> None:
+    def saw(self, ms: int, ceiling_ms: int) -> None:
+        """A version modified at ``ms`` landed: the watermark moves up to it, never past
+        ``ceiling_ms`` (the extraction's clock minus the lookback: what search may still be
+        missing, and what a CRM clock ahead of ours would otherwise skip)."""
+        ms = min(ms, ceiling_ms)
         if self.watermark_ms is None or ms > self.watermark_ms:
             self.watermark_ms = ms
 
@@ -523,7 +550,10 @@ def _read_state(store: StateStore, obj: str) -> WatermarkState:
         list_after=cursor.get("list_after"), full_started_ms=cursor.get("full_started_ms"),
         search_cursor_ms=cursor.get("search_cursor_ms"), drain_after=cursor.get("drain_after"),
         archived_seen=set(cursor.get("archived_seen") or ()),
-        pending=pending[0].payload | {"batch_id": pending[0].batch_id} if pending else None)
+        pending=pending[0].payload | {"batch_id": pending[0].batch_id} if pending else None,
+        # states written before the clock was kept: when the store row was written
+        clock_ms=cursor.get("clock_ms") or (None if mark.updated_at is None else
+                                            parse_instant_ms(mark.updated_at)))
     return state
 
 
@@ -575,6 +605,7 @@ class _Batch:
     quarantine: list[dict] = field(default_factory=list)
     skipped: int = 0
     later: int = 0
+    future: int = 0
     pages: int = 0
     first_source_file: str | None = None
 
@@ -596,6 +627,11 @@ class _ObjectExtract:
         self.logical_date = logical_date
         self.options = options
         self.day_end_ms = _day_end_us(logical_date) // 1000
+        # Read once a run: the watermark stays below it by the lookback, and a version
+        # modified past it (plus the tolerance for clock skew) is in the future.
+        self.now_ms = wall_clock_ms()
+        self.ceiling_ms = self.now_ms - options.lookback_ms
+        self.future_ms = self.now_ms + options.future_tolerance_ms
         self.recs: list[Reconciliation] = []
         self.requests = 0
         self.moved = False  # state changed since the last commit
@@ -606,9 +642,12 @@ class _ObjectExtract:
             _finish_pending(self.settings, self.store, self.obj)
             state = _read_state(self.store, self.obj)
             start_mark = state.watermark_ms
+            self._bring_back(state)
+            state.clock_ms = self.now_ms
             if state.mode in (None, "full"):
                 self._full_load(state)
             self._search(state)
+            self._search_future(state)
             self._archived(state)
             if self.moved:  # nothing landed since the last commit, but the state moved on
                 self.store.save_watermark(self.obj, state.watermark_us, state.seen, state.cursor())
@@ -618,6 +657,22 @@ class _ObjectExtract:
                 source_file=None, read=0, landed=0, quarantined=0,
                 note=f"nothing new since {format_ms(start_mark)} before {format_ms(self.day_end_ms)}"))
         return self.recs
+
+    def _bring_back(self, state: WatermarkState) -> None:
+        """A watermark past this run's clock minus the lookback was left by an extractor
+        without that ceiling (a version dated in the future moved it): nothing after the
+        moment it was written was searched for, so the search starts again from then (less
+        the lookback), never from the bogus time."""
+        if state.watermark_ms is None or state.watermark_ms <= self.ceiling_ms:
+            return
+        written = state.clock_ms if state.clock_ms is not None else self.now_ms
+        restart = min(self.ceiling_ms, written - self.options.lookback_ms)
+        log.warning("CRM %s: watermark %s is past this host's clock minus the lookback; "
+                    "searching again from %s", self.obj, format_ms(state.watermark_ms),
+                    format_ms(restart))
+        state.watermark_ms = restart
+        state.search_cursor_ms, state.drain_after = None, None
+        self.moved = True
 
     # --- paging bounds ---------------------------------------------------------------------
     def _count_request(self, what: str) -> None:
@@ -631,7 +686,7 @@ class _ObjectExtract:
     def _full_load(self, state: WatermarkState) -> None:
         if state.mode is None:
             state.mode = "full"
-            state.full_started_ms = int(time.time() * 1000)
+            state.full_started_ms = self.now_ms
             self.moved = True
             log.info("CRM %s: first full load through the list endpoint", self.obj)
         batch = _Batch()
@@ -643,7 +698,8 @@ class _ObjectExtract:
                 state.mode = "incremental"
                 state.list_after = None
                 if state.watermark_ms is None:
-                    state.watermark_ms = min(state.full_started_ms, self.day_end_ms)
+                    state.watermark_ms = min(state.full_started_ms, self.day_end_ms,
+                                             self.ceiling_ms)
                 else:
                     state.watermark_ms = min(state.watermark_ms, state.full_started_ms)
                 state.full_started_ms = None
@@ -757,6 +813,52 @@ class _ObjectExtract:
             if done:
                 return
 
+    def _search_future(self, state: WatermarkState) -> None:
+        """Versions modified after both the date's end and this host's clock (plus the
+        tolerance): the date windows would leave them to a date that may never be run (a
+        CRM clock far ahead, a bad import), so every run lands the ones not landed yet,
+        flagged (:meth:`_take`). A short query in practice, so HubSpot's own ``after`` paging
+        (a query stops at 10,000 results: past it HubSpot answers 400 and the task fails
+        saying so) and no cursor kept: the versions landed are known by their keys."""
+        if state.mode != "incremental":
+            return
+        lo = max(self.day_end_ms, self.future_ms)
+        what = f"POST /crm/v3/objects/{self.obj}/search (modified in the future)"
+        batch = _Batch()
+        after: str | None = None
+        page_no = 0
+        while True:
+            page_no += 1
+            self._count_request(what)
+            body = {"filterGroups": [{"filters": [
+                        {"propertyName": self.lastmod, "operator": "GTE", "value": str(lo)}]}],
+                    "sorts": [{"propertyName": self.lastmod, "direction": "ASCENDING"}],
+                    "properties": self.properties, "limit": self.options.search_page_size}
+            if after is not None:
+                body["after"] = after
+            payload = self.client.search(self.obj, body)
+            results = payload["results"]
+            for record in results:
+                ms = self._modified_ms(record) if isinstance(record, dict) else None
+                if ms is None or ms < lo:
+                    raise CrmApiError(f"HubSpot {what} page {page_no}: a result modified at "
+                                      f"{format_ms(ms)} is outside the filter (>= "
+                                      f"{format_ms(lo)})")
+            self._take(state, batch, results,
+                       f"search {self.obj} {self.logical_date.isoformat()} future page {page_no}",
+                       listing=False)
+            nxt = ((payload.get("paging") or {}).get("next") or {}).get("after")
+            nxt = None if nxt in (None, "") or not results else str(nxt)
+            if nxt is not None and nxt == after:
+                raise CrmApiError(f"HubSpot {what}: the cursor did not advance (page {page_no} "
+                                  f"gave after={nxt!r} again)")
+            after = nxt
+            if batch.pages >= self.options.pages_per_batch or after is None:
+                self._commit(state, batch)
+                batch = _Batch()
+            if after is None:
+                return
+
     def _check_search_page(self, results: list, cursor: int, hi: int, drain_after: str | None,
                            page_no: int) -> list[int]:
         """The page's last-modified times; a record outside the filter or the order asked for
@@ -831,15 +933,18 @@ class _ObjectExtract:
                 when = archived_ms if archived_ms is not None else ms
                 key = _key(identity, when if when is not None else -1)
                 keys.add(key)
-                if when is not None and when >= self.day_end_ms:
+                future = when is not None and when >= self.future_ms
+                if when is not None and when >= self.day_end_ms and not future:
                     batch.later += 1  # archived after the date: the next date lands it
                     continue
                 if key in state.archived_seen:
                     batch.skipped += 1
                     continue
                 state.archived_seen.add(key)
+                batch.future += future
             else:
-                if ms is not None and ms >= self.day_end_ms:
+                future = ms is not None and ms >= self.future_ms
+                if ms is not None and ms >= self.day_end_ms and not future:
                     batch.later += 1  # a later date's version: its search finds it
                     continue
                 if ms is not None:
@@ -848,7 +953,12 @@ class _ObjectExtract:
                         batch.skipped += 1
                         continue
                     state.seen.add(key)
-                    state.saw(ms)
+                    if future:
+                        # Landed now rather than by a date that may never come; the watermark
+                        # does not move for it (it would skip everything in between).
+                        batch.future += 1
+                    else:
+                        state.saw(ms, self.ceiling_ms)
             reason = ("missing id" if record_id is None
                       else f"missing or unparseable {self.lastmod}" if ms is None
                       else None if archived_ok else "archived is not a boolean")
@@ -864,6 +974,7 @@ class _ObjectExtract:
                 "archivedAt": _as_text(record.get("archivedAt")),
                 "properties": None if props is None else json.dumps(props, ensure_ascii=False),
                 "associations": None,
+                "_modified_in_future": future,
                 "_source_file": source_file,
                 "_source_line": position,
             })
@@ -905,7 +1016,14 @@ class _ObjectExtract:
             read=len(batch.rows) + len(batch.quarantine), landed=len(batch.rows),
             quarantined=len(batch.quarantine),
             note=f"{batch.pages} page(s); {batch.skipped} version(s) landed before skipped; "
-                 f"{batch.later} modified after the date left to it")
+                 f"{batch.later} modified after the date left to it"
+                 + (f"; {batch.future} modified in the future (after this host's clock + "
+                    f"C360_CRM_FUTURE_TOLERANCE_SECONDS) landed flagged _modified_in_future"
+                    if batch.future else ""))
+        if batch.future:
+            log.warning("CRM %s: %d version(s) modified after %s (this host's clock + "
+                        "tolerance) landed flagged _modified_in_future", self.obj, batch.future,
+                        format_ms(self.future_ms))
         # The in-memory state already includes this batch; the store keeps the old state
         # until the batch's files exist, with the new one in the batch's pending row.
         outputs = {}

@@ -25,7 +25,7 @@ from customer360.ingest.errors import ExtractError
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land, landing_run
 from customer360.ingest.landing.layout import POS_DIR
-from customer360.ingest.landing.lines import byte_batches
+from customer360.ingest.landing.lines import ReadLimits, byte_batches
 from customer360.ingest.state import FileOutcome, FileVersion, StateStore
 from customer360.ingest.landing.pos_rows import (ParsedCsv, Store, parse_pos_files, parse_products,
                                           parse_stores)
@@ -134,7 +134,7 @@ def _land_transactions(settings: Settings, con: duckdb.DuckDBPyConnection, manif
                        group: list[FileVersion], stores: dict[str, Store],
                        logical_date: dt.date) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, "transactions", logical_date)
-    parsed = parse_pos_files(con, [v.file for v in group], stores)
+    parsed = parse_pos_files(con, [v.file for v in group], stores, ReadLimits.of(settings))
     outcomes = _outcomes(con, parsed, group)
     corrections = sum(1 for v in group if v.previous_batch_id)
     notes = [f"{len(group)} files"]
@@ -183,13 +183,14 @@ def load_pos(settings: Settings, logical_date: dt.date) -> list[Reconciliation]:
             return []
         recs: list[Reconciliation] = []
         con = connect(settings)
+        limits = ReadLimits.of(settings)
         try:
-            stores_parsed, stores = parse_stores(con, scan.stores)
+            stores_parsed, stores = parse_stores(con, scan.stores, limits)
             stores_changed = _reference(settings, con, manifest, "stores", stores_parsed,
                                         logical_date, recs)
             if scan.products is not None:
-                _reference(settings, con, manifest, "products", parse_products(con, scan.products),
-                           logical_date, recs)
+                _reference(settings, con, manifest, "products",
+                           parse_products(con, scan.products, limits), logical_date, recs)
             # A fixed stores.csv may make files quarantined for an unknown store readable.
             versions = manifest.changed(scan.pos, "transactions",
                                         retry_quarantined=stores_changed)

@@ -169,6 +169,7 @@ class Watermark:
     keys_at_watermark: frozenset[str] = frozenset()
     batch_id: str | None = None
     cursor: dict | None = None
+    updated_at: str | None = None  # this host's clock when the watermark was stored
 
 
 class StateStore:
@@ -376,12 +377,12 @@ class StateStore:
     # --- what earlier batches hold ------------------------------------------------------
     def watermark(self, entity: str) -> Watermark:
         row = self.db.execute(
-            "SELECT watermark_us, keys_at_watermark, batch_id, cursor FROM watermarks "
+            "SELECT watermark_us, keys_at_watermark, batch_id, cursor, updated_at FROM watermarks "
             "WHERE source = ? AND entity = ?", (self.source, entity)).fetchone()
         if row is None:
             return Watermark()
         return Watermark(row[0], frozenset(json.loads(row[1])), row[2],
-                         json.loads(row[3]) if row[3] else None)
+                         json.loads(row[3]) if row[3] else None, row[4])
 
     def batches(self, entity: str | None = None) -> list[dict]:
         """Committed batches of this source (and entity), in commit order."""

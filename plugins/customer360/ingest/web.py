@@ -23,7 +23,7 @@ from customer360.core.duck import connect, sql_str
 from customer360.ingest.raw_zone import Reconciliation
 from customer360.ingest.landing.batches import ARROW_BATCH_ROWS, Batch, BatchContent, land, landing_run
 from customer360.ingest.landing.layout import WEB_EVENTS_DIR
-from customer360.ingest.landing.lines import byte_batches, uncompressed_size
+from customer360.ingest.landing.lines import ReadLimits, byte_batches, uncompressed_size
 from customer360.ingest.state import FileOutcome, FileVersion, StateStore
 from customer360.ingest.landing.web_events import (DERIVED_COLUMNS, LATE_DAYS, RAW_COLUMNS,
                                                    folder_date_window, parse_web_files)
@@ -87,7 +87,7 @@ def _land_group(settings: Settings, con: duckdb.DuckDBPyConnection, manifest: St
                 group: list[FileVersion], logical_date: dt.date,
                 seen: SeenMessageIds) -> Reconciliation:
     batch = Batch.start(settings, manifest, SOURCE, ENTITY, logical_date)
-    parsed = parse_web_files(con, [v.file for v in group])
+    parsed = parse_web_files(con, [v.file for v in group], ReadLimits.of(settings))
     view = parsed.view
     stats = {fid: (read, bad, late) for fid, read, bad, late in con.execute(f"""
         SELECT file_id, count(*) FILTER (WHERE NOT blank), count(reason), count(warning)

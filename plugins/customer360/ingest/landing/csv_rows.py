@@ -84,19 +84,25 @@ class CsvRows:
 def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
                    columns: Sequence[str], encodings: dict[int, str],
                    file_errors: dict[int, str] | None = None) -> CsvRows:
-    """Split the lines of ``lines_view`` (file_id, ln, line, bad_encoding) into ``columns``.
+    """Split the lines of ``lines_view`` (file_id, ln, line, bad_encoding, line_error) into
+    ``columns``.
     ``file_errors`` quarantines every row of a file with that reason (its bytes are not in
     the declared encoding, say); a header that repeats a column does the same for its file."""
     file_errors = file_errors or {}
     split = f"{name}_fields"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {split} AS
-        SELECT file_id, ln, line, bad_encoding,
-               line IS NULL OR NOT regexp_matches(line, '\\S') AS blank,
-               {fields_sql('line')} AS fields
+        SELECT file_id, ln, line, bad_encoding, line_error,
+               line_error IS NULL AND (line IS NULL OR NOT regexp_matches(line, '\\S')) AS blank,
+               CASE WHEN line_error IS NULL THEN {fields_sql('line')} END AS fields
         FROM {lines_view}
     """)
-    firsts = dict(con.execute(f"SELECT file_id, fields FROM {split} WHERE ln = 1").fetchall())
+    firsts, file_errors = {}, dict(file_errors)
+    for fid, fields, line_error in con.execute(
+            f"SELECT file_id, fields, line_error FROM {split} WHERE ln = 1").fetchall():
+        firsts[fid] = fields
+        if line_error is not None:  # no header to read the rows by
+            file_errors.setdefault(fid, "header " + line_error)
     headers = {fid: read_header(firsts.get(fid), columns) for fid in encodings}
     blank_lines: dict[int, list[int]] = {}
     for fid, ln in con.execute(f"SELECT file_id, ln FROM {split} WHERE blank AND ln > 1 "
@@ -126,6 +132,7 @@ def parse_csv_rows(con: duckdb.DuckDBPyConnection, lines_view: str, name: str,
                END AS _extra,
                CASE
                  WHEN h.file_error IS NOT NULL THEN h.file_error
+                 WHEN s.line_error IS NOT NULL THEN s.line_error
                  WHEN s.bad_encoding THEN 'line is not valid ' || h.encoding
                  WHEN h.header_error IS NOT NULL THEN h.header_error
                  WHEN s.fields IS NULL THEN 'malformed CSV quoting'

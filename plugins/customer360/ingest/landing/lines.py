@@ -14,12 +14,23 @@ Whatever that path cannot vouch for goes through Python's own gzip and codecs, f
 * A file that is not gzip, not in its encoding, or otherwise unreadable by DuckDB: Python
   decodes it, line by line if need be, so one bad line does not cost the whole file.
 
+Before either path, every file is read once as a stream (:func:`measure_file`), counting
+its decompressed bytes and the length of each line, so that neither path ever holds more than
+the caps allow (:class:`ReadLimits`, from ``C360_MAX_DECOMPRESSED_BYTES`` and
+``C360_MAX_LINE_BYTES``): a file past the size cap is refused whole with the reason (a gzip
+bomb is stopped after reading the cap, whatever its trailer claims), and a file with an
+over-long line is read by the Python path as a stream, that line kept only as a short prefix
+with the reason and line number (``line_error``), the rest of the file loaded as usual.
+
 Lines are numbered without a window function (which would make DuckDB run the rest of the
 query on one thread): with insertion order preserved (DuckDB's default), a file's lines get
 consecutive ``rowid``s in file order, so a line's number is its rowid minus its file's first
 rowid plus one (:func:`numbered_view`). Every line is stored, blank ones included, so the
 numbers are physical line numbers. Files that cannot be read at all are returned with the
 reason instead.
+
+The line source every parse step reads has ``file_id``, ``line`` (NULL when blank),
+``bad_encoding`` and ``line_error`` (NULL, or why the line was not kept: it is too long).
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import codecs
 import gzip
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -48,11 +59,100 @@ _NO_DELIMITER = "\x01"
 EXTENSION_WORTH_BYTES = 64 * 2**20
 
 
-def _read_csv_sql(paths: Sequence[Path], encoding: str, gzipped: bool) -> str:
+# DuckDB's own default: a smaller max_line_size would send files with allowed lines to Python.
+_DUCKDB_MAX_LINE_SIZE = 2_097_152
+# How much a stream is read at a time, and how much of an over-long line is kept to show.
+STREAM_CHUNK_BYTES = 2**20
+SHOWN_PREFIX_BYTES = 200
+# Lines handed to DuckDB at a time from the Python path (bounds that path's Arrow copy).
+_PYTHON_BATCH_LINES = 100_000
+_PYTHON_SCHEMA = pa.schema([("line", pa.string()), ("bad_encoding", pa.bool_()),
+                            ("line_error", pa.string())])
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """The caps on what one landing file may hold once decompressed (docs/sources.md)."""
+
+    max_bytes: int  # C360_MAX_DECOMPRESSED_BYTES
+    max_line: int   # C360_MAX_LINE_BYTES
+
+    @classmethod
+    def of(cls, settings) -> "ReadLimits":
+        return cls(settings.max_decompressed_bytes, settings.max_line_bytes)
+
+    def size_reason(self, seen: int) -> str:
+        return (f"decompressed size exceeds C360_MAX_DECOMPRESSED_BYTES ({self.max_bytes} "
+                f"bytes): {seen} bytes read before stopping; file quarantined whole")
+
+    def line_reason(self, ln: int, length: int | None) -> str:
+        size = f"{length} bytes" if length is not None else "longer"
+        return (f"line {ln} is longer than C360_MAX_LINE_BYTES ({self.max_line} bytes): "
+                f"{size}; only its first {SHOWN_PREFIX_BYTES} bytes are kept")
+
+
+@dataclass(frozen=True)
+class FileMeasure:
+    """What :func:`measure_file` saw: decompressed bytes, and the over-long lines
+    {line number: length in bytes, without the line break}."""
+
+    n_bytes: int
+    long_lines: dict[int, int] = field(default_factory=dict)
+
+
+def _open(path: Path, gzipped: bool):
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _gzip_reason(exc: Exception) -> str:
+    if isinstance(exc, EOFError):
+        return f"truncated gzip file: {exc}"
+    return f"corrupt gzip file: {exc}"
+
+
+def measure_file(path: Path, gzipped: bool, limits: ReadLimits) -> FileMeasure | str:
+    """Read ``path`` once as a stream (memory: one chunk), or the reason it cannot be read:
+    past the size cap, or a gzip stream that is corrupt or cut short.
+
+    Python's gzip module and not DuckDB's reader: DuckDB has no cap on what it decompresses,
+    and a file's gzip trailer (ISIZE) is the sender's claim, not a bound."""
+    total, ln, current = 0, 1, 0  # current: bytes of line ln read so far
+    long_lines: dict[int, int] = {}
+    try:
+        with _open(path, gzipped) as fh:
+            while chunk := fh.read(STREAM_CHUNK_BYTES):
+                total += len(chunk)
+                if total > limits.max_bytes:
+                    return limits.size_reason(total)
+                first = chunk.find(b"\n")
+                if first < 0:
+                    current += len(chunk)
+                    continue
+                if current + first > limits.max_line:
+                    long_lines[ln] = current + first
+                last = chunk.rfind(b"\n")
+                if last - first - 1 > limits.max_line:
+                    # Only then can a line inside the chunk be too long (never with the
+                    # default caps, a chunk being no longer than a line may be).
+                    for i, part in enumerate(chunk[first + 1:last].split(b"\n"), start=1):
+                        if len(part) > limits.max_line:
+                            long_lines[ln + i] = len(part)
+                ln += chunk.count(b"\n")
+                current = len(chunk) - last - 1
+    except (EOFError, OSError, zlib.error) as exc:
+        return _gzip_reason(exc) if gzipped else f"cannot read the file: {exc}"
+    if current > limits.max_line:
+        long_lines[ln] = current
+    return FileMeasure(total, long_lines)
+
+
+def _read_csv_sql(paths: Sequence[Path], encoding: str, gzipped: bool,
+                  max_line: int = _DUCKDB_MAX_LINE_SIZE) -> str:
     files = "[" + ", ".join(sql_str(str(p)) for p in paths) + "]"
     return (f"read_csv({files}, columns = {{'line': 'VARCHAR'}}, delim = '{_NO_DELIMITER}', "
             f"quote = '', escape = '', header = false, auto_detect = false, "
             f"compression = '{'gzip' if gzipped else 'none'}', "
+            f"max_line_size = {max(max_line + 2, _DUCKDB_MAX_LINE_SIZE)}, "
             f"encoding = {sql_str(duckdb_encoding(encoding))})")
 
 
@@ -75,14 +175,15 @@ def _isize_candidates(n_lines: int, text_bytes: int) -> set[int]:
 
 ParseSql = Callable[[str], str]
 _EMPTY_SOURCE = ("SELECT NULL::INTEGER AS file_id, NULL::VARCHAR AS line, "
-                 "NULL::BOOLEAN AS bad_encoding LIMIT 0")
+                 "NULL::BOOLEAN AS bad_encoding, NULL::VARCHAR AS line_error LIMIT 0")
 
 
 def _fast_source(paths: Sequence[Path], file_ids: Sequence[int], encoding: str,
-                 gzipped: bool) -> str:
+                 gzipped: bool, max_line: int = _DUCKDB_MAX_LINE_SIZE) -> str:
     ids = "[" + ", ".join(str(i) for i in file_ids) + "]"
-    return (f"SELECT {ids}[file_index::BIGINT + 1] AS file_id, line, false AS bad_encoding "
-            f"FROM {_read_csv_sql(paths, encoding, gzipped)}")
+    return (f"SELECT {ids}[file_index::BIGINT + 1] AS file_id, line, false AS bad_encoding, "
+            f"NULL::VARCHAR AS line_error "
+            f"FROM {_read_csv_sql(paths, encoding, gzipped, max_line)}")
 
 
 def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> None:
@@ -91,8 +192,9 @@ def _run(con, out_table: str, parse: ParseSql, source: str, create: bool) -> Non
 
 
 def _fast_insert(con, out_table: str, parse: ParseSql, paths: Sequence[Path],
-                 file_ids: Sequence[int], encoding: str, gzipped: bool) -> None:
-    _run(con, out_table, parse, _fast_source(paths, file_ids, encoding, gzipped), create=False)
+                 file_ids: Sequence[int], encoding: str, gzipped: bool, max_line: int) -> None:
+    _run(con, out_table, parse, _fast_source(paths, file_ids, encoding, gzipped, max_line),
+         create=False)
 
 
 def _gzip_suspects(con, out_table: str, paths: Sequence[Path],
@@ -112,41 +214,104 @@ def _delete(con, out_table: str, file_ids: Sequence[int]) -> None:
 
 
 
-def _python_lines(path: Path, encoding: str, gzipped: bool) -> pa.Table | str:
-    """The file's lines decoded by Python, or the reason it cannot be read at all."""
-    raw = path.read_bytes()
-    if gzipped and raw:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError as exc:
-            return f"truncated gzip file: {exc}"
-        except (OSError, zlib.error) as exc:
-            return f"corrupt gzip file: {exc}"
+def _byte_lines(fh, max_line: int) -> Iterator[tuple[bytes, int | None]]:
+    """Each line of ``fh`` without its line feed, as ``(line, None)``; an over-long line as
+    ``(its first bytes, its length)``, read past without ever holding more than a chunk."""
+    while line := fh.readline(max_line + 2):
+        if line.endswith(b"\n"):
+            body = line[:-1]
+            yield (body, None) if len(body) <= max_line else (body[:SHOWN_PREFIX_BYTES], len(body))
+            continue
+        if len(line) <= max_line:  # the last line, without a line feed
+            yield line, None
+            continue
+        length = len(line)
+        while rest := fh.readline(STREAM_CHUNK_BYTES):
+            if rest.endswith(b"\n"):
+                length += len(rest) - 1
+                break
+            length += len(rest)
+        yield line[:SHOWN_PREFIX_BYTES], length
+
+
+def _decoded_lines(path: Path, py_encoding: str, gzipped: bool, limits: ReadLimits,
+                   long_lines: dict[int, int]) -> Iterator[tuple[str, bool, str | None]]:
+    """(text, bad_encoding, line_error) for each physical line of the file."""
+    if "\n".encode(py_encoding) == b"\n":
+        # Every encoding a landing file may be in but UTF-16 keeps b"\n" a line feed (no
+        # multibyte sequence holds the byte 0x0A), so lines split as bytes, one at a time.
+        with _open(path, gzipped) as fh:
+            for ln, (raw, length) in enumerate(_byte_lines(fh, limits.max_line), start=1):
+                if length is not None:
+                    yield (raw.decode(py_encoding, errors="backslashreplace"), False,
+                           limits.line_reason(ln, length))
+                    continue
+                try:
+                    yield raw.decode(py_encoding), False, None
+                except UnicodeDecodeError:
+                    yield raw.decode(py_encoding, errors="backslashreplace"), True, None
+        return
+    # UTF-16 needs the whole text decoded before it can be split: the size cap bounds it.
+    with _open(path, gzipped) as fh:
+        raw = fh.read(limits.max_bytes + 1)
+    try:
+        lines = raw.decode(py_encoding).split("\n")
+        bad = [False] * len(lines)
+    except UnicodeDecodeError:
+        lines = raw.decode(py_encoding, errors="backslashreplace").split("\n")
+        bad = [True] * len(lines)  # no line can be trusted once the code units are off
+    if lines and lines[-1] == "":
+        lines.pop()
+    for ln, (text, is_bad) in enumerate(zip(lines, bad), start=1):
+        if ln in long_lines:
+            yield text[:SHOWN_PREFIX_BYTES], False, limits.line_reason(ln, long_lines[ln])
+        else:
+            yield text, is_bad, None
+
+
+def _python_batches(path: Path, py_encoding: str, gzipped: bool, limits: ReadLimits,
+                    long_lines: dict[int, int]) -> Iterator[pa.Table]:
+    """The file's lines decoded by Python, a bounded number of lines at a time."""
+    lines: list[str] = []
+    bad: list[bool] = []
+    errors: list[str | None] = []
+    decoded = _decoded_lines(path, py_encoding, gzipped, limits, long_lines)
+    for ln, (text, is_bad, error) in enumerate(decoded, start=1):
+        if ln == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        lines.append(text)
+        bad.append(is_bad)
+        errors.append(error)
+        if len(lines) >= _PYTHON_BATCH_LINES:
+            yield pa.table({"line": lines, "bad_encoding": bad, "line_error": errors},
+                           schema=_PYTHON_SCHEMA)
+            lines, bad, errors = [], [], []
+    if lines:
+        yield pa.table({"line": lines, "bad_encoding": bad, "line_error": errors},
+                       schema=_PYTHON_SCHEMA)
+
+
+def _python_read(con, out_table: str, parse: ParseSql, path: Path, fid: int, encoding: str,
+                 gzipped: bool, limits: ReadLimits, long_lines: dict[int, int]) -> str | None:
+    """Insert the file's lines read by Python; the reason when it cannot be read at all."""
     py_encoding = python_encoding(encoding)
     if py_encoding is None:
         return f"unknown encoding {encoding!r}"
-    bad: list[bool] | None = None
     try:
-        lines = raw.decode(py_encoding).split("\n")
-    except UnicodeDecodeError:
-        # Only files that fail to decode get here: find the lines at fault, keep the rest.
-        lines, bad = [], []
-        for chunk in raw.split(b"\n"):
+        for batch in _python_batches(path, py_encoding, gzipped, limits, long_lines):
+            con.register("_python_lines", batch)
             try:
-                lines.append(chunk.decode(py_encoding))
-                bad.append(False)
-            except UnicodeDecodeError:
-                lines.append(chunk.decode(py_encoding, errors="backslashreplace"))
-                bad.append(True)
-    if lines and lines[-1] == "":
-        lines.pop()
-        if bad:
-            bad.pop()
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
-    return pa.table({"line": pa.array(lines, pa.string()),
-                     "bad_encoding": pa.array(bad if bad is not None else [False] * len(lines),
-                                              pa.bool_())})
+                _run(con, out_table, parse,
+                     f"SELECT {fid} AS file_id, nullif(rtrim(line, chr(13)), '') AS line, "
+                     f"bad_encoding, line_error FROM _python_lines",
+                     create=False)
+            finally:
+                con.unregister("_python_lines")
+    except (EOFError, OSError, zlib.error) as exc:
+        # Measured whole a moment ago: the file changed while it was read.
+        _delete(con, out_table, [fid])
+        return _gzip_reason(exc) if gzipped else f"cannot read the file: {exc}"
+    return None
 
 
 def _duckdb_can_decode(con, encoding: str, paths: Sequence[Path]) -> bool:
@@ -157,10 +322,11 @@ def _duckdb_can_decode(con, encoding: str, paths: Sequence[Path]) -> bool:
 
 
 def _fast_read(con, out_table: str, parse: ParseSql, safe_parse: ParseSql,
-               paths: Sequence[Path], ids: list[int], encoding: str, gzipped: bool) -> list[int]:
+               paths: Sequence[Path], ids: list[int], encoding: str, gzipped: bool,
+               max_line: int) -> list[int]:
     """DuckDB reads what it can; returns the file ids to read again with Python."""
     try:
-        _fast_insert(con, out_table, parse, paths, ids, encoding, gzipped)
+        _fast_insert(con, out_table, parse, paths, ids, encoding, gzipped, max_line)
         return _gzip_suspects(con, out_table, paths, ids) if gzipped else []
     except duckdb.Error:
         pass
@@ -168,7 +334,7 @@ def _fast_read(con, out_table: str, parse: ParseSql, safe_parse: ParseSql,
     retry = []
     for fid, path in zip(ids, paths):
         try:
-            _fast_insert(con, out_table, safe_parse, [path], [fid], encoding, gzipped)
+            _fast_insert(con, out_table, safe_parse, [path], [fid], encoding, gzipped, max_line)
             if gzipped:
                 retry += _gzip_suspects(con, out_table, [path], [fid])
         except duckdb.Error as exc:
@@ -178,19 +344,21 @@ def _fast_read(con, out_table: str, parse: ParseSql, safe_parse: ParseSql,
 
 
 def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[Path],
-                parse: ParseSql, *, encoding: str = "utf-8", gzipped: bool = False,
-                file_ids: Sequence[int] | None = None, append: bool = False,
-                safe_parse: ParseSql | None = None) -> dict[int, str]:
+                parse: ParseSql, *, limits: ReadLimits, encoding: str = "utf-8",
+                gzipped: bool = False, file_ids: Sequence[int] | None = None,
+                append: bool = False, safe_parse: ParseSql | None = None) -> dict[int, str]:
     """Read ``paths`` line by line into ``out_table`` = ``parse(source)``; return the files
     that cannot be read at all as {file_id: reason}.
 
     ``source`` is a SQL query with one row a physical line, in file order: ``file_id`` (from
-    ``file_ids``, default 0..n-1), ``line`` (NULL when blank) and ``bad_encoding``.
-    ``parse(source)`` must keep that order and return ``file_id`` and ``_nbytes`` (``strlen``
-    of the line, 0 when NULL) first, then what it extracts, one row for every line (blank ones
-    included) so that :func:`numbered_view` can number them. ``append`` adds to an existing
-    ``out_table`` instead of replacing it. ``safe_parse``, when given, is used instead of
-    ``parse`` once a multi-file read has failed (a parse that cannot fail on any line).
+    ``file_ids``, default 0..n-1), ``line`` (NULL when blank), ``bad_encoding`` and
+    ``line_error`` (the reason a line over ``limits.max_line`` was not kept; its ``line`` is
+    then a short prefix). ``parse(source)`` must keep that order and return ``file_id`` and
+    ``_nbytes`` (``strlen`` of the line, 0 when NULL) first, then what it extracts, one row for
+    every line (blank ones included) so that :func:`numbered_view` can number them. ``append``
+    adds to an existing ``out_table`` instead of replacing it. ``safe_parse``, when given, is
+    used instead of ``parse`` once a multi-file read has failed (a parse that cannot fail on
+    any line).
     """
     safe_parse = safe_parse or parse
     if not append:
@@ -199,32 +367,36 @@ def read_parsed(con: duckdb.DuckDBPyConnection, out_table: str, paths: Sequence[
     if not paths:
         return {}
     by_id = dict(zip(ids, paths))
-    if _duckdb_can_decode(con, encoding, paths):
-        retry = _fast_read(con, out_table, parse, safe_parse, paths, ids, encoding, gzipped)
+    failures: dict[int, str] = {}
+    long_lines: dict[int, dict[int, int]] = {}
+    for fid in ids:
+        measured = measure_file(by_id[fid], gzipped, limits)
+        if isinstance(measured, str):
+            failures[fid] = measured
+            log.debug("%s not read: %s", by_id[fid], measured)  # the caller reports it
+        elif measured.long_lines:
+            long_lines[fid] = measured.long_lines
+    # A file with an over-long line goes to Python, which reads past that line as a stream.
+    fast = [fid for fid in ids if fid not in failures and fid not in long_lines]
+    fast_paths = [by_id[fid] for fid in fast]
+    if fast and _duckdb_can_decode(con, encoding, fast_paths):
+        retry = _fast_read(con, out_table, parse, safe_parse, fast_paths, fast, encoding, gzipped,
+                           limits.max_line)
         _delete(con, out_table, retry)
     else:
-        retry = ids
-    failures = {}
-    for fid in retry:
-        result = _python_lines(by_id[fid], encoding, gzipped)
-        if isinstance(result, str):
-            failures[fid] = result
-            continue
-        con.register("_python_lines", result)
-        try:
-            _run(con, out_table, safe_parse,
-                 f"SELECT {fid} AS file_id, nullif(rtrim(line, chr(13)), '') AS line, "
-                 f"bad_encoding FROM _python_lines",
-                 create=False)
-        finally:
-            con.unregister("_python_lines")
+        retry = fast
+    for fid in [i for i in ids if i in set(retry) or i in long_lines]:
+        reason = _python_read(con, out_table, safe_parse, by_id[fid], fid, encoding, gzipped,
+                              limits, long_lines.get(fid, {}))
+        if reason is not None:
+            failures[fid] = reason
     return failures
 
 
 def keep_lines(source: str) -> str:
     """The parse step that keeps the lines as they are (parse them later, numbered)."""
-    return (f"SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding "
-            f"FROM ({source})")
+    return (f"SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding, "
+            f"line_error FROM ({source})")
 
 
 def numbered_view(con: duckdb.DuckDBPyConnection, out_table: str) -> str:

@@ -18,8 +18,8 @@ from customer360.ingest.landing.csv_rows import CsvHeader, parse_csv_rows
 from customer360.ingest.landing.duck import insert_rows, sql_str
 from customer360.ingest.landing.layout import LandingFile
 from customer360.ingest.landing.duck import python_encoding
-from customer360.ingest.landing.lines import (encoding_name, keep_lines, numbered_view,
-                                              read_parsed, sniff_encoding)
+from customer360.ingest.landing.lines import (ReadLimits, encoding_name, keep_lines,
+                                              numbered_view, read_parsed, sniff_encoding)
 from customer360.ingest.landing.pos_amounts import install_amount_macros
 
 POS_COLUMNS = ("transaction_id", "line_no", "store_id", "business_date", "txn_ts", "txn_type",
@@ -88,13 +88,13 @@ def _number(col: str) -> str:
 
 
 def _read(con, name: str, files: Sequence[LandingFile], declared: dict[int, str | None],
-          columns: Sequence[str], skip: dict[int, str]) -> ParsedCsv:
+          columns: Sequence[str], skip: dict[int, str], limits: ReadLimits) -> ParsedCsv:
     """Lines of every readable file split into ``columns``. Each file is sniffed first
     (:func:`sniff_encoding`: a byte-order mark wins over ``declared``, a mismatch quarantines
     the file whole), then read in what it really is, grouped by encoding."""
     lines = f"{name}_lines"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {lines} (file_id INTEGER, "
-                f"_nbytes BIGINT, line VARCHAR, bad_encoding BOOLEAN)")
+                f"_nbytes BIGINT, line VARCHAR, bad_encoding BOOLEAN, line_error VARCHAR)")
     unreadable = dict(skip)
     shown: dict[int, str] = {}
     notes: dict[int, str] = {}
@@ -102,6 +102,10 @@ def _read(con, name: str, files: Sequence[LandingFile], declared: dict[int, str 
     by_encoding: dict[str, list[int]] = {}
     for fid, f in enumerate(files):
         if fid in skip:
+            continue
+        size = f.path.stat().st_size
+        if size > limits.max_bytes:  # sniffing reads the whole file: not past the cap
+            unreadable[fid] = limits.size_reason(size)
             continue
         sniff = sniff_encoding(f.path.read_bytes(), declared[fid])
         same = declared[fid] is not None and python_encoding(sniff.read_as) == python_encoding(
@@ -114,7 +118,7 @@ def _read(con, name: str, files: Sequence[LandingFile], declared: dict[int, str 
         by_encoding.setdefault(sniff.read_as, []).append(fid)
     for encoding, ids in by_encoding.items():
         unreadable |= read_parsed(con, lines, [files[i].path for i in ids], keep_lines,
-                                  encoding=encoding, file_ids=ids, append=True)
+                                  encoding=encoding, file_ids=ids, append=True, limits=limits)
     readable = {fid: enc for fid, enc in shown.items() if fid not in unreadable}
     rows = parse_csv_rows(con, numbered_view(con, lines), name, columns, readable,
                           {fid: r for fid, r in mismatches.items() if fid in readable})
@@ -158,10 +162,10 @@ def _known_encodings(values: Sequence[str]) -> list[str]:
     return out
 
 
-def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
+def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile, limits: ReadLimits,
                  name: str = "pos_stores") -> tuple[ParsedCsv, dict[str, Store]]:
     """Check ``stores.csv``; return it parsed and the stores whose rows are good."""
-    parsed = _read(con, name, [file], {0: None}, STORES_COLUMNS, {})
+    parsed = _read(con, name, [file], {0: None}, STORES_COLUMNS, {}, limits)
     zones = _valid_zones(_distinct(con, parsed.table, "timezone"))
     encodings = _known_encodings(_distinct(con, parsed.table, "file_encoding"))
     _finish(con, parsed, [
@@ -179,9 +183,9 @@ def parse_stores(con: duckdb.DuckDBPyConnection, file: LandingFile,
     return parsed, stores
 
 
-def parse_products(con: duckdb.DuckDBPyConnection, file: LandingFile,
+def parse_products(con: duckdb.DuckDBPyConnection, file: LandingFile, limits: ReadLimits,
                    name: str = "pos_products") -> ParsedCsv:
-    parsed = _read(con, name, [file], {0: None}, PRODUCTS_COLUMNS, {})
+    parsed = _read(con, name, [file], {0: None}, PRODUCTS_COLUMNS, {}, limits)
     install_amount_macros(con)
     # A catalogue belongs to no store, so its prices read with a decimal dot.
     _finish(con, parsed, [
@@ -202,14 +206,15 @@ def unknown_store_reason(file: LandingFile, stores: dict[str, Store]) -> str | N
 
 
 def parse_pos_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile],
-                    stores: dict[str, Store], name: str = "pos_txn") -> ParsedCsv:
+                    stores: dict[str, Store], limits: ReadLimits,
+                    name: str = "pos_txn") -> ParsedCsv:
     """Read and check per-store daily files, each in its store's encoding. The table also
     gets the raw zone's load columns (_source_file, _folder_date, _store_timezone, ...)."""
     skip = {fid: r for fid, f in enumerate(files)
             if (r := unknown_store_reason(f, stores)) is not None}
     declared = {fid: (stores[f.store_id].file_encoding if fid not in skip else None)
                 for fid, f in enumerate(files)}
-    parsed = _read(con, name, files, declared, POS_COLUMNS, skip)
+    parsed = _read(con, name, files, declared, POS_COLUMNS, skip, limits)
     install_amount_macros(con)
     meta = f"{name}_files"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {meta} (file_id INTEGER, rel VARCHAR, "

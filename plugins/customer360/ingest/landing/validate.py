@@ -18,8 +18,9 @@ from typing import Sequence
 import duckdb
 
 from customer360.core.duck import connect
+from customer360.core.settings import get_settings
 from customer360.ingest.landing.layout import LandingFile, scan_landing
-from customer360.ingest.landing.lines import byte_batches, uncompressed_size
+from customer360.ingest.landing.lines import ReadLimits, byte_batches, uncompressed_size
 from customer360.ingest.landing.pos_rows import (ParsedCsv, Store, parse_pos_files, parse_products,
                                           parse_stores)
 from customer360.ingest.landing.report import ERROR, WARN, Problem, ValidationReport
@@ -31,8 +32,8 @@ BATCH_BYTES = 256 * 2**20
 
 
 def _web_problems(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile],
-                  report: ValidationReport) -> None:
-    parsed = parse_web_files(con, files)
+                  report: ValidationReport, limits: ReadLimits) -> None:
+    parsed = parse_web_files(con, files, limits)
     for fid, reason in parsed.unreadable.items():
         report.problems.append(Problem(files[fid].rel, None, reason, ERROR))
     for fid, ln, reason, warning in con.execute(f"""
@@ -74,27 +75,31 @@ def _csv_problems(con: duckdb.DuckDBPyConnection, parsed: ParsedCsv, report: Val
     report.files_checked += len(parsed.files)
 
 
-def _stores(con, stores_file: LandingFile | None, report: ValidationReport) -> dict[str, Store]:
+def _stores(con, stores_file: LandingFile | None, report: ValidationReport,
+            limits: ReadLimits) -> dict[str, Store]:
     if stores_file is None:
         return {}
-    parsed, stores = parse_stores(con, stores_file)
+    parsed, stores = parse_stores(con, stores_file, limits)
     _csv_problems(con, parsed, report, ERROR)
     return stores
 
 
-def validate_landing(path: Path, through: dt.date | None = None) -> ValidationReport:
-    """Check every file of the landing folder ``path`` (``date=`` folders up to ``through``)."""
+def validate_landing(path: Path, through: dt.date | None = None,
+                     limits: ReadLimits | None = None) -> ValidationReport:
+    """Check every file of the landing folder ``path`` (``date=`` folders up to ``through``);
+    ``limits`` default to the settings' (the loaders' caps)."""
+    limits = limits or ReadLimits.of(get_settings())
     scan = scan_landing(Path(path), through)
     report = ValidationReport(root=Path(path), problems=list(scan.problems))
     con = connect()
     try:
         for group in byte_batches(scan.web, lambda f: uncompressed_size(f.path), BATCH_BYTES):
-            _web_problems(con, group, report)
-        stores = _stores(con, scan.stores, report)
+            _web_problems(con, group, report, limits)
+        stores = _stores(con, scan.stores, report, limits)
         if scan.products is not None:
-            _csv_problems(con, parse_products(con, scan.products), report, ERROR)
+            _csv_problems(con, parse_products(con, scan.products, limits), report, ERROR)
         for group in byte_batches(scan.pos, lambda f: uncompressed_size(f.path), BATCH_BYTES):
-            _csv_problems(con, parse_pos_files(con, group, stores), report, WARN)
+            _csv_problems(con, parse_pos_files(con, group, stores, limits), report, WARN)
     finally:
         con.close()
     return report

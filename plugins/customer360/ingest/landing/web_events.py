@@ -24,7 +24,7 @@ import duckdb
 
 from customer360.ingest.landing.duck import insert_rows
 from customer360.ingest.landing.layout import LandingFile
-from customer360.ingest.landing.lines import numbered_view, read_parsed
+from customer360.ingest.landing.lines import ReadLimits, numbered_view, read_parsed
 
 LATE_DAYS = 3  # docs/sources.md: timestamp can be up to 3 days older than its file's date
 EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
@@ -71,9 +71,11 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
     def parse(source: str) -> str:
         return f"""
         WITH obj AS (
-            SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding,
-                   line IS NULL OR NOT regexp_matches(line, '\\S') AS blank,
-                   CASE WHEN NOT bad_encoding AND starts_with(ltrim(line), '{{')
+            SELECT file_id, coalesce(strlen(line), 0) AS _nbytes, line, bad_encoding, line_error,
+                   line_error IS NULL AND (line IS NULL OR NOT regexp_matches(line, '\\S'))
+                     AS blank,
+                   CASE WHEN NOT bad_encoding AND line_error IS NULL
+                             AND starts_with(ltrim(line), '{{')
                         THEN {to_struct} END AS e
             FROM ({source})
         ),
@@ -102,6 +104,7 @@ def parse_sql(files_table: str, safe: bool = True) -> Callable[[str], str]:
             SELECT timed.*,
               CASE
                 WHEN blank THEN NULL
+                WHEN line_error IS NOT NULL THEN line_error
                 WHEN bad_encoding THEN 'line is not valid UTF-8'
                 WHEN e IS NULL THEN CASE WHEN json_valid(line) THEN 'line is not a JSON object'
                                          ELSE 'line is not valid JSON' END
@@ -180,7 +183,7 @@ class ParsedWeb:
 
 
 def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile],
-                    name: str = "web_lines") -> ParsedWeb:
+                    limits: ReadLimits, name: str = "web_lines") -> ParsedWeb:
     """Read and check web part files; the same code for the validator and the loader."""
     files_table = f"{name}_files"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {files_table} "
@@ -188,7 +191,7 @@ def parse_web_files(con: duckdb.DuckDBPyConnection, files: Sequence[LandingFile]
     insert_rows(con, files_table, [(i, f.folder_date, f.rel) for i, f in enumerate(files)])
     paths: list[Path] = [f.path for f in files]
     unreadable = read_parsed(con, name, paths, parse_sql(files_table, safe=False),
-                             safe_parse=parse_sql(files_table), gzipped=True)
+                             safe_parse=parse_sql(files_table), gzipped=True, limits=limits)
     return ParsedWeb(list(files), numbered_view(con, name), unreadable)
 
 

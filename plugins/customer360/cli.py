@@ -474,6 +474,11 @@ def audit_verify() -> None:
     except SettingsError as exc:
         console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
+    except Exception as exc:  # the store itself does not open (truncated, overwritten)
+        console.print(labelled("audit store unreadable:", "red",
+                               f"{s.audit_db}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+                               "`c360 doctor --repair audit` puts back its last good copy"))
+        raise typer.Exit(1) from None
     if report.unkeyed:
         why = ("written by an older version or with no key configured" if report.key_configured
                else "neither C360_AUDIT_KEY nor C360_PII_KEY is set")

@@ -34,8 +34,8 @@ from customer360.core import audit, duck, layers
 from customer360.core.files import DUCKDB_SIDECARS, remove_temps, write_text
 from customer360.core.settings import Settings
 from customer360.ingest.raw_zone import unreadable_parquet
-from customer360.ingest.state import (LANDING_SOURCES, StateError, StateStore, restore_state, sha256_of,
-                                      state_backup_path, state_db_path)
+from customer360.ingest.state import (LANDING_SOURCES, StateError, StateStore, backup_state,
+                                      restore_state, sha256_of, state_backup_path, state_db_path)
 from customer360.warehouse import keep
 
 log = logging.getLogger(__name__)
@@ -633,6 +633,7 @@ def repair_raw(settings: Settings) -> dict:
             why = None if str(path) in listed else unreadable_parquet(path)
             if why:
                 strays.append(_set_file_aside(settings, path, f"unreadable and in no manifest: {why}"))
+    backup_state(settings)  # a copy put back later must not bring the set-aside batches back
     return {"batches": batches, "strays": strays,
             "next": sorted({b["next"] for b in batches})}
 
@@ -651,9 +652,17 @@ def repair_state(settings: Settings) -> dict:
             if str(path) not in listed and path.stat().st_mtime > state_backup_path(settings).stat().st_mtime:
                 newer.append(_set_file_aside(settings, path, "landed after the state store's last "
                                              "good copy was made; the store put back does not know it"))
+    # batches the copy knows whose files were set aside since (by a repair after the copy)
+    gone = [BadBatch(batch_id, source, entity, load_date, p, "its file was gone when the state "
+                     "store's last good copy was put back")
+            for batch_id, source, entity, load_date, outputs in committed
+            for p in json.loads(outputs).values() if not Path(p).exists()]
+    forgotten = set_aside_batches(settings, gone)
     out["set_aside"] = newer
+    out["forgotten"] = [b["batch_id"] for b in forgotten]
     out["next"] = ("c360 extract crm|web|pos --date <today's logical date> lands them again"
-                   if newer else None)
+                   if newer or forgotten else None)
+    backup_state(settings)
     return out
 
 

@@ -111,10 +111,16 @@ def state_backup_path(settings: Settings) -> Path:
     return settings.state_dir / BACKUP_DIR / STATE_DB
 
 
+def _repair_hint(path: Path) -> str:
+    if (path.parent / BACKUP_DIR / STATE_DB).exists():
+        return "`c360 doctor --repair state` puts back its last good copy"
+    return ("it has no good copy (made at each publication): move it aside and every source "
+            "loads again from the start")
+
+
 def _unreadable(path: Path, exc: BaseException) -> StateError:
-    return StateError(
-        f"the state store {path} cannot be read ({type(exc).__name__}: {exc}); `c360 doctor` "
-        "says what is wrong, `c360 doctor --repair state` puts back its last good copy")
+    return StateError(f"the state store {path} cannot be read ({type(exc).__name__}: {exc}); "
+                      f"`c360 doctor` says what is wrong; {_repair_hint(path)}")
 
 
 def output_checksums(outputs: dict[str, str | Path]) -> dict[str, dict]:
@@ -328,8 +334,8 @@ class StateStore:
             "AND (? IS NULL OR entity = ?) ORDER BY created_at, batch_id",
             (self.source, entity, entity)).fetchall()
         return [Pending(batch_id, self.source, ent,
-                        {k: Path(p) for k, p in json.loads(outputs).items()},
-                        json.loads(payload) if payload else {})
+                        {k: Path(p) for k, p in self._parsed(outputs, f"pending {batch_id}").items()},
+                        self._parsed(payload, f"pending {batch_id}") if payload else {})
                 for batch_id, ent, outputs, payload in rows]
 
     def discard(self, pending: Pending) -> None:
@@ -409,7 +415,7 @@ class StateStore:
             row = self.db.execute("SELECT outputs FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
             if row is None:
                 continue
-            sums = output_checksums(json.loads(row[0]))
+            sums = output_checksums(self._parsed(row[0], f"batch {batch_id}"))
             self.db.execute("UPDATE batches SET checksums = ? WHERE batch_id = ?",
                             (json.dumps(sums, sort_keys=True), batch_id))
             done += 1
@@ -454,6 +460,15 @@ class StateStore:
                          json.dumps(sorted(keys)), batch_id, now,
                          None if cursor is None else json.dumps(cursor, sort_keys=True)))
 
+    def _parsed(self, text: str, row: str) -> Any:
+        """A JSON column of the store; one that does not parse is named with its repair."""
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise StateError(
+                f"{self.path}: the manifest row of {row} does not parse ({exc}); "
+                f"{_repair_hint(self.path)}") from exc
+
     # --- what earlier batches hold ------------------------------------------------------
     def watermark(self, entity: str) -> Watermark:
         row = self.db.execute(
@@ -467,7 +482,7 @@ class StateStore:
         except ValueError as exc:
             raise StateError(
                 f"{self.path}: the watermark of {self.source}/{entity} does not parse ({exc}); "
-                f"`c360 doctor --repair state` puts back the last good copy of the store") from exc
+                f"{_repair_hint(self.path)}") from exc
 
     def batches(self, entity: str | None = None) -> list[dict]:
         """Committed batches of this source (and entity), in commit order."""
@@ -483,7 +498,7 @@ class StateStore:
             "SELECT outputs FROM batches WHERE source = ? AND entity = ? "
             "AND max_folder_date >= ? AND min_folder_date <= ?",
             (self.source, entity, lo.isoformat(), hi.isoformat())).fetchall()
-        found = (json.loads(outputs).get(role) for (outputs,) in rows)
+        found = (self._parsed(outputs, f"a {self.source}/{entity} batch").get(role) for (outputs,) in rows)
         return [Path(p) for p in found if p]
 
 

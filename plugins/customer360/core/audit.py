@@ -399,33 +399,26 @@ def restore_backup(settings: Settings) -> dict:
     back the last good copy, then log that in the chain. What the store recorded after the
     copy was made (gate results and events of the stages after the last publication) is not
     in the copy: the event says so. Raises AuditError without a copy."""
-    import os
+    import shutil
 
-    from customer360.core.files import replace_into_place
+    from customer360.core.files import atomic_path, move_aside
 
     path, copy = audit_path(settings), backup_path(settings)
     if not copy.exists():
         raise AuditError(f"no good copy of the audit store at {copy}")
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    moved = path.with_name(f"{path.name}.broken-{stamp}")
+    moved = None
     with open(path.parent / ".audit.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if path.exists():
-                os.replace(path, moved)
-            wal = Path(f"{path}.wal")
-            if wal.exists():
-                os.replace(wal, Path(f"{moved}.wal"))
-            import shutil
-
-            tmp = path.with_name(f".{path.name}.restoring.tmp")
-            shutil.copyfile(copy, tmp)
-            replace_into_place([(tmp, path)])
+                moved = move_aside(path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(copy, tmp)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     copied_at = dt.datetime.fromtimestamp(copy.stat().st_mtime, dt.timezone.utc).isoformat()
     log_event(settings, "audit_store_restored",
-              {"moved_aside": moved.name, "copy_made_at": copied_at,
+              {"moved_aside": moved.name if moved else None, "copy_made_at": copied_at,
                "note": "entries recorded after the copy was made are not in the restored store"})
-    return {"moved_aside": str(moved) if moved.exists() else None, "restored_from": str(copy),
+    return {"moved_aside": str(moved) if moved else None, "restored_from": str(copy),
             "copy_made_at": copied_at}

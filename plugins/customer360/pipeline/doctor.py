@@ -23,7 +23,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import duckdb
 
 from customer360.core import audit, duck, layers
-from customer360.core.files import DUCKDB_SIDECARS, remove_temps, write_text
+from customer360.core.files import DUCKDB_SIDECARS, move_aside, move_file, remove_temps, write_text
 from customer360.core.settings import Settings
 from customer360.ingest.raw_zone import unreadable_parquet
 from customer360.ingest.state import (LANDING_SOURCES, StateError, StateStore, backup_state,
@@ -562,18 +561,6 @@ def _stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def move_aside(path: Path, stamp: str | None = None) -> Path:
-    """``name`` -> ``name.broken-<UTC time>`` (with a DuckDB ``.wal`` beside it): kept as evidence."""
-    stamp = stamp or _stamp()
-    dest = path.with_name(f"{path.name}.broken-{stamp}")
-    os.replace(path, dest)
-    for sidecar in (".wal", "-wal", "-shm", "-journal"):
-        side = Path(f"{path}{sidecar}")
-        if side.exists():
-            os.replace(side, Path(f"{dest}{sidecar}"))
-    return dest
-
-
 def _broken_dest(settings: Settings, path: Path) -> Path:
     for zone, root in (("raw", settings.lake_raw), ("quarantine", settings.quarantine)):
         if root in path.parents:
@@ -582,9 +569,7 @@ def _broken_dest(settings: Settings, path: Path) -> Path:
 
 
 def _set_file_aside(settings: Settings, path: Path, reason: str) -> str:
-    dest = _broken_dest(settings, path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, dest)
+    dest = move_file(path, _broken_dest(settings, path))
     write_text(dest.with_name(dest.name + ".reason.json"),
                json.dumps({"from": str(path), "reason": reason, "set_aside_at": _stamp()}, indent=2))
     return str(dest)

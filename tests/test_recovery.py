@@ -170,10 +170,26 @@ def test_a_truncated_raw_batch_is_set_aside_and_landed_again(home):
     assert_clean(settings)
 
 
+def test_a_truncated_crm_batch_is_set_aside_and_the_object_loads_in_full_again(home):
+    settings, last = home
+    batches = sorted((settings.lake_raw / "crm" / "contacts").glob("load_date=*/*.parquet"))
+    ids = {i for p in batches for i in pq.read_table(p, columns=["id"]).column(0).to_pylist()}
+    truncate(batches[0])
+    assert the_problem(settings, "raw").repair == "c360 doctor --repair raw"
+    result = cli("doctor", "--repair", "raw")
+    assert result.exit_code == 0 and "c360 extract crm" in result.output
+    with StateStore(settings, "crm") as store:
+        assert store.watermark("contacts").watermark_us is None  # loads in full next time
+    assert cli("extract", "crm", "--date", last.isoformat()).exit_code == 0
+    relanded = sorted((settings.lake_raw / "crm" / "contacts").glob("load_date=*/*.parquet"))
+    assert ids <= {i for p in relanded for i in pq.read_table(p, columns=["id"]).column(0).to_pylist()}
+    assert_clean(settings)
+
+
 def test_an_erasure_goes_around_an_unreadable_raw_batch(home):
     settings, last = home
-    contacts = sorted((settings.lake_raw / "crm" / "contacts").glob("load_date=*/*.parquet"))
-    contact_id = sorted(pq.read_table(contacts[0], columns=["id"]).column(0).to_pylist())[3]
+    contacts = (settings.lake_raw / "crm" / "contacts").glob("load_date=*/*.parquet")
+    contact_id = sorted({i for p in contacts for i in pq.read_table(p, columns=["id"]).column(0).to_pylist()})[3]
     batch = web_batches(settings)[-1]
     truncate(batch)
 

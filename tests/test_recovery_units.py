@@ -122,3 +122,40 @@ def test_an_unreadable_batch_is_set_aside_and_the_loader_lands_it_again(settings
     (rec,) = load_web(settings, D1)
     assert rec.landed == 6
     assert doctor.diagnose(settings).ok
+
+
+def test_a_rebuild_takes_what_it_cannot_derive_from_the_old_warehouse_where_it_opens(settings, tmp_path):
+    from customer360.core import duck
+    from customer360.warehouse import keep
+
+    def warehouse(path, customer_id: str) -> None:
+        con = duck.connect(settings, path)
+        con.execute("CREATE SCHEMA intermediate; CREATE SCHEMA snapshots")
+        con.execute(f"CREATE TABLE intermediate.int_identity__clusters AS "
+                    f"SELECT 'email:x' AS identity_key, '{customer_id}' AS customer_id")
+        con.execute("CREATE TABLE snapshots.snap_customer_profile AS SELECT 1 AS version")
+        con.execute("CREATE TABLE intermediate.int_other AS SELECT 1 AS derived")
+        con.close()
+
+    kept_from = tmp_path / "at_publication.duckdb"
+    warehouse(kept_from, "c_kept")
+    index = keep.export_kept(settings, kept_from)
+    assert sorted(index["tables"]) == ["intermediate.int_identity__clusters", "snapshots.snap_customer_profile"]
+    old = tmp_path / "old.duckdb"
+    warehouse(old, "c_old")
+
+    new = tmp_path / "new.duckdb"
+    restored = keep.restore_kept(settings, new, old)
+    assert restored["intermediate.int_identity__clusters"].startswith("old warehouse")
+    con = duck.connect(settings, new, read_only=True)
+    assert con.execute("SELECT customer_id FROM intermediate.int_identity__clusters").fetchall() == [("c_old",)]
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'int_other'").fetchone()[0] == 0
+    con.close()
+
+    old.write_bytes(b"not a database" * 100)  # the old file no longer opens: the kept copy
+    newer = tmp_path / "newer.duckdb"
+    restored = keep.restore_kept(settings, newer, old)
+    assert restored["intermediate.int_identity__clusters"].startswith("kept copy")
+    con = duck.connect(settings, newer, read_only=True)
+    assert con.execute("SELECT customer_id FROM intermediate.int_identity__clusters").fetchall() == [("c_kept",)]
+    con.close()

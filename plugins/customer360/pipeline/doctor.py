@@ -158,8 +158,9 @@ def check_warehouse(settings: Settings, busy: bool) -> list[Finding]:
     try:
         con = duck.connect(settings, path, read_only=True)
     except duckdb.Error as exc:
-        if busy and "lock" in str(exc).lower():
-            return [Finding("warehouse", WARN, rel, "in use by the run in progress: not checked")]
+        if "lock" in str(exc).lower():  # open for writing elsewhere: busy, not broken
+            who = "the run in progress" if busy else f"another process ({_first_line(exc)})"
+            return [Finding("warehouse", WARN, rel, f"in use by {who}: not checked")]
         return [Finding("warehouse", PROBLEM, rel, f"does not open ({_first_line(exc)})",
                         repair_command("warehouse"))]
     try:
@@ -634,6 +635,11 @@ def repair_state(settings: Settings) -> dict:
     newer = []
     for root in (settings.lake_raw, settings.quarantine):
         for path in _parquet_files(root):
+            parts = path.relative_to(root).parts
+            # only the extracts' batches (<source>/<entity>/load_date=*/): the raw gate's
+            # rejects (_gate_rejects/) are no extract's and stay
+            if len(parts) != 4 or not parts[2].startswith("load_date="):
+                continue
             if str(path) not in listed and path.stat().st_mtime > state_backup_path(settings).stat().st_mtime:
                 newer.append(_set_file_aside(settings, path, "landed after the state store's last "
                                              "good copy was made; the store put back does not know it"))
@@ -706,6 +712,13 @@ def rebuild_warehouse(settings: Settings, as_of: dt.date | None = None, run_id: 
     if as_of is None:
         raise ValueError("nothing says which logical date the warehouse was as of: give --date")
     path = settings.warehouse_path
+    if path.exists():
+        try:
+            duck.connect(settings, path, read_only=True).close()
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():  # moving it aside would leave its writer in the old file
+                raise RuntimeError(f"{path} is open for writing in another process; stop it first "
+                                   f"({_first_line(exc)})") from None
     moved = move_aside(path) if path.exists() else None
     restored = keep.restore_kept(settings, path, moved)
     missing = [k for k in ("intermediate.int_identity__clusters",) if k not in restored]

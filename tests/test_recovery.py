@@ -196,6 +196,9 @@ def test_an_erasure_goes_around_an_unreadable_raw_batch(home):
     result = cli("erase", "--contact-id", contact_id, "--no-rebuild", "--no-verify")
     assert result.exit_code == 0, result.output
     assert "not purged, unreadable" in result.output and batch.name in result.output.replace("\n", "")
+    # what the earlier repairs set aside held the person too: an erasure removes it
+    assert not [p for p in settings.lake_broken.rglob("*") if p.is_file()]
+    assert not list(settings.warehouse_path.parent.glob("c360.duckdb.broken-*"))
     assert the_problem(settings, "raw").repair == "c360 doctor --repair raw"
     assert cli("doctor", "--repair", "raw").exit_code == 0
     assert cli("extract", "web", "--date", last.isoformat()).exit_code == 0

@@ -391,6 +391,7 @@ def erase(
     for name, rows in {**{f"raw {k}": v for k, v in result.lake.get("raw_rows", {}).items()},
                        **{f"quarantine {k}": v for k, v in result.lake.get("quarantine_rows", {}).items()},
                        "landing lines": result.lake.get("landing_lines", 0),
+                       "set-aside copies (files)": result.lake.get("set_aside_removed", 0),
                        "warehouse rows": sum(result.warehouse.values()),
                        "published rows": sum(result.published.get("tables", {}).values()),
                        "audience rows": sum(result.audiences.values())}.items():

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 OK, WARN, PROBLEM = "ok", "warn", "problem"
 REPAIRS = ("warehouse", "raw", "state", "audit", "published", "airflow", "leftovers")
 TEMP_SUFFIXES = (".tmp", ".link", ".erasing")
-BROKEN_DIR = "broken"  # lake/broken/<raw|quarantine>/...: raw batches set aside
 
 
 def repair_command(store: str) -> str:
@@ -565,8 +564,8 @@ def _stamp() -> str:
 def _broken_dest(settings: Settings, path: Path) -> Path:
     for zone, root in (("raw", settings.lake_raw), ("quarantine", settings.quarantine)):
         if root in path.parents:
-            return settings.home / "lake" / BROKEN_DIR / zone / path.relative_to(root)
-    return settings.home / "lake" / BROKEN_DIR / "other" / path.name
+            return settings.lake_broken / zone / path.relative_to(root)
+    return settings.lake_broken / "other" / path.name
 
 
 def _set_file_aside(settings: Settings, path: Path, reason: str) -> str:

@@ -39,7 +39,7 @@ from typing import Callable
 
 from customer360.core import audit, duck
 from customer360.privacy import duck_purge, erasure_log, pii
-from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
+from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake, remove_set_aside
 from customer360.ingest.crm_properties import load_property_map
 from customer360.ingest.state import StateStore, backup_state, state_db_path
 from customer360.warehouse.keep import export_kept, kept_index_path
@@ -257,6 +257,7 @@ def purge(settings: Settings, person: PersonKeys,
     finally:
         con.close()
     purge_landing(settings, needles, lake)
+    lake.set_aside_removed = remove_set_aside(settings)
     result.lake = lake.as_dict()
     batch_rows = dict(lake.batches)
     if batch_rows and state_db_path(settings).exists():

@@ -67,13 +67,15 @@ class LakePurge:
     batches: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
     # files that could not be read (truncated, corrupt): path -> why; purged around, not through
     unreadable: dict[str, str] = field(default_factory=dict)
+    set_aside_removed: list[str] = field(default_factory=list)  # repairs' copies, removed whole
 
     def as_dict(self) -> dict:
         return {"raw_rows": dict(sorted(self.raw_rows.items())), "raw_files": self.raw_files,
                 "quarantine_rows": dict(sorted(self.quarantine_rows.items())),
                 "quarantine_files": self.quarantine_files, "landing_lines": self.landing_lines,
                 "landing_files": self.landing_files, "manifest_rows": self.manifest_rows,
-                "unreadable": dict(sorted(self.unreadable.items()))}
+                "unreadable": dict(sorted(self.unreadable.items())),
+                "set_aside_removed": len(self.set_aside_removed)}
 
     @property
     def rows(self) -> int:
@@ -229,6 +231,21 @@ def purge_lake(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Need
     _purge_zone(con, settings.lake_raw, needles, report, "raw")
     _purge_zone(con, settings.quarantine, needles, report, "quarantine")
     return report
+
+
+def remove_set_aside(settings: Settings) -> list[str]:
+    """Remove the copies a repair set aside (``lake/broken/``, ``warehouse/*.broken-*``): kept as
+    evidence of what broke, they hold personal data that cannot be purged row by row (an
+    unreadable file cannot be rewritten), and a person's erasure outranks that evidence.
+    Returns the paths removed (paths hold no personal data)."""
+    found = [p for p in settings.lake_broken.rglob("*") if p.is_file()] if settings.lake_broken.exists() else []
+    found += [p for p in settings.warehouse_path.parent.glob(f"{settings.warehouse_path.name}.broken-*")]
+    for path in found:
+        path.unlink(missing_ok=True)
+    if found:
+        log.warning("erasure: removed %d set-aside copies a repair kept (they cannot be purged in place)",
+                    len(found))
+    return sorted(str(p) for p in found)
 
 
 # --------------------------------------------------------------------------- landing files

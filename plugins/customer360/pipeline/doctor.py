@@ -214,6 +214,14 @@ def check_kept(settings: Settings) -> list[Finding]:
         return [Finding("kept", PROBLEM, rel, "; ".join(bad) + " (a rebuild now would lose it; the "
                         "next publication copies it again from a good warehouse)",
                         "c360 stage publish --date <last published date>")]
+    try:
+        published_at = json.loads(settings.publication_path.read_text()).get("published_at")
+    except (OSError, ValueError):
+        published_at = None  # the publication's own check reports it
+    if published_at and index.get("exported_at", "") < published_at:
+        return [Finding("kept", WARN, rel, f"older ({index.get('exported_at')}) than the current "
+                        f"publication ({published_at}): keeping failed after it; a rebuild now "
+                        "restores the older id memory and history")]
     return [Finding("kept", OK, rel, f"{len(index.get('tables', {}))} table(s) kept, as of "
                     f"{index.get('exported_at', '?')}")]
 

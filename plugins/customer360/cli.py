@@ -391,12 +391,16 @@ def erase(
     for name, rows in {**{f"raw {k}": v for k, v in result.lake.get("raw_rows", {}).items()},
                        **{f"quarantine {k}": v for k, v in result.lake.get("quarantine_rows", {}).items()},
                        "landing lines": result.lake.get("landing_lines", 0),
+                       "set-aside copies (files)": result.lake.get("set_aside_removed", 0),
                        "warehouse rows": sum(result.warehouse.values()),
                        "published rows": sum(result.published.get("tables", {}).values()),
                        "audience rows": sum(result.audiences.values())}.items():
         table.add_row(name, str(rows))
     if result.erasures and not dry_run:
         console.print(table)
+    for path, why in (result.lake or {}).get("unreadable", {}).items():
+        console.print(labelled("not purged, unreadable:", "yellow",
+                               f"{path} ({why}); `c360 doctor --repair raw` sets it aside"))
     if result.rebuild and "failed" in result.rebuild:
         console.print(labelled("rebuild/republish failed:", "red", result.rebuild['failed']))
     if result.verification is not None:
@@ -463,20 +467,19 @@ def audit_verify() -> None:
     """Check the audit event log: its hash chain (keyed), the heads anchored at every
     publication and erasure, and that every erasure the erased-keys copy knows is in it.
     Reports every break (exit 1 if any)."""
-    from customer360.core import audit as audit_store
-    from customer360.privacy.erasure_log import unlogged_erasures
-    from customer360.serve.publish import publication_anchors
+    from customer360.pipeline.doctor import verify_audit
 
     s = _settings()
     try:
-        report = audit_store.verify(s, extra_anchors=publication_anchors(s))
+        report, breaks = verify_audit(s)
     except SettingsError as exc:
         console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
-    breaks = list(report.breaks) + [
-        audit_store.ChainBreak(0, f"erasure {e} is in the erased-keys copy but not in the log "
-                                  "(its entry was cut off or the store replaced)")
-        for e in unlogged_erasures(s)]
+    except Exception as exc:  # the store itself does not open (truncated, overwritten)
+        console.print(labelled("audit store unreadable:", "red",
+                               f"{s.audit_db}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+                               "`c360 doctor --repair audit` puts back its last good copy"))
+        raise typer.Exit(1) from None
     if report.unkeyed:
         why = ("written by an older version or with no key configured" if report.key_configured
                else "neither C360_AUDIT_KEY nor C360_PII_KEY is set")
@@ -490,6 +493,93 @@ def audit_verify() -> None:
         raise typer.Exit(1)
     console.print(f"[green]audit log intact:[/green] {report.entries} entries, hash chain verified "
                   f"({report.keyed} keyed), {report.anchors} anchor(s) matched")
+
+
+# --------------------------------------------------------------------------- recovery (issue 18)
+
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "problem": "red"}
+
+
+@app.command()
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document for machines."),
+    repair: list[str] = typer.Option([], "--repair", help="Repair a store (warehouse, raw, state, "
+                                     "audit, published, airflow, leftovers); repeatable. Takes the "
+                                     "run lock; moves broken files aside, never deletes them."),
+    date: Optional[str] = typer.Option(None, "--date", help="Logical date a warehouse or "
+                                       "publication repair rebuilds as of (default: the last published)."),
+    wait: bool = typer.Option(False, help="Wait for a run in progress before repairing."),
+) -> None:
+    """Check every store of the home (warehouse, kept copies, state and manifests, raw batches,
+    logs, audit, publication, Airflow DB, leftovers) without changing anything: one line a store
+    with the path, the reason and the command that repairs it. Exit 1 when a problem is found."""
+    import json
+
+    from customer360.pipeline import doctor as doc
+    from customer360.pipeline.airflow import RunLockedError, run_lock
+
+    s = _settings()
+    if repair:
+        unknown = [r for r in repair if r not in doc.REPAIRS]
+        if unknown:
+            raise typer.BadParameter(f"unknown store {', '.join(unknown)}; expected {', '.join(doc.REPAIRS)}")
+        try:
+            with run_lock(s, wait=wait):
+                for store in repair:
+                    out = doc.repair(s, store, _date(date) if date else None)
+                    console.print(f"[green]repaired {store}:[/green] " + escape(json.dumps(out, default=str)))
+        except RunLockedError as exc:
+            console.print(labelled("refused:", "red", exc))
+            raise typer.Exit(3) from None
+        except Exception as exc:  # a repair that cannot run says why, without a traceback
+            console.print(labelled("repair failed:", "red", f"{type(exc).__name__}: {exc}"))
+            raise typer.Exit(1) from None
+    diagnosis = doc.diagnose(s)
+    if as_json:
+        typer.echo(json.dumps(diagnosis.as_dict(), indent=2, default=str))
+    else:
+        for f in diagnosis.findings:
+            style = _STATUS_STYLE[f.status]
+            line = f"[{style}]{f.status:<7}[/{style}] {f.store:<10} {escape(f.path)}: {escape(f.detail)}"
+            if f.repair:
+                line += f" [bold]-> {escape(f.repair)}[/bold]"
+            console.print(line, soft_wrap=True)
+        if diagnosis.ok:
+            console.print("[green]no problems found[/green]")
+        else:
+            console.print(f"[red]{len(diagnosis.problems)} problem(s).[/red] Repair, in this order: "
+                          + "; ".join(diagnosis.repairs()))
+    raise typer.Exit(0 if diagnosis.ok else 1)
+
+
+@app.command("rebuild-warehouse")
+def rebuild_warehouse_cmd(
+    date: Optional[str] = typer.Option(None, "--date", help="Logical date to rebuild as of "
+                                       "(default: the last published)."),
+    wait: bool = typer.Option(False, help="Wait for a run in progress instead of refusing."),
+) -> None:
+    """Rebuild the warehouse from the raw zone: the old file is moved aside (kept), the id
+    memory, snapshot history and ML run history are put back (from the old file where it still
+    opens, else from the copies kept at each publication), dbt builds every layer with its
+    gates, ML scores, and the result is published."""
+    import json
+
+    from customer360.pipeline.airflow import RunLockedError, run_lock
+    from customer360.pipeline.doctor import rebuild_warehouse
+
+    s = _settings()
+    try:
+        with run_lock(s, wait=wait):
+            out = rebuild_warehouse(s, _logical_date(date) if date else None)
+    except RunLockedError as exc:
+        console.print(labelled("refused:", "red", exc))
+        raise typer.Exit(3) from None
+    except Exception as exc:
+        console.print(labelled("rebuild failed:", "red", f"{type(exc).__name__}: {str(exc)[:2000]}"))
+        raise typer.Exit(1) from None
+    console.print(f"[green]warehouse rebuilt as of {out['as_of']}[/green]; old file kept at "
+                  f"{escape(str(out['moved_aside']))}; restored: "
+                  + escape(json.dumps(out["restored"])))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -230,13 +230,15 @@ def head(settings: Settings) -> dict | None:
 
 def anchor(settings: Settings, reason: str) -> dict | None:
     """Record the chain's head in the anchors log (append-only, beside the publication), so
-    that a later truncation, rewrite or deletion of the store shows in :func:`verify`.
-    Returns the anchor, or None when the chain is empty."""
+    that a later truncation, rewrite or deletion of the store shows in :func:`verify`, and
+    refresh the store's last good copy (:func:`backup`). Returns the anchor, or None when the
+    chain is empty."""
     current = head(settings)
     if current is None:
         return None
     line = {**current, "reason": reason, "anchored_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     append_jsonl(settings.audit_anchors_path, [canonical_json(line)])
+    backup(settings)  # a restored copy then ends at an anchor: no anchor points past it
     return line
 
 
@@ -355,3 +357,68 @@ def verify_chain(settings: Settings) -> list[ChainBreak]:
     whose content no longer matches its hash, an anchor the log no longer matches. An empty
     list means the log is intact."""
     return verify(settings).breaks
+
+
+# --------------------------------------------------------------------------- last good copy
+
+def backup_path(settings: Settings) -> Path:
+    return settings.audit_dir / "backup" / "audit.duckdb"
+
+
+def backup(settings: Settings) -> Path | None:
+    """Copy the store to ``audit/backup/audit.duckdb`` (after each publication's anchor, so
+    that the copy's chain ends where the anchors do); what :func:`restore_backup` puts back
+    when the store no longer opens. None when there is no store yet."""
+    from customer360.core.files import atomic_path
+
+    path = audit_path(settings)
+    if not path.exists():
+        return None
+    dest = backup_path(settings)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".audit.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)  # no writer while the copy is made
+        try:
+            con = duck.connect(settings)
+            try:
+                with atomic_path(dest, create=False, sidecars=(".wal",)) as tmp:
+                    con.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
+                    con.execute(f"ATTACH '{tmp}' AS dst")
+                    con.execute("COPY FROM DATABASE src TO dst")
+                    con.execute("DETACH dst")
+                    con.execute("DETACH src")
+            finally:
+                con.close()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return dest
+
+
+def restore_backup(settings: Settings) -> dict:
+    """Move the store aside (``audit.duckdb.broken-<UTC time>``, kept as evidence) and put
+    back the last good copy, then log that in the chain. What the store recorded after the
+    copy was made (gate results and events of the stages after the last publication) is not
+    in the copy: the event says so. Raises AuditError without a copy."""
+    import shutil
+
+    from customer360.core.files import atomic_path, move_aside
+
+    path, copy = audit_path(settings), backup_path(settings)
+    if not copy.exists():
+        raise AuditError(f"no good copy of the audit store at {copy}")
+    moved = None
+    with open(path.parent / ".audit.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if path.exists():
+                moved = move_aside(path)
+            with atomic_path(path) as tmp:
+                shutil.copyfile(copy, tmp)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    copied_at = dt.datetime.fromtimestamp(copy.stat().st_mtime, dt.timezone.utc).isoformat()
+    log_event(settings, "audit_store_restored",
+              {"moved_aside": moved.name if moved else None, "copy_made_at": copied_at,
+               "note": "entries recorded after the copy was made are not in the restored store"})
+    return {"moved_aside": str(moved) if moved else None, "restored_from": str(copy),
+            "copy_made_at": copied_at}

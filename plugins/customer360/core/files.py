@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
@@ -107,6 +108,32 @@ def swap_symlink(link: str | Path, target: str | Path) -> None:
     fsync_path(link.parent)
     if aside is not None:
         shutil.rmtree(aside)
+
+
+def move_aside(path: str | Path, *, stamp: str | None = None,
+               sidecars: Iterable[str] = (".wal", "-wal", "-shm", "-journal")) -> Path:
+    """Rename a broken file (and whichever of its database sidecars exist) to
+    ``<name>.broken-<UTC time>`` beside it: a repair keeps what it replaces as evidence, never
+    deletes it. Returns the new path."""
+    path = Path(path)
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = path.with_name(f"{path.name}.broken-{stamp}")
+    os.replace(path, dest)
+    for sidecar in sidecars:
+        side = Path(f"{path}{sidecar}")
+        if side.exists():
+            os.replace(side, Path(f"{dest}{sidecar}"))
+    fsync_path(path.parent)
+    return dest
+
+
+def move_file(src: str | Path, dest: str | Path) -> Path:
+    """Move a whole file to ``dest`` (same file system: one rename), its folder made first."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+    fsync_path(dest.parent)
+    return dest
 
 
 @contextmanager

@@ -360,6 +360,11 @@ class Settings:
         return self.home / "lake" / "quarantine"
 
     @property
+    def lake_broken(self) -> Path:
+        """Raw and quarantine batches a repair set aside as unreadable (``c360 doctor``)."""
+        return self.home / "lake" / "broken"
+
+    @property
     def state_dir(self) -> Path:
         """Manifests and watermarks of the extract tasks (never the warehouse file)."""
         return self.home / "lake" / "_state"

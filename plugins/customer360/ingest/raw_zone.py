@@ -37,6 +37,18 @@ QUARANTINE_SCHEMA = pa.schema([
 ])
 
 
+def unreadable_parquet(path: Path) -> str | None:
+    """Why ``path`` is not a readable Parquet file (None when its footer and schema read):
+    a truncated file loses its footer, the one thing every reader needs first."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def new_batch_id(source: str, entity: str, now: dt.datetime | None = None) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
     return f"{source}-{entity}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"

@@ -55,7 +55,8 @@ from customer360.ingest.landing.layout import LandingFile
 log = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite"
-SCHEMA_VERSION = 2  # 2: watermarks.cursor
+SCHEMA_VERSION = 3  # 2: watermarks.cursor; 3: batches.checksums, set_aside
+BACKUP_DIR = "backup"  # lake/_state/backup/state.sqlite: the last good copy (backup_state)
 LANDING_SOURCES = ("web", "pos")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -82,20 +83,58 @@ CREATE TABLE IF NOT EXISTS batches (          -- every committed batch, all sour
     batch_id TEXT PRIMARY KEY, source TEXT NOT NULL, entity TEXT NOT NULL,
     load_date TEXT NOT NULL, outputs TEXT NOT NULL,   -- JSON {role: path} of files written
     min_folder_date TEXT, max_folder_date TEXT,
-    rows_read INTEGER, rows_landed INTEGER, rows_quarantined INTEGER, committed_at TEXT NOT NULL);
+    rows_read INTEGER, rows_landed INTEGER, rows_quarantined INTEGER, committed_at TEXT NOT NULL,
+    checksums TEXT);                          -- JSON {role: {rows, bytes, sha256}}, NULL before v3
 CREATE INDEX IF NOT EXISTS batches_by_entity ON batches (source, entity);
 CREATE TABLE IF NOT EXISTS pending (          -- batches begun, not committed (write-ahead)
     batch_id TEXT PRIMARY KEY, source TEXT NOT NULL, entity TEXT,
     outputs TEXT NOT NULL,                    -- JSON {role: path} the batch may write
     payload TEXT,                             -- JSON: what the commit records (CRM)
     created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS set_aside (        -- batches whose files were unreadable, moved aside
+    batch_id TEXT PRIMARY KEY, source TEXT NOT NULL, entity TEXT, batch TEXT NOT NULL,
+    moved TEXT NOT NULL, reason TEXT NOT NULL, set_aside_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS imports (          -- legacy state files imported, once each
     legacy TEXT PRIMARY KEY, imported_at TEXT NOT NULL, detail TEXT);
 """
 
 
+class StateError(RuntimeError):
+    """The state store (or one of its rows) cannot be read: names the file and the repair."""
+
+
 def state_db_path(settings: Settings) -> Path:
     return settings.state_dir / STATE_DB
+
+
+def state_backup_path(settings: Settings) -> Path:
+    return settings.state_dir / BACKUP_DIR / STATE_DB
+
+
+def _repair_hint(path: Path) -> str:
+    if (path.parent / BACKUP_DIR / STATE_DB).exists():
+        return "`c360 doctor --repair state` puts back its last good copy"
+    return ("it has no good copy (made at each publication): move it aside and every source "
+            "loads again from the start")
+
+
+def _unreadable(path: Path, exc: BaseException) -> StateError:
+    return StateError(f"the state store {path} cannot be read ({type(exc).__name__}: {exc}); "
+                      f"`c360 doctor` says what is wrong; {_repair_hint(path)}")
+
+
+def output_checksums(outputs: dict[str, str | Path]) -> dict[str, dict]:
+    """{role: {rows, bytes, sha256}} of a batch's output files that exist: what ``c360 doctor``
+    checks a raw batch against (a truncated or altered file no longer matches)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for role, p in outputs.items():
+        path = Path(p)
+        if path.exists():
+            out[role] = {"rows": pq.read_metadata(path).num_rows, "bytes": path.stat().st_size,
+                         "sha256": sha256_of(path)}
+    return out
 
 
 def sha256_of(path: Path) -> str:
@@ -194,8 +233,17 @@ class StateStore:
                     columns = {r[1] for r in self.db.execute("PRAGMA table_info(watermarks)")}
                     if "cursor" not in columns:  # a version-1 store
                         self.db.execute("ALTER TABLE watermarks ADD COLUMN cursor TEXT")
+                    if "checksums" not in {r[1] for r in self.db.execute("PRAGMA table_info(batches)")}:
+                        self.db.execute("ALTER TABLE batches ADD COLUMN checksums TEXT")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _import_legacy(self)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            # "file is not a database", "database disk image is malformed": the file itself
+            # (its subclasses are a lock, a bad statement: not the file's fault)
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise _unreadable(self.path, exc) from exc
         except BaseException:
             self.db.close()
             raise
@@ -287,8 +335,8 @@ class StateStore:
             "AND (? IS NULL OR entity = ?) ORDER BY created_at, batch_id",
             (self.source, entity, entity)).fetchall()
         return [Pending(batch_id, self.source, ent,
-                        {k: Path(p) for k, p in json.loads(outputs).items()},
-                        json.loads(payload) if payload else {})
+                        {k: Path(p) for k, p in self._parsed(outputs, f"pending {batch_id}").items()},
+                        self._parsed(payload, f"pending {batch_id}") if payload else {})
                 for batch_id, ent, outputs, payload in rows]
 
     def discard(self, pending: Pending) -> None:
@@ -351,11 +399,50 @@ class StateStore:
                       outputs: dict[str, Path], min_day: str | None, max_day: str | None,
                       read: int | None, landed: int | None, quarantined: int | None,
                       now: str) -> None:
+        written = {k: p for k, p in outputs.items() if Path(p).exists()}
         self.db.execute(
-            "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (batch_id, self.source, entity, load_date,
-             _paths_json({k: p for k, p in outputs.items() if Path(p).exists()}),
-             min_day, max_day, read, landed, quarantined, now))
+            "INSERT OR REPLACE INTO batches (batch_id, source, entity, load_date, outputs, "
+            "min_folder_date, max_folder_date, rows_read, rows_landed, rows_quarantined, "
+            "committed_at, checksums) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (batch_id, self.source, entity, load_date, _paths_json(written),
+             min_day, max_day, read, landed, quarantined, now,
+             json.dumps(output_checksums(written), sort_keys=True)))
+
+    def refresh_checksums(self, batch_ids: Sequence[str]) -> int:
+        """Record the present checksums of batches whose files were rewritten on purpose (an
+        erasure removes rows), any source; returns the batches updated."""
+        done = 0
+        for batch_id in batch_ids:
+            row = self.db.execute("SELECT outputs FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+            if row is None:
+                continue
+            sums = output_checksums(self._parsed(row[0], f"batch {batch_id}"))
+            self.db.execute("UPDATE batches SET checksums = ? WHERE batch_id = ?",
+                            (json.dumps(sums, sort_keys=True), batch_id))
+            done += 1
+        return done
+
+    def set_aside(self, batch_id: str, moved: dict[str, str], reason: str) -> dict:
+        """Forget a committed batch whose files were moved aside (unreadable), so that the
+        next extract lands its records again: a landing loader finds its files new again; a
+        CRM object loses its watermark and loads in full (the staging models keep one version
+        of a record landed twice). Kept in ``set_aside`` with the reason. Returns the batch."""
+        cur = self.db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise StateError(f"no committed batch {batch_id} in {self.path}")
+        batch = dict(zip([d[0] for d in cur.description], row))
+        with self._transaction():
+            self.db.execute("INSERT OR REPLACE INTO set_aside VALUES (?,?,?,?,?,?,?)",
+                            (batch_id, batch["source"], batch["entity"], json.dumps(batch),
+                             json.dumps(moved), reason, _now()))
+            self.db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+            if batch["source"] in LANDING_SOURCES:
+                self.db.execute("DELETE FROM files WHERE batch_id = ?", (batch_id,))
+            else:
+                self.db.execute("DELETE FROM watermarks WHERE source = ? AND entity = ?",
+                                (batch["source"], batch["entity"]))
+        return batch
 
     def save_watermark(self, entity: str, watermark_us: int | None, keys: Any,
                        cursor: dict | None) -> None:
@@ -374,6 +461,15 @@ class StateStore:
                          json.dumps(sorted(keys)), batch_id, now,
                          None if cursor is None else json.dumps(cursor, sort_keys=True)))
 
+    def _parsed(self, text: str, row: str) -> Any:
+        """A JSON column of the store; one that does not parse is named with its repair."""
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise StateError(
+                f"{self.path}: the manifest row of {row} does not parse ({exc}); "
+                f"{_repair_hint(self.path)}") from exc
+
     # --- what earlier batches hold ------------------------------------------------------
     def watermark(self, entity: str) -> Watermark:
         row = self.db.execute(
@@ -381,8 +477,13 @@ class StateStore:
             "WHERE source = ? AND entity = ?", (self.source, entity)).fetchone()
         if row is None:
             return Watermark()
-        return Watermark(row[0], frozenset(json.loads(row[1])), row[2],
-                         json.loads(row[3]) if row[3] else None, row[4])
+        try:
+            return Watermark(row[0], frozenset(json.loads(row[1])), row[2],
+                             json.loads(row[3]) if row[3] else None, row[4])
+        except ValueError as exc:
+            raise StateError(
+                f"{self.path}: the watermark of {self.source}/{entity} does not parse ({exc}); "
+                f"{_repair_hint(self.path)}") from exc
 
     def batches(self, entity: str | None = None) -> list[dict]:
         """Committed batches of this source (and entity), in commit order."""
@@ -398,7 +499,7 @@ class StateStore:
             "SELECT outputs FROM batches WHERE source = ? AND entity = ? "
             "AND max_folder_date >= ? AND min_folder_date <= ?",
             (self.source, entity, lo.isoformat(), hi.isoformat())).fetchall()
-        found = (json.loads(outputs).get(role) for (outputs,) in rows)
+        found = (self._parsed(outputs, f"a {self.source}/{entity} batch").get(role) for (outputs,) in rows)
         return [Path(p) for p in found if p]
 
 
@@ -416,6 +517,65 @@ def _use_wal(db: sqlite3.Connection, wait: float = 60.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- last good copy
+
+def backup_state(settings: Settings) -> Path | None:
+    """Copy the store to ``lake/_state/backup/state.sqlite`` (SQLite's online backup: a
+    consistent copy while extracts may write), after each successful run; what
+    :func:`restore_state` puts back. None when there is no store yet."""
+    from customer360.core.files import atomic_path
+
+    src_path = state_db_path(settings)
+    if not src_path.exists():
+        return None
+    dest = state_backup_path(settings)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True, timeout=60)
+    try:
+        with atomic_path(dest, sidecars=("-journal",)) as tmp:
+            copy = sqlite3.connect(tmp)
+            try:
+                src.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+                if copy.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    raise StateError(f"the copy of {src_path} fails SQLite's integrity check")
+            finally:
+                copy.close()
+    except sqlite3.DatabaseError as exc:
+        raise _unreadable(src_path, exc) from exc
+    finally:
+        src.close()
+    return dest
+
+
+def restore_state(settings: Settings) -> dict:
+    """Move the store aside (``state.sqlite.broken-<UTC time>``, with its -wal/-shm: kept as
+    evidence) and put back the last good copy. Raises :class:`StateError` without one."""
+    from customer360.core.files import atomic_path
+
+    backup = state_backup_path(settings)
+    path = state_db_path(settings)
+    if not backup.exists():
+        raise StateError(f"no good copy of the state store at {backup}")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    moved = None
+    if path.exists():
+        moved = path.with_name(f"{path.name}.broken-{stamp}")
+        _retire(path, f".broken-{stamp}")
+    src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    try:
+        with atomic_path(path, sidecars=("-journal",)) as tmp:
+            dest = sqlite3.connect(tmp)
+            try:
+                src.backup(dest)
+            finally:
+                dest.close()
+    finally:
+        src.close()
+    log.warning("state: put back the copy of %s in place of %s (moved to %s)", backup, path, moved)
+    return {"restored_from": str(backup), "moved_aside": str(moved) if moved else None}
 
 
 # --------------------------------------------------------------------------- legacy files

@@ -107,7 +107,20 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
     audit.log_event(s, "publication", {"logical_date": logical_date.isoformat(), "version": pub.version,
                                        "tables": out["tables"], "postgres": "postgres" in out})
     audit.anchor(s, f"publication {pub.version} of {logical_date.isoformat()}")
+    out["kept"] = keep_for_recovery(s)
     return out
+
+
+def keep_for_recovery(settings: Settings) -> dict:
+    """After a good publication: copy what a rebuild of the warehouse cannot derive, and the
+    state store, to where ``c360 rebuild-warehouse`` and ``c360 doctor --repair state`` find
+    them (the audit store's copy is made at each anchor)."""
+    from customer360.ingest.state import backup_state
+    from customer360.warehouse.keep import export_kept
+
+    index = export_kept(settings)
+    state = backup_state(settings)
+    return {"tables": sorted(index.get("tables", {})), "state": str(state) if state else None}
 
 
 def report(logical_date: dt.date, run_id: str, settings: Settings | None = None) -> dict:

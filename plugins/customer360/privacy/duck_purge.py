@@ -165,7 +165,7 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
     """Remove the person from the publication: a new version (as publish makes one) with the
     current one's DuckDB file and Parquet copies less the person's rows, made current in one
     swap; every older version is removed, since each still holds the person."""
-    from customer360.serve.publish import current_version_dir, new_version
+    from customer360.serve.publish import current_version_dir, new_version, table_checksum
     from customer360.warehouse.published import PUBLISHED_SCHEMAS
 
     current = current_version_dir(settings)
@@ -175,6 +175,7 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
         return {"tables": {}}
     db_path = current / settings.published_db.name
     removed: dict[str, int] = {}
+    sums: dict[str, tuple[int, str]] = {}  # the purged tables' new rows and checksums
     parquet_files = 0
     with new_version(settings, keep=1) as folder:
         (folder / "marts").mkdir()
@@ -193,6 +194,7 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
                 old_parquet = current / "marts" / f"{table}.parquet"
                 if before != after:
                     removed[f"{schema}.{table}"] = int(before - after)
+                    sums[f"{schema}.{table}"] = table_checksum(con, f"{_q(schema)}.{_q(table)}")
                 if schema in PUBLISHED_SCHEMAS and old_parquet.exists():
                     # every copy is rewritten from the purged table, so nothing of the old
                     # version is carried over unexamined
@@ -207,5 +209,7 @@ def purge_publication(settings: Settings, keys: PersonKeys) -> dict:
         if (current / "publication.json").exists():
             pub = json.loads((current / "publication.json").read_text())
             pub.update(version=folder.name.split(".")[1], purged_at=dt.datetime.now(dt.timezone.utc).isoformat())
+            for t in pub.get("tables", []):  # what it says it holds is what it holds
+                t["rows"], t["checksum"] = sums.get(f"{t['schema']}.{t['name']}", (t["rows"], t["checksum"]))
             write_text(folder / "publication.json", json.dumps(pub, indent=2))
     return {"tables": removed, "parquet_files": parquet_files}

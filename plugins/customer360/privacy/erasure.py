@@ -39,8 +39,10 @@ from typing import Callable
 
 from customer360.core import audit, duck
 from customer360.privacy import duck_purge, erasure_log, pii
-from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake
+from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake, remove_set_aside
 from customer360.ingest.crm_properties import load_property_map
+from customer360.ingest.state import StateStore, backup_state, state_db_path
+from customer360.warehouse.keep import export_kept, kept_index_path
 from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
                                         load_key_tables, parquet_sql, raw_files)
 from customer360.core.settings import Settings
@@ -255,9 +257,17 @@ def purge(settings: Settings, person: PersonKeys,
     finally:
         con.close()
     purge_landing(settings, needles, lake)
+    lake.set_aside_removed = remove_set_aside(settings)
     result.lake = lake.as_dict()
     batch_rows = dict(lake.batches)
+    if batch_rows and state_db_path(settings).exists():
+        # the manifests' checksums follow the rewritten batches (c360 doctor checks them)
+        with StateStore(settings, "crm") as store:
+            store.refresh_checksums(sorted({batch_id for _, _, batch_id in batch_rows}))
+        backup_state(settings)  # a restored copy must not hold the checksums from before
     result.warehouse = duck_purge.purge_warehouse(settings, person, needles)
+    if kept_index_path(settings).exists():
+        export_kept(settings)  # the copies a rebuild restores must not bring the person back
     result.compaction["warehouse"] = duck_purge.compact(settings.warehouse_path, settings)
     result.published = duck_purge.purge_publication(settings, person)
     result.audiences = audience.purge_audiences(settings, person)

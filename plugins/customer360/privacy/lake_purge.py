@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from customer360.core.files import atomic_path, write_bytes
 from customer360.ingest.landing.layout import scan_landing
+from customer360.ingest.raw_zone import unreadable_parquet
 from customer360.ingest.state import StateStore, source_lock
 from customer360.privacy.person import (Needles, crm_contact_predicate, crm_owner_predicate,
                                         json_association_predicate, json_id_predicate,
@@ -64,12 +65,17 @@ class LakePurge:
     lines: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set), repr=False)
     # (zone, source/entity, batch id) -> rows removed: what reconciliation counts must allow for
     batches: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
+    # files that could not be read (truncated, corrupt): path -> why; purged around, not through
+    unreadable: dict[str, str] = field(default_factory=dict)
+    set_aside_removed: list[str] = field(default_factory=list)  # repairs' copies, removed whole
 
     def as_dict(self) -> dict:
         return {"raw_rows": dict(sorted(self.raw_rows.items())), "raw_files": self.raw_files,
                 "quarantine_rows": dict(sorted(self.quarantine_rows.items())),
                 "quarantine_files": self.quarantine_files, "landing_lines": self.landing_lines,
-                "landing_files": self.landing_files, "manifest_rows": self.manifest_rows}
+                "landing_files": self.landing_files, "manifest_rows": self.manifest_rows,
+                "unreadable": dict(sorted(self.unreadable.items())),
+                "set_aside_removed": len(self.set_aside_removed)}
 
     @property
     def rows(self) -> int:
@@ -173,7 +179,18 @@ def _entities(root: Path) -> dict[tuple[str, str], list[Path]]:
 def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, report: LakePurge,
                 zone: str) -> None:
     counts = report.raw_rows if zone == "raw" else report.quarantine_rows
-    for (source, entity), files in _entities(root).items():
+    for (source, entity), found in _entities(root).items():
+        files = []
+        for path in found:
+            why = unreadable_parquet(path)
+            if why:  # one bad batch must not stop the erasure of the rest
+                report.unreadable[str(path)] = why
+                log.warning("erasure: %s %s is unreadable (%s): not purged; `c360 doctor "
+                            "--repair raw` sets it aside", zone, path, why)
+            else:
+                files.append(path)
+        if not files:
+            continue
         columns = _columns(con, files)
         predicate = entity_predicate(source, entity, columns, needles)
         if predicate == "false":
@@ -214,6 +231,21 @@ def purge_lake(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Need
     _purge_zone(con, settings.lake_raw, needles, report, "raw")
     _purge_zone(con, settings.quarantine, needles, report, "quarantine")
     return report
+
+
+def remove_set_aside(settings: Settings) -> list[str]:
+    """Remove the copies a repair set aside (``lake/broken/``, ``warehouse/*.broken-*``): kept as
+    evidence of what broke, they hold personal data that cannot be purged row by row (an
+    unreadable file cannot be rewritten), and a person's erasure outranks that evidence.
+    Returns the paths removed (paths hold no personal data)."""
+    found = [p for p in settings.lake_broken.rglob("*") if p.is_file()] if settings.lake_broken.exists() else []
+    found += [p for p in settings.warehouse_path.parent.glob(f"{settings.warehouse_path.name}.broken-*")]
+    for path in found:
+        path.unlink(missing_ok=True)
+    if found:
+        log.warning("erasure: removed %d set-aside copies a repair kept (they cannot be purged in place)",
+                    len(found))
+    return sorted(str(p) for p in found)
 
 
 # --------------------------------------------------------------------------- landing files

@@ -25,6 +25,7 @@ full names.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,11 @@ import duckdb
 import phonenumbers
 
 from customer360.ingest.crm_properties import load_property_map
+from customer360.ingest.raw_zone import unreadable_parquet
 from customer360.privacy import pii
 from customer360.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5
 # as the warehouse's var identity_max_contacts_per_key: a key on more contacts links nobody
@@ -209,8 +213,18 @@ def _sql_str(value: str) -> str:
 # --------------------------------------------------------------------------- raw zone access
 
 def raw_files(root: Path, source: str, entity: str) -> list[Path]:
-    """The Parquet files of one raw (or quarantine) entity, in load order."""
-    return sorted((root / source / entity).glob("load_date=*/*.parquet"))
+    """The readable Parquet files of one raw (or quarantine) entity, in load order. An
+    unreadable one (truncated, corrupt) is left out with a warning naming it, so that one bad
+    batch never blocks an erasure; ``c360 doctor`` says how to land it again."""
+    out = []
+    for path in sorted((root / source / entity).glob("load_date=*/*.parquet")):
+        why = unreadable_parquet(path)
+        if why:
+            log.warning("erasure: skipping the unreadable raw batch %s (%s); run `c360 doctor`",
+                        path, why)
+            continue
+        out.append(path)
+    return out
 
 
 def parquet_sql(files: list[Path]) -> str:

@@ -211,10 +211,13 @@ def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings 
     lock, however the task was scheduled (inside ``c360 run`` it is the run's own lock; a
     scheduler's task waits for it with ``wait=True``)."""
     from customer360.pipeline.airflow import run_lock
+    from customer360.pipeline.progress import stage_events
 
     s = _settings(settings)
-    with run_lock(s, wait=wait):
-        return stage(name).run(check_logical_date(logical_date), run_id, s)
+    day = check_logical_date(logical_date)
+    chosen = stage(name)
+    with run_lock(s, wait=wait), stage_events(s, day, name, run_id):
+        return chosen.run(day, run_id, s)
 
 
 def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:

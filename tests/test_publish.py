@@ -419,7 +419,7 @@ def _db_rows(folder, qualified: str) -> list:
         con.close()
 
 
-def test_only_changed_tables_are_written_again_the_others_are_hard_linked(env):
+def test_only_changed_tables_get_a_new_parquet_file_the_others_are_hard_linked(env):
     import customer360.serve.publish as pubmod
 
     make_warehouse(env.warehouse_path, 40, 1)
@@ -445,6 +445,10 @@ def test_only_changed_tables_are_written_again_the_others_are_hard_linked(env):
     assert _db_rows(v2, "marts.customer_360") == _db_rows(v1, "marts.customer_360")
     assert _db_rows(v2, "meta.publication")[0][2] == "v000002"
     assert _whole(_read_one_version(env), 40)
+    # the database is made new: no freed block in which a replaced row could survive
+    con = duckdb.connect(str(v2 / "c360.duckdb"), read_only=True)
+    assert con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0] == 0
+    con.close()
 
 
 def test_a_renamed_column_with_the_same_values_is_not_reused(env):
@@ -463,7 +467,7 @@ def test_a_renamed_column_with_the_same_values_is_not_reused(env):
     assert "net_revenue_cny" in cols and "net_revenue" not in cols
 
 
-def test_a_table_dropped_from_the_warehouse_leaves_the_reused_database_too(env):
+def test_a_table_dropped_from_the_warehouse_leaves_the_next_version(env):
     make_warehouse(env.warehouse_path, 10, 1)
     publish(env, dt.date(2026, 1, 5))
     con = duckdb.connect(str(env.warehouse_path))

@@ -15,13 +15,15 @@ files and wants them from one version resolves ``published/current`` once
 versions are kept (so that a reader still inside an older one finishes it); older ones are
 removed.
 
-Only what changed is written again (issue 19: every day copied all of the published rows). Each
-table's fingerprint (its columns and :func:`table_checksum`, taken on the warehouse) is kept in
-publication.json; a table whose fingerprint is the current publication's has its Parquet file
-hard-linked from there (the same inode: nothing is copied, and a version's files are never
-written after it is made, so sharing them is safe), and the DuckDB file starts as a copy of the
-current one in which only the changed tables are replaced. The new version is still a whole
-folder made current by one swap.
+Parquet copies are written only for what changed (issue 19: every day rewrote all of them).
+Each table's fingerprint (its columns and :func:`table_checksum`, taken on the warehouse) is
+kept in publication.json; a table whose fingerprint is the current publication's has its
+Parquet file hard-linked from there (the same inode: nothing is written, and a version's files
+are never written after it is made, so sharing them is safe). The new version is still a whole
+folder made current by one swap. The DuckDB file is still made new each time: a copy of the
+previous file with the changed tables replaced would be cheaper, but it keeps the replaced
+tables' freed blocks, in which earlier rows survive (an erased person's among them; the
+erasure tests check that published files hold no free block).
 """
 
 from __future__ import annotations
@@ -191,13 +193,13 @@ def publish(settings: Settings, logical_date: dt.date) -> Publication:
                       database=str(db_path), parquet_dir=str(settings.published_marts_dir))
     # The chain's head when this publication was made: anchors the audit log (c360 audit verify).
     pub.audit_head = audit.head(settings)
-    previous = _previous(settings, db_path.name)
+    previous = _previous(settings)
     with new_version(settings) as folder:
         pub.version = folder.name.split(".")[1]
         _write_publication(settings, warehouse, folder, db_path.name, pub, previous)
         write_text(folder / "publication.json", json.dumps(pub.as_dict(), indent=2))
     reused = sum(t.reused for t in pub.tables)
-    log.info("published %d tables to %s (version %s; %d unchanged reused, %d written)",
+    log.info("published %d tables to %s (version %s; Parquet of %d unchanged tables reused, %d written)",
              len(pub.tables), db_path, pub.version, reused, len(pub.tables) - reused)
     return pub
 
@@ -210,12 +212,12 @@ class _Previous:
     fingerprints: dict[str, str]  # "schema.name" -> fingerprint
 
 
-def _previous(settings: Settings, db_name: str) -> _Previous | None:
-    """The current version when its tables can be reused: it has its DuckDB file and
-    fingerprints, and no erasure rewrote it after it was made (a purged copy no longer has the
-    content its recorded fingerprint describes)."""
+def _previous(settings: Settings) -> _Previous | None:
+    """The current version when its Parquet files can be reused: it has fingerprints, and no
+    erasure rewrote it after it was made (a purged copy no longer has the content its recorded
+    fingerprint describes)."""
     folder = current_version_dir(settings)
-    if folder is None or not (folder / db_name).is_file() or not (folder / "publication.json").is_file():
+    if folder is None or not (folder / "publication.json").is_file():
         return None
     try:
         meta = json.loads((folder / "publication.json").read_text(encoding="utf-8"))
@@ -238,8 +240,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def _write_publication(settings: Settings, warehouse: Path, folder: Path, db_name: str,
                        pub: Publication, previous: _Previous | None) -> None:
     """Write the new version's DuckDB file and Parquet copies into ``folder`` (the version's
-    staging folder): unchanged tables reused from ``previous``, the others copied from the
-    warehouse."""
+    staging folder): the Parquet files of unchanged tables linked from ``previous``, the others
+    written from the warehouse."""
     marts_dir = folder / "marts"
     marts_dir.mkdir(parents=True, exist_ok=True)
     con = duck.connect(settings)  # in memory: fingerprints first, to know what can be reused
@@ -261,30 +263,19 @@ def _write_publication(settings: Settings, warehouse: Path, folder: Path, db_nam
         parquet = previous.folder / "marts" / f"{table.name}.parquet" if previous else None
         table.reused = bool(parquet and old.get(f"{table.schema}.{table.name}") == table.fingerprint
                             and parquet.is_file())
-    start_from_previous = previous is not None and any(t.reused for t in pub.tables)
-    if start_from_previous:
-        # A byte copy of the file (the kernel's copy_file_range) costs far less than inserting
-        # every row again; the changed tables are then replaced inside it.
-        shutil.copyfile(previous.folder / db_name, folder / db_name)
     con = duck.connect(settings, folder / db_name)
     try:
         con.execute(f"ATTACH {duck.sql_str(str(warehouse))} AS wh (READ_ONLY)")
-        if start_from_previous:
-            keep = {(t.schema, t.name) for t in pub.tables}
-            for schema, name in con.execute(
-                    "SELECT table_schema, table_name FROM information_schema.tables "
-                    "WHERE table_catalog = current_database()").fetchall():
-                if (schema, name) not in keep or schema == "meta":
-                    con.execute(f'DROP TABLE "{schema}"."{name}"')
         for schema in sorted({t.schema for t in pub.tables}):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for table in pub.tables:
             qualified, target = f"{table.schema}.{table.name}", marts_dir / f"{table.name}.parquet"
+            con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM wh.{qualified}")
             if table.reused:
                 _link_or_copy(previous.folder / "marts" / target.name, target)
-                continue
-            con.execute(f"CREATE OR REPLACE TABLE {qualified} AS SELECT * FROM wh.{qualified}")
-            con.execute(f"COPY {qualified} TO {duck.sql_str(str(target))} (FORMAT parquet, COMPRESSION zstd)")
+            else:
+                con.execute(f"COPY {qualified} TO {duck.sql_str(str(target))} "
+                            "(FORMAT parquet, COMPRESSION zstd)")
         con.execute("CREATE SCHEMA IF NOT EXISTS meta")
         con.execute("CREATE TABLE meta.publication AS SELECT ? AS logical_date, "
                     "CAST(? AS TIMESTAMPTZ) AS published_at, ? AS version, ? AS tables_json",

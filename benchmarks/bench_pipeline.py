@@ -123,10 +123,12 @@ def dbt_breakdown(home: Path, stage: str, top: int = 6) -> dict | None:
     """Where a dbt stage's time went: dbt's own elapsed time (the rest of the stage's wall time
     is Python start-up, dbt's parse and, for ml, the models) and its slowest nodes."""
     from customer360 import pipeline
-    from customer360.core.layers import DBT_LAYERS
+    from customer360.core.layers import COMBINED, DBT_LAYERS
     from customer360.core.settings import get_settings
 
     layer = pipeline.stage(stage).layer
+    if layer in COMBINED:
+        layer = COMBINED[layer][-1]  # its results are kept as each of its layers'
     if layer not in DBT_LAYERS:
         return None
     os.environ["C360_HOME"] = str(home)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests import warehouse_fixtures as wf
-from customer360.core.layers import DBT_LAYERS, GATES
+from customer360.core.layers import COMBINED, DBT_LAYERS, GATES, covered_layers
 from customer360.pipeline import STAGES
 from customer360.warehouse.dbt_runner import (WarehouseBuildError, build_env, build_warehouse,
                                               generate_docs, project_dir, run_dbt, run_layer,
@@ -122,9 +122,16 @@ def test_run_layer_knows_only_the_dbt_layers(empty_home):
 def test_selectors_are_the_layers_of_the_one_vocabulary():
     """dbt's selectors, the DAG's stages and the gates name layers alike (core.layers)."""
     selectors = yaml.safe_load((project_dir() / "selectors.yml").read_text())["selectors"]
-    assert [s["name"] for s in selectors] == [*DBT_LAYERS, "warehouse"]
-    built_by = {st.layer for st in STAGES if st.name.startswith("dbt_") or st.name == "ml"}
-    assert built_by == set(DBT_LAYERS)
+    names = [s["name"] for s in selectors]
+    assert [n for n in names if n not in COMBINED] == [*DBT_LAYERS, "warehouse"]
+    assert set(COMBINED) <= set(names)
+    # a combined selector is the union of its layers' selectors, nothing else
+    for name, parts in COMBINED.items():
+        definition = next(s for s in selectors if s["name"] == name)["definition"]
+        assert definition == {"union": [{"method": "selector", "value": p} for p in parts]}
+    built = [covered for st in STAGES if st.name.startswith("dbt_") or st.name == "ml"
+             for covered in covered_layers(st.layer)]
+    assert sorted(built) == sorted(DBT_LAYERS)  # every layer built, none twice
     assert {st.layer for st in STAGES if st.name.startswith("gate_")} == set(GATES)
     for stage_dir in sorted((project_dir().parent / "expectations").iterdir()):
         if not stage_dir.is_dir():

@@ -181,8 +181,8 @@ STAGES: tuple[Stage, ...] = (
     # archived CRM contacts (erasure requests) are purged before anything is built
     Stage("erasure", lambda d, r, s: _privacy("erasure")(d, s)),
     _gate_stage(layers.RAW, rebuild=False),  # after an erasure the raw zone has nothing new
-    _dbt_stage(layers.STAGING),
-    _dbt_stage(layers.INTERMEDIATE),
+    # staging and intermediate in one dbt build: no gate sits between them (core.layers.COMBINED)
+    _dbt_stage("staging_intermediate"),
     _gate_stage(layers.INTERMEDIATE),
     _dbt_stage(layers.MARTS),
     Stage("ml", lambda d, r, s: machine_learning(d, s), layer=layers.ML, rebuild=True),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from customer360.core import files
-from customer360.core.layers import check_dbt_layer
+from customer360.core.layers import check_dbt_layer, covered_layers
 from customer360.core.settings import Settings, get_settings, scoped_environment
 from customer360.ingest import crm_properties
 
@@ -193,8 +193,9 @@ def _date_env(logical_date: dt.date | None) -> dict[str, str]:
 
 def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
               logical_date: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
-    """``dbt build`` one layer of ``core.layers.DBT_LAYERS``: its models, seeds, snapshots,
-    unit tests and data tests. ``logical_date``: the run's (it dates snapshot versions and is
+    """``dbt build`` one layer of ``core.layers.DBT_LAYERS`` (or the layers of a
+    ``core.layers.COMBINED`` name at once): its models, seeds, snapshots, unit tests and data
+    tests. ``logical_date``: the run's (it dates snapshot versions and is
     customer_360's as_of_date). ``full_refresh`` rebuilds incremental models from the raw zone
     (customer ids stay: their memory is never reset). ``env`` as in :func:`run_dbt`.
 
@@ -208,8 +209,9 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
         args.append("--full-refresh")
     results = _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}",
                               env={**_date_env(logical_date), **(env or {})})
-    files.write_bytes(settings.dbt_results_path(layer),
-                      (target_dir(settings) / "run_results.json").read_bytes())
+    data = (target_dir(settings) / "run_results.json").read_bytes()
+    for covered in covered_layers(layer):  # a combined build's results are each layer's
+        files.write_bytes(settings.dbt_results_path(covered), data)
     return results
 
 

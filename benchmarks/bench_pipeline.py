@@ -42,6 +42,7 @@ START = dt.date(2025, 1, 1)
 # The same day through Airflow (`airflow dags test`, as `c360 run` does), in a child process
 # with the copied home; Airflow's metadata DB is made before the clock starts.
 AIRFLOW_CHILD = r"""
+__file__ = "<bench_pipeline airflow child>"  # as in STAGE_CHILD
 import datetime as dt, json, sys, time
 from customer360.core.settings import get_settings
 from customer360.pipeline.airflow import ensure_airflow, run_dag
@@ -56,6 +57,9 @@ print("@@RESULT@@" + json.dumps({"wall": time.monotonic() - t0, "success": res.s
 
 # One child process a stage: its peak RSS is then the stage's own, not the benchmark's.
 STAGE_CHILD = r"""
+# pyspark.sql.connect (imported by Great Expectations when pyspark is installed) calls
+# sys.exit(0) when __main__ has no __file__, taking `python -c` for its doctest runner.
+__file__ = "<bench_pipeline stage child>"
 import datetime as dt, json, sys, time
 from customer360 import pipeline
 from customer360.core.settings import get_settings

@@ -189,3 +189,27 @@ def test_a_model_that_spills_to_disk_does_not_break_the_next_one(tmp_path, monke
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "PASS=2" in proc.stdout
+
+
+def test_a_combined_build_is_one_dbt_command_kept_as_each_of_its_layers(empty_home, monkeypatch):
+    """staging and intermediate are one `dbt build` (no gate between them); the gates read the
+    results by layer, so the one results file is kept for both."""
+    from customer360.warehouse import dbt_runner
+
+    settings, _ = empty_home
+    commands = []
+
+    def fake_invoke(s, args, *, what, results=True, env=None):
+        commands.append((args, env))
+        target = dbt_runner.target_dir(s)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "run_results.json").write_text('{"results": [], "elapsed_time": 1.5}')
+        return dbt_runner.RunResults(args=args, elapsed_seconds=1.5)
+    monkeypatch.setattr(dbt_runner, "_invoke_checked", fake_invoke)
+    run_layer(settings, "staging_intermediate", logical_date=dt.date(2026, 3, 10))
+    assert [args for args, _ in commands] == [["build", "--selector", "staging_intermediate"]]
+    # the date goes through the environment, not --vars (dbt would re-parse on every new date)
+    assert commands[0][1]["C360_AS_OF_DATE"] == "2026-03-10"
+    for layer in ("staging", "intermediate"):
+        assert settings.dbt_results_path(layer).read_text() == '{"results": [], "elapsed_time": 1.5}'
+    assert not settings.dbt_results_path("marts").exists()

@@ -194,15 +194,19 @@ def floor(landing: Path, out_dir: Path) -> dict:
     con = duckdb.connect()
     con.execute("set enable_progress_bar = false")
     t0 = time.monotonic()
+    from customer360.core.duck import sql_str
+
+    # paths inline: COPY ... TO does not take a prepared parameter for its target
     con.execute(
-        "COPY (SELECT * FROM read_json(?, format='newline_delimited', columns={'messageId': 'VARCHAR', "
+        "COPY (SELECT * FROM read_json(" + sql_str(str(landing / "web" / "events" / "date=*" / "*.jsonl.gz"))
+        + ", format='newline_delimited', columns={'messageId': 'VARCHAR', "
         "'type': 'VARCHAR', 'event': 'VARCHAR', 'anonymousId': 'VARCHAR', 'userId': 'VARCHAR', "
         "'timestamp': 'VARCHAR', 'receivedAt': 'VARCHAR', 'context': 'JSON', 'properties': 'JSON', "
-        "'traits': 'JSON'}, ignore_errors=true)) TO ? (FORMAT parquet, COMPRESSION zstd)",
-        [str(landing / "web" / "events" / "date=*" / "*.jsonl.gz"), str(out_dir / "web.parquet")])
-    con.execute("COPY (SELECT * FROM read_csv(?, all_varchar=true, ignore_errors=true, "
-                "union_by_name=true, encoding='utf-8')) TO ? (FORMAT parquet, COMPRESSION zstd)",
-                [str(landing / "pos" / "date=*" / "*.csv"), str(out_dir / "pos.parquet")])
+        "'traits': 'JSON'}, ignore_errors=true)) TO " + sql_str(str(out_dir / "web.parquet"))
+        + " (FORMAT parquet, COMPRESSION zstd)")
+    con.execute("COPY (SELECT * FROM read_csv(" + sql_str(str(landing / "pos" / "date=*" / "*.csv"))
+                + ", all_varchar=true, ignore_errors=true, union_by_name=true, encoding='utf-8')) TO "
+                + sql_str(str(out_dir / "pos.parquet")) + " (FORMAT parquet, COMPRESSION zstd)")
     wall = time.monotonic() - t0
     con.close()
     import shutil

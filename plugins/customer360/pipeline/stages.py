@@ -99,7 +99,8 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
     s = _settings(settings)
     pub = do_publish(s, logical_date)
     out = {"database": pub.database, "version": pub.version,
-           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
+           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables},
+           "parquet_reused": sorted(f"{t.schema}.{t.name}" for t in pub.tables if t.reused)}
     if s.publish_postgres_dsn:
         from customer360.serve.postgres import publish_postgres
 

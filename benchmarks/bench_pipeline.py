@@ -182,6 +182,8 @@ def run_airflow(day: dt.date, env: dict) -> dict:
     finally:
         os.environ["C360_HOME"] = saved or ""
     out["tasks_s"] = {k: round(v, 2) for k, v in snap.done.items()}
+    if not out["tasks_s"]:
+        raise RuntimeError(f"Airflow reported success but ran no task; see {out['log']}")
     return out
 
 
@@ -269,12 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir(parents=True, exist_ok=True)
     marker.touch()
     settings = get_settings()
-    last = START + dt.timedelta(days=args.days - 1)
+    start = START
+    if args.airflow:
+        # The DAG's start_date is 2026-01-01 and Airflow marks a run for an earlier logical date
+        # successful without running a task: the days end on 2026-01-02 so the Airflow day is one.
+        start = dt.date(2026, 1, 2) - dt.timedelta(days=args.days - 1)
+    last = start + dt.timedelta(days=args.days - 1)
     result: dict = {"scale": args.scale, "people": people, "days": args.days, "machine": machine(),
                     "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     print(f"simulating {people:,} people x {args.days} days into {home}", flush=True)
     t0 = time.monotonic()
-    cfg = SimulationConfig.from_overrides(people=people, days=args.days, start=START, seed=42,
+    cfg = SimulationConfig.from_overrides(people=people, days=args.days, start=start, seed=42,
                                           overrides=[])
     simulate(cfg, landing=settings.landing, sim_dir=settings.simulation_dir, progress=False,
              deliver_all=False)

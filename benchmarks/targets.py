@@ -74,7 +74,7 @@ def scaling(results: dict) -> tuple[int | None, dict[str, list[tuple[int, float]
     if not by_days:
         return None, {}
     days = max(by_days, key=lambda d: (len(by_days[d]), d))
-    series: dict[str, list[tuple[int, float]]] = {}
+    series: dict[str, list[tuple[int, float]]] = {"_from": [(r["people"], r["when"][:10]) for r in by_days[days]]}
     for r in sorted(by_days[days], key=lambda r: r["people"]):
         for row in r["stages"]:
             if row["run"] == "full":
@@ -167,7 +167,11 @@ def section(results: dict, command: str) -> str:
 
     days, series = scaling(results)
     if days is not None:
-        lines += ["", f"### Per-stage time by scale ({days} days of history, full refresh)", ""]
+        sources = series.pop("_from")
+        lines += ["", f"### Per-stage time by scale ({days} days of history, full refresh)", "",
+                  "From the results of " + ", ".join(f"{p:,} people ({when})" for p, when in sorted(sources))
+                  + "; results of different dates ran different code (stage names changed on "
+                  "2026-12-07: `dbt_staging` and `dbt_intermediate` became `dbt_staging_intermediate`).", ""]
         if chart(days, series):
             lines.append(f"![per-stage time, log-log]({CHART.relative_to(PAGE.parent).as_posix()})")
             lines.append("")

@@ -1,7 +1,7 @@
 """c360_daily: the customer 360 airflow DAG for one logical date (wiring only).
 
 One task a stage of ``customer360.pipeline.STAGES``, in that order: extract (CRM, web, POS in
-parallel) -> erasure of archived contacts -> raw gate -> dbt staging -> dbt intermediate ->
+parallel) -> erasure of archived contacts -> raw gate -> dbt staging and intermediate (one build) ->
 intermediate gate -> dbt marts -> ML -> dbt customer_360 -> marts gate -> publish -> compact the
 warehouse -> consent-aware audiences -> report. All logic lives in customer360.pipeline; this
 file only wires it, so it parses in milliseconds.

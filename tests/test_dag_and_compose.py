@@ -47,7 +47,7 @@ def test_dagbag_imports_without_errors_and_wires_the_stages(tmp_path):
     t = rep["tasks"]
     assert t["extract.extract_crm"] == [] and t["extract.extract_web"] == [] and t["extract.extract_pos"] == []
     assert t["erasure"] == ["extract.extract_crm", "extract.extract_pos", "extract.extract_web"]
-    chain = ["erasure", "gate_raw", "dbt_staging", "dbt_intermediate", "gate_intermediate", "dbt_marts", "ml",
+    chain = ["erasure", "gate_raw", "dbt_staging_intermediate", "gate_intermediate", "dbt_marts", "ml",
              "dbt_customer_360", "gate_marts", "publish", "compact_warehouse", "audiences", "report"]
     for upstream, downstream in zip(chain, chain[1:]):
         assert t[downstream] == [upstream]

@@ -4,6 +4,7 @@ event, a duplicate delivery and a corrected POS file), rerun the same date, then
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -43,13 +44,22 @@ def runs(tmp_path_factory):
         compiled_dir = target_dir(settings) / "compiled" / "customer360" / "models"
         compiled = (compiled_dir / "staging" / "web" / "stg_web__events.sql").read_text()
         compiled_sessions = (compiled_dir / "intermediate" / "int_web__sessions.sql").read_text()
+        compiled_pos = (compiled_dir / "staging" / "pos" / "stg_pos__transactions.sql").read_text()
+        compiled_contacts = (compiled_dir / "staging" / "crm" / "stg_crm__contacts.sql").read_text()
+        manifest = json.loads((target_dir(settings) / "manifest.json").read_text())
+        incremental_models = sorted(
+            f"{node['schema'].split('_')[-1]}.{node['alias'] or node['name']}"
+            for node in manifest["nodes"].values()
+            if node["resource_type"] == "model" and node["config"].get("materialized") == "incremental")
         incremental = table_contents(settings.warehouse_path)
         build_warehouse(settings, logical_date=wf.LOAD_2, tests=False)  # the same date again
         rerun = table_contents(settings.warehouse_path)
         build_warehouse(settings, logical_date=wf.LOAD_2, tests=False, full_refresh=True)
         full = table_contents(settings.warehouse_path)
         yield {"incremental": incremental, "rerun": rerun, "full": full, "compiled": compiled,
-               "compiled_sessions": compiled_sessions}
+               "compiled_sessions": compiled_sessions, "compiled_pos": compiled_pos,
+               "compiled_contacts": compiled_contacts,
+               "incremental_models": incremental_models}
 
 
 def test_the_second_load_ran_incrementally(runs):
@@ -57,6 +67,22 @@ def test_the_second_load_ran_incrementally(runs):
     assert "not exists" in runs["compiled"] and "_loaded_at >=" in runs["compiled"]
     # sessions: only devices with new events, from the session before their first new event
     assert "recompute_from" in runs["compiled_sessions"]
+    # POS lines: only the files with a batch landed since the last run
+    assert "new_batches._loaded_at >=" in runs["compiled_pos"]
+    # CRM records: only those with a version landed since the last run
+    assert "changed._loaded_at >=" in runs["compiled_contacts"]
+
+
+def test_every_incremental_model_equals_its_full_refresh_and_is_not_empty(runs):
+    """Whatever model is made incremental is held to this: its table after two incremental
+    loads is the full refresh's, row for row."""
+    models = runs["incremental_models"]
+    assert {"staging.stg_web__events", "staging.stg_pos__transactions",
+            "staging.stg_crm__contacts"} <= set(models)
+    for table in models:
+        assert table in runs["full"], table
+        assert runs["incremental"][table], table
+        assert runs["incremental"][table] == runs["full"][table], table
 
 
 def test_incremental_models_equal_a_full_refresh(runs):

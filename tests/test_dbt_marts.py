@@ -254,3 +254,14 @@ def test_published_marts_hold_no_raw_pii(built):
                     text = str(value)
                     leaked = [v for v in raw_values if v in text]
                     assert not leaked, f"marts.{table}.{name} holds {leaked}"
+
+
+def test_a_new_logical_date_does_not_make_dbt_reparse_the_project(built):
+    """The two builds are for two dates; the second must reuse the first's saved manifest
+    (issue 19: a date passed as --vars re-parsed the whole project in every dbt command)."""
+    log = (built.settings.dbt_logs_dir / "dbt.log").read_text(encoding="utf-8", errors="replace")
+    invocations = [chunk for chunk in log.split("Running with dbt=")[1:]]
+    assert len(invocations) == 2
+    assert "Unable to do partial parsing because saved manifest not found" in invocations[0]
+    assert "Unable to do partial parsing" not in invocations[1]
+    assert "Starting full parse" not in invocations[1]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests import warehouse_fixtures as wf
-from customer360.core.layers import DBT_LAYERS, GATES
+from customer360.core.layers import COMBINED, DBT_LAYERS, GATES, covered_layers
 from customer360.pipeline import STAGES
 from customer360.warehouse.dbt_runner import (WarehouseBuildError, build_env, build_warehouse,
                                               generate_docs, project_dir, run_dbt, run_layer,
@@ -122,9 +122,16 @@ def test_run_layer_knows_only_the_dbt_layers(empty_home):
 def test_selectors_are_the_layers_of_the_one_vocabulary():
     """dbt's selectors, the DAG's stages and the gates name layers alike (core.layers)."""
     selectors = yaml.safe_load((project_dir() / "selectors.yml").read_text())["selectors"]
-    assert [s["name"] for s in selectors] == [*DBT_LAYERS, "warehouse"]
-    built_by = {st.layer for st in STAGES if st.name.startswith("dbt_") or st.name == "ml"}
-    assert built_by == set(DBT_LAYERS)
+    names = [s["name"] for s in selectors]
+    assert [n for n in names if n not in COMBINED] == [*DBT_LAYERS, "warehouse"]
+    assert set(COMBINED) <= set(names)
+    # a combined selector is the union of its layers' selectors, nothing else
+    for name, parts in COMBINED.items():
+        definition = next(s for s in selectors if s["name"] == name)["definition"]
+        assert definition == {"union": [{"method": "selector", "value": p} for p in parts]}
+    built = [covered for st in STAGES if st.name.startswith("dbt_") or st.name == "ml"
+             for covered in covered_layers(st.layer)]
+    assert sorted(built) == sorted(DBT_LAYERS)  # every layer built, none twice
     assert {st.layer for st in STAGES if st.name.startswith("gate_")} == set(GATES)
     for stage_dir in sorted((project_dir().parent / "expectations").iterdir()):
         if not stage_dir.is_dir():
@@ -182,3 +189,27 @@ def test_a_model_that_spills_to_disk_does_not_break_the_next_one(tmp_path, monke
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "PASS=2" in proc.stdout
+
+
+def test_a_combined_build_is_one_dbt_command_kept_as_each_of_its_layers(empty_home, monkeypatch):
+    """staging and intermediate are one `dbt build` (no gate between them); the gates read the
+    results by layer, so the one results file is kept for both."""
+    from customer360.warehouse import dbt_runner
+
+    settings, _ = empty_home
+    commands = []
+
+    def fake_invoke(s, args, *, what, results=True, env=None):
+        commands.append((args, env))
+        target = dbt_runner.target_dir(s)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "run_results.json").write_text('{"results": [], "elapsed_time": 1.5}')
+        return dbt_runner.RunResults(args=args, elapsed_seconds=1.5)
+    monkeypatch.setattr(dbt_runner, "_invoke_checked", fake_invoke)
+    run_layer(settings, "staging_intermediate", logical_date=dt.date(2026, 3, 10))
+    assert [args for args, _ in commands] == [["build", "--selector", "staging_intermediate"]]
+    # the date goes through the environment, not --vars (dbt would re-parse on every new date)
+    assert commands[0][1]["C360_AS_OF_DATE"] == "2026-03-10"
+    for layer in ("staging", "intermediate"):
+        assert settings.dbt_results_path(layer).read_text() == '{"results": [], "elapsed_time": 1.5}'
+    assert not settings.dbt_results_path("marts").exists()

@@ -43,7 +43,7 @@ def day_run(tmp_path_factory):
         day, run_id = wf.LOAD_1, "warnings-run"
         outcomes = {}
         for stage in pipeline.STAGES:
-            if stage.name in ("dbt_staging", "dbt_intermediate", "dbt_marts", "dbt_customer_360",
+            if stage.name in ("dbt_staging_intermediate", "dbt_marts", "dbt_customer_360",
                               "gate_intermediate", "gate_marts", "publish", "report"):
                 try:
                     outcomes[stage.name] = pipeline.run_stage(stage.name, day, run_id, settings)

@@ -405,3 +405,92 @@ def test_the_compose_publisher_role_publishes_without_being_a_superuser(env, mon
         for db in ("postgres", "template1"):
             with pytest.raises(psycopg.OperationalError, match="permission denied"):
                 psycopg.connect(f"postgresql://ana:ana-pw@127.0.0.1:{pg['port']}/{db}").close()
+
+
+def _inode(path) -> int:
+    return os.stat(path).st_ino
+
+
+def _db_rows(folder, qualified: str) -> list:
+    con = duckdb.connect(str(folder / "c360.duckdb"), read_only=True)
+    try:
+        return con.execute(f"SELECT * FROM {qualified} ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+def test_only_changed_tables_get_a_new_parquet_file_the_others_are_hard_linked(env):
+    import customer360.serve.publish as pubmod
+
+    make_warehouse(env.warehouse_path, 40, 1)
+    first = publish(env, dt.date(2026, 1, 5))
+    v1 = pubmod.current_version_dir(env)
+    assert not any(t.reused for t in first.tables)
+    # the warehouse changes only ml_churn_scores
+    con = duckdb.connect(str(env.warehouse_path))
+    con.execute("UPDATE ml.ml_churn_scores SET model_version = 'v9' WHERE customer_id = 'c_3'")
+    con.close()
+    second = publish(env, dt.date(2026, 1, 6))
+    v2 = pubmod.current_version_dir(env)
+    assert v2 != v1
+    assert {t.name: t.reused for t in second.tables} == {"customer_360": True, "ml_churn_scores": False}
+    assert _inode(v2 / "marts" / "customer_360.parquet") == _inode(v1 / "marts" / "customer_360.parquet")
+    assert _inode(v2 / "marts" / "ml_churn_scores.parquet") != _inode(v1 / "marts" / "ml_churn_scores.parquet")
+    # the new version holds the new rows, in its database and its Parquet copy, and the old one is as it was
+    assert ("c_3", 0.3, "v9") in _db_rows(v2, "ml.ml_churn_scores")
+    assert ("c_3", 0.3, "v1") in _db_rows(v1, "ml.ml_churn_scores")
+    pq = duckdb.connect().execute("SELECT model_version FROM read_parquet(?) WHERE customer_id = 'c_3'",
+                                  [str(v2 / "marts" / "ml_churn_scores.parquet")]).fetchall()
+    assert pq == [("v9",)]
+    assert _db_rows(v2, "marts.customer_360") == _db_rows(v1, "marts.customer_360")
+    assert _db_rows(v2, "meta.publication")[0][2] == "v000002"
+    assert _whole(_read_one_version(env), 40)
+    # the database is made new: no freed block in which a replaced row could survive
+    con = duckdb.connect(str(v2 / "c360.duckdb"), read_only=True)
+    assert con.execute("SELECT free_blocks FROM pragma_database_size()").fetchone()[0] == 0
+    con.close()
+
+
+def test_a_renamed_column_with_the_same_values_is_not_reused(env):
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    con = duckdb.connect(str(env.warehouse_path))
+    con.execute("ALTER TABLE marts.customer_360 RENAME COLUMN net_revenue TO net_revenue_cny")
+    con.close()
+    pub = publish(env, dt.date(2026, 1, 6))
+    assert {t.name: t.reused for t in pub.tables} == {"customer_360": False, "ml_churn_scores": True}
+    import customer360.serve.publish as pubmod
+
+    con = duckdb.connect(str(pubmod.current_version_dir(env) / "c360.duckdb"), read_only=True)
+    cols = [r[0] for r in con.execute("DESCRIBE marts.customer_360").fetchall()]
+    con.close()
+    assert "net_revenue_cny" in cols and "net_revenue" not in cols
+
+
+def test_a_table_dropped_from_the_warehouse_leaves_the_next_version(env):
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    con = duckdb.connect(str(env.warehouse_path))
+    con.execute("DROP TABLE ml.ml_churn_scores")
+    con.close()
+    pub = publish(env, dt.date(2026, 1, 6))
+    assert [(t.name, t.reused) for t in pub.tables] == [("customer_360", True)]
+    seen = _read_one_version(env)
+    assert seen["db_tables"] == seen["parquet_tables"] == {"customer_360"}
+
+
+def test_a_publication_an_erasure_rewrote_is_not_reused(env):
+    """A purged version keeps the fingerprints of what it was made from; they no longer
+    describe its files, so the next publish writes every table."""
+    import json
+
+    import customer360.serve.publish as pubmod
+
+    make_warehouse(env.warehouse_path, 10, 1)
+    publish(env, dt.date(2026, 1, 5))
+    meta_path = pubmod.current_version_dir(env) / "publication.json"
+    meta = json.loads(meta_path.read_text())
+    meta["purged_at"] = "2026-01-05T12:00:00+00:00"
+    meta_path.write_text(json.dumps(meta))
+    pub = publish(env, dt.date(2026, 1, 6))
+    assert not any(t.reused for t in pub.tables)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -268,3 +269,29 @@ def test_a_home_elsewhere_moves_what_defaults_into_it(clean_env, tmp_path):
     other = get_settings(home=tmp_path / "other")
     assert other.home == (tmp_path / "other").resolve()
     assert other.landing == other.home / "landing" and other.duckdb_temp_dir == other.home / "tmp" / "duckdb"
+
+
+def test_the_duckdb_memory_limit_is_derived_from_the_machine_by_default(clean_env, monkeypatch):
+    from customer360.core import settings as settings_mod
+
+    monkeypatch.setattr(settings_mod, "machine_memory_bytes", lambda: 24 * 2**30)
+    assert settings_mod.get_settings().duckdb_memory_limit == "12288MB"
+    monkeypatch.setenv("C360_DUCKDB_MEMORY_LIMIT", "auto")
+    assert settings_mod.get_settings().duckdb_memory_limit == "12288MB"
+    monkeypatch.setattr(settings_mod, "machine_memory_bytes", lambda: 600 * 2**20)
+    assert settings_mod.get_settings().duckdb_memory_limit == "512MB"  # the floor
+    monkeypatch.setenv("C360_DUCKDB_MEMORY_LIMIT", "3GB")
+    assert settings_mod.get_settings().duckdb_memory_limit == "3GB"
+
+
+def test_a_cgroup_limit_below_the_machine_wins(monkeypatch, tmp_path):
+    from customer360.core import settings as settings_mod
+
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    v2, v1 = tmp_path / "memory.max", tmp_path / "limit_in_bytes"
+    monkeypatch.setattr(settings_mod, "_CGROUP_LIMITS", (v2, v1))
+    v2.write_text("max\n")
+    v1.write_text(str(2**62))  # cgroup v1's "no limit"
+    assert settings_mod.machine_memory_bytes() == physical
+    v2.write_text(f"{physical // 4}\n")
+    assert settings_mod.machine_memory_bytes() == physical // 4

@@ -207,10 +207,12 @@ def run(
 ) -> None:
     """Run the c360_daily DAG for one logical date through Airflow (embedded SQLite metadata DB)."""
     from customer360.pipeline.airflow import RunLockedError, run_dag
+    from customer360.pipeline import STAGE_NAMES
+    from customer360.pipeline.progress import console_watch
 
     s = _settings()
     try:
-        result = run_dag(s, _logical_date(date), wait=wait)
+        result = run_dag(s, _logical_date(date), wait=wait, watch=console_watch(s, console, STAGE_NAMES))
     except RunLockedError as exc:
         console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
@@ -226,10 +228,14 @@ def backfill(
 ) -> None:
     """Run the DAG for every date from START to END in order, through Airflow."""
     from customer360.pipeline.airflow import RunLockedError, backfill as do_backfill
+    from customer360.pipeline import STAGE_NAMES
+    from customer360.pipeline.progress import console_watch
 
     s = _settings()
+    first, last = _logical_date(start), _logical_date(end)
     try:
-        results = do_backfill(s, _logical_date(start), _logical_date(end), wait=wait)
+        results = do_backfill(s, first, last, wait=wait,
+                              watch=console_watch(s, console, STAGE_NAMES, days=(first, last)))
     except RunLockedError as exc:
         console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None

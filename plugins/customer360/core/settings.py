@@ -119,7 +119,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
          "derived from C360_PII_KEY (HMAC of a fixed label), and with neither set the chain is "
          "unkeyed (SHA-256) and `c360 audit verify` says so.", secret=True),
     Knob("C360_REPORTING_CURRENCY", "CNY", "ISO-4217 currency all money is converted to."),
-    Knob("C360_DUCKDB_MEMORY_LIMIT", "4GB", "DuckDB's memory limit (pipeline and dbt)."),
+    Knob("C360_DUCKDB_MEMORY_LIMIT", "auto",
+         "DuckDB's memory limit (pipeline and dbt), like `4GB`; `auto` is half of the machine's "
+         "memory (of its cgroup limit when that is lower)."),
     Knob("C360_DUCKDB_THREADS", "2", "DuckDB's threads (pipeline and dbt)."),
     Knob("C360_DBT_THREADS", "1",
          "dbt threads (models built at once); one writer is safest on a DuckDB file."),
@@ -511,6 +513,36 @@ class Settings:
         return token
 
 
+_CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"),                      # cgroup v2
+                  Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))   # cgroup v1
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its cgroup's limit when lower (in a
+    container DuckDB would otherwise size itself by the host and be killed)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in _CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:  # "max", or v1's huge "no limit" number
+            total = int(text)
+    return total
+
+
+def machine_memory_limit(fraction: float = 0.5) -> str:
+    """``C360_DUCKDB_MEMORY_LIMIT=auto``: half the memory, in whole MB, at least 512MB.
+
+    Half, not DuckDB's own 80%: the stage's Python (pandas and scikit-learn in the ML stage,
+    dbt itself) and Airflow's processes live beside the DuckDB instance, and DuckDB spills to
+    ``C360_DUCKDB_TEMP_DIR`` past its limit rather than failing. The machine's total, not what
+    is free now: the value is part of dbt's profile, and one that changed from run to run
+    would make dbt re-parse the project every time.
+    """
+    return f"{max(int(machine_memory_bytes() * fraction) // 2**20, 512)}MB"
+
+
 def get_settings(home: str | Path | None = None) -> Settings:
     """The settings of this process's environment, every knob of :data:`KNOBS` validated.
 
@@ -523,8 +555,10 @@ def get_settings(home: str | Path | None = None) -> Settings:
         raise SettingsError(
             f"C360_REPORTING_CURRENCY must be an ISO-4217 code like CNY, got {currency!r}")
     mem = _raw("C360_DUCKDB_MEMORY_LIMIT")
-    if not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", mem, re.IGNORECASE):
-        raise SettingsError(f"C360_DUCKDB_MEMORY_LIMIT must look like 4GB, got {mem!r}")
+    if mem.strip().lower() == "auto":
+        mem = machine_memory_limit()
+    elif not re.fullmatch(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", mem, re.IGNORECASE):
+        raise SettingsError(f"C360_DUCKDB_MEMORY_LIMIT must look like 4GB or be auto, got {mem!r}")
     dsn = _raw("C360_PUBLISH_POSTGRES_DSN")
     if dsn is not None and not dsn.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
         raise SettingsError("C360_PUBLISH_POSTGRES_DSN must be a postgresql:// URL or a libpq "

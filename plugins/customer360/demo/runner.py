@@ -82,6 +82,8 @@ def summarize(published_db: Path) -> list[tuple[str, str]]:
 
 def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console) -> int:
     from customer360.pipeline.airflow import run_dag
+    from customer360.pipeline import STAGE_NAMES
+    from customer360.pipeline.progress import console_watch
     from customer360.demo.crm_server import start_server
     from customer360.demo.simulator import SimulationConfig, deliver, simulate
 
@@ -108,7 +110,7 @@ def run_demo(people: int, days: int, start: dt.date, seed: int, console: Console
             changed = deliver(settings.simulation_dir, settings.landing, through=day)
             server.set_clock(end_of_day(day))
             console.print(f"delivered {len(changed)} landing files; CRM clock at {end_of_day(day)}")
-            result = run_dag(settings, day)
+            result = run_dag(settings, day, watch=console_watch(settings, console, STAGE_NAMES))
             runs.append(result)
             status = "[green]success[/green]" if result.success else "[red]failed[/red]"
             console.print(f"c360_daily {day}: {status} in {result.seconds:.0f} s  (log: {result.log_path})")

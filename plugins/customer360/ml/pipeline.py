@@ -598,7 +598,7 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
         scoring_date = pd.Timestamp(scoring_rows.snapshot_date.max()).date()
         if scoring_date != logical_date:
             warnings.append(f"features are as of {scoring_date}, not the logical date {logical_date} "
-                            f"(was dbt run with --vars as_of_date?)")
+                            f"(was dbt run without the logical date, C360_AS_OF_DATE?)")
         horizon = int(specs["churn_classifier"].section("target")["horizon_days"])
         built = int(scoring_rows.label_horizon_days.iloc[0])
         if built != horizon:

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, ContextManager, Iterator
 
 from customer360.core.settings import (CRM_CONNECTION_ID, RUN_LOCK_TOKEN_VAR, Settings,
                                        child_environment, crm_configured, crm_connection,
@@ -151,26 +151,38 @@ def run_lock(settings: Settings, wait: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def run_dag(settings: Settings, logical_date: dt.date, wait: bool = False) -> DagRunResult:
-    """Run the DAG for one logical date through Airflow; returns when the run has ended."""
+Watch = Callable[[dt.date], ContextManager]
+
+
+def run_dag(settings: Settings, logical_date: dt.date, wait: bool = False,
+            watch: Watch | None = None) -> DagRunResult:
+    """Run the DAG for one logical date through Airflow; returns when the run has ended.
+    ``watch(logical_date)`` is held while Airflow runs (progress reporting, e.g.
+    :func:`customer360.pipeline.progress.console_watch`)."""
+    from customer360.pipeline import progress
+
     with run_lock(settings, wait=wait):
         ensure_airflow(settings)
+        progress.start_run(settings, logical_date)
         log_path = settings.airflow_home / "runs" / f"{logical_date.isoformat()}.log"
         started = time.monotonic()
-        proc = _child(settings, [sys.executable, "-m", "customer360.pipeline.dag_test", DAG_ID,
-                                 logical_date.isoformat()], log_path=log_path, check=False)
+        with watch(logical_date) if watch else nullcontext():
+            proc = _child(settings, [sys.executable, "-m", "customer360.pipeline.dag_test",
+                                     DAG_ID, logical_date.isoformat()],
+                          log_path=log_path, check=False)
         return DagRunResult(logical_date, proc.returncode == 0, time.monotonic() - started,
                             log_path, proc.returncode)
 
 
-def backfill(settings: Settings, start: dt.date, end: dt.date, wait: bool = False) -> list[DagRunResult]:
+def backfill(settings: Settings, start: dt.date, end: dt.date, wait: bool = False,
+             watch: Watch | None = None) -> list[DagRunResult]:
     """Run each date from start to end in order; stop at the first failed date."""
     if end < start:
         raise ValueError(f"backfill end {end} is before start {start}")
     results = []
     day = start
     while day <= end:
-        result = run_dag(settings, day, wait=wait)
+        result = run_dag(settings, day, wait=wait, watch=watch)
         results.append(result)
         if not result.success:
             break

@@ -99,7 +99,8 @@ def publish(logical_date: dt.date, settings: Settings | None = None) -> dict:
     s = _settings(settings)
     pub = do_publish(s, logical_date)
     out = {"database": pub.database, "version": pub.version,
-           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables}}
+           "tables": {f"{t.schema}.{t.name}": t.rows for t in pub.tables},
+           "parquet_reused": sorted(f"{t.schema}.{t.name}" for t in pub.tables if t.reused)}
     if s.publish_postgres_dsn:
         from customer360.serve.postgres import publish_postgres
 
@@ -194,8 +195,8 @@ STAGES: tuple[Stage, ...] = (
     # archived CRM contacts (erasure requests) are purged before anything is built
     Stage("erasure", lambda d, r, s: _privacy("erasure")(d, s)),
     _gate_stage(layers.RAW, rebuild=False),  # after an erasure the raw zone has nothing new
-    _dbt_stage(layers.STAGING),
-    _dbt_stage(layers.INTERMEDIATE),
+    # staging and intermediate in one dbt build: no gate sits between them (core.layers.COMBINED)
+    _dbt_stage("staging_intermediate"),
     _gate_stage(layers.INTERMEDIATE),
     _dbt_stage(layers.MARTS),
     Stage("ml", lambda d, r, s: machine_learning(d, s), layer=layers.ML, rebuild=True),
@@ -224,10 +225,13 @@ def run_stage(name: str, logical_date: dt.date, run_id: str, settings: Settings 
     lock, however the task was scheduled (inside ``c360 run`` it is the run's own lock; a
     scheduler's task waits for it with ``wait=True``)."""
     from customer360.pipeline.airflow import run_lock
+    from customer360.pipeline.progress import stage_events
 
     s = _settings(settings)
-    with run_lock(s, wait=wait):
-        return stage(name).run(check_logical_date(logical_date), run_id, s)
+    day = check_logical_date(logical_date)
+    chosen = stage(name)
+    with run_lock(s, wait=wait), stage_events(s, day, name, run_id):
+        return chosen.run(day, run_id, s)
 
 
 def rebuild(settings: Settings, as_of: dt.date, run_id: str) -> dict:

@@ -14,6 +14,16 @@ files and wants them from one version resolves ``published/current`` once
 (:func:`current_version_dir`) and reads under that folder. ``C360_PUBLISH_KEEP_VERSIONS``
 versions are kept (so that a reader still inside an older one finishes it); older ones are
 removed.
+
+Parquet copies are written only for what changed (issue 19: every day rewrote all of them).
+Each table's fingerprint (its columns and :func:`table_checksum`, taken on the warehouse) is
+kept in publication.json; a table whose fingerprint is the current publication's has its
+Parquet file hard-linked from there (the same inode: nothing is written, and a version's files
+are never written after it is made, so sharing them is safe). The new version is still a whole
+folder made current by one swap. The DuckDB file is still made new each time: a copy of the
+previous file with the changed tables replaced would be cheaper, but it keeps the replaced
+tables' freed blocks, in which earlier rows survive (an erased person's among them; the
+erasure tests check that published files hold no free block).
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ class PublishedTable:
     name: str
     rows: int
     checksum: str
+    fingerprint: str = ""   # columns and content: equal means the previous copy can be reused
+    reused: bool = False    # carried over from the previous version instead of rewritten
 
 
 @dataclass
@@ -75,6 +87,17 @@ def table_checksum(con: duckdb.DuckDBPyConnection, qualified: str) -> tuple[int,
         f"SELECT count(*), coalesce(sum(hash(t))::VARCHAR, '0') FROM {qualified} t"
     ).fetchone()
     return int(n), hashlib.sha256(f"{n}:{h}".encode()).hexdigest()[:16]
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str,
+                      checksum: str) -> str:
+    """``checksum`` with the table's column names and types: hashing rows as structs does not
+    see a renamed column, and a reused copy must have the columns the warehouse has now."""
+    columns = con.execute(
+        "SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position) "
+        "FROM information_schema.columns WHERE table_catalog = ? AND table_schema = ? "
+        "AND table_name = ?", [catalog, schema, name]).fetchone()[0]
+    return hashlib.sha256(f"{columns}|{checksum}".encode()).hexdigest()[:16]
 
 
 def versions(settings: Settings) -> list[int]:
@@ -170,43 +193,98 @@ def publish(settings: Settings, logical_date: dt.date) -> Publication:
                       database=str(db_path), parquet_dir=str(settings.published_marts_dir))
     # The chain's head when this publication was made: anchors the audit log (c360 audit verify).
     pub.audit_head = audit.head(settings)
+    previous = _previous(settings)
     with new_version(settings) as folder:
         pub.version = folder.name.split(".")[1]
-        con = duck.connect(settings, folder / db_path.name)
-        try:
-            _write_publication(con, warehouse, folder / "marts", pub)
-        finally:
-            con.close()
+        _write_publication(settings, warehouse, folder, db_path.name, pub, previous)
         write_text(folder / "publication.json", json.dumps(pub.as_dict(), indent=2))
-    log.info("published %d tables to %s (version %s)", len(pub.tables), db_path, pub.version)
+    reused = sum(t.reused for t in pub.tables)
+    log.info("published %d tables to %s (version %s; Parquet of %d unchanged tables reused, %d written)",
+             len(pub.tables), db_path, pub.version, reused, len(pub.tables) - reused)
     return pub
 
 
-def _write_publication(con: duckdb.DuckDBPyConnection, warehouse: Path, marts_dir: Path,
-                       pub: Publication) -> None:
-    """Copy the published tables into the new database ``con`` and their Parquet copies into
-    ``marts_dir`` (both in the version's staging folder)."""
+@dataclass
+class _Previous:
+    """The current publication, as the next one may reuse it."""
+
+    folder: Path
+    fingerprints: dict[str, str]  # "schema.name" -> fingerprint
+
+
+def _previous(settings: Settings) -> _Previous | None:
+    """The current version when its Parquet files can be reused: it has fingerprints, and no
+    erasure rewrote it after it was made (a purged copy no longer has the content its recorded
+    fingerprint describes)."""
+    folder = current_version_dir(settings)
+    if folder is None or not (folder / "publication.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "publication.json").read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if meta.get("purged_at"):
+        return None
+    prints = {f"{t['schema']}.{t['name']}": t.get("fingerprint") for t in meta.get("tables", [])}
+    prints = {k: v for k, v in prints.items() if v}
+    return _Previous(folder, prints) if prints else None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, target)
+
+
+def _write_publication(settings: Settings, warehouse: Path, folder: Path, db_name: str,
+                       pub: Publication, previous: _Previous | None) -> None:
+    """Write the new version's DuckDB file and Parquet copies into ``folder`` (the version's
+    staging folder): the Parquet files of unchanged tables linked from ``previous``, the others
+    written from the warehouse."""
+    marts_dir = folder / "marts"
     marts_dir.mkdir(parents=True, exist_ok=True)
-    con.execute(f"ATTACH {duck.sql_str(str(warehouse))} AS wh (READ_ONLY)")
-    tables = list_publishable_tables(con, "wh")
-    if not tables:
-        raise RuntimeError(f"the warehouse {warehouse} has no tables in schemas "
-                           f"{PUBLISHED_SCHEMAS}: nothing to publish")
-    for schema in sorted({s for s, _ in tables}):
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    for schema, name in tables:
-        con.execute(f"CREATE TABLE {schema}.{name} AS SELECT * FROM wh.{schema}.{name}")
-        rows, checksum = table_checksum(con, f"{schema}.{name}")
-        pub.tables.append(PublishedTable(schema, name, rows, checksum))
-        target = marts_dir / f"{name}.parquet"
-        con.execute(f"COPY {schema}.{name} TO {duck.sql_str(str(target))} (FORMAT parquet, COMPRESSION zstd)")
-    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
-    con.execute("CREATE TABLE meta.publication AS SELECT ? AS logical_date, "
-                "CAST(? AS TIMESTAMPTZ) AS published_at, ? AS version, ? AS tables_json",
-                [pub.logical_date, pub.published_at, pub.version,
-                 json.dumps([asdict(t) for t in pub.tables])])
-    con.execute("DETACH wh")
-    con.execute("CHECKPOINT")
+    con = duck.connect(settings)  # in memory: fingerprints first, to know what can be reused
+    try:
+        con.execute(f"ATTACH {duck.sql_str(str(warehouse))} AS wh (READ_ONLY)")
+        tables = list_publishable_tables(con, "wh")
+        if not tables:
+            raise RuntimeError(f"the warehouse {warehouse} has no tables in schemas "
+                               f"{PUBLISHED_SCHEMAS}: nothing to publish")
+        for schema, name in tables:
+            rows, checksum = table_checksum(con, f"wh.{schema}.{name}")
+            pub.tables.append(PublishedTable(
+                schema, name, rows, checksum,
+                fingerprint=table_fingerprint(con, "wh", schema, name, checksum)))
+    finally:
+        con.close()
+    old = previous.fingerprints if previous else {}
+    for table in pub.tables:
+        parquet = previous.folder / "marts" / f"{table.name}.parquet" if previous else None
+        table.reused = bool(parquet and old.get(f"{table.schema}.{table.name}") == table.fingerprint
+                            and parquet.is_file())
+    con = duck.connect(settings, folder / db_name)
+    try:
+        con.execute(f"ATTACH {duck.sql_str(str(warehouse))} AS wh (READ_ONLY)")
+        for schema in sorted({t.schema for t in pub.tables}):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for table in pub.tables:
+            qualified, target = f"{table.schema}.{table.name}", marts_dir / f"{table.name}.parquet"
+            con.execute(f"CREATE TABLE {qualified} AS SELECT * FROM wh.{qualified}")
+            if table.reused:
+                _link_or_copy(previous.folder / "marts" / target.name, target)
+            else:
+                con.execute(f"COPY {qualified} TO {duck.sql_str(str(target))} "
+                            "(FORMAT parquet, COMPRESSION zstd)")
+        con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+        con.execute("CREATE TABLE meta.publication AS SELECT ? AS logical_date, "
+                    "CAST(? AS TIMESTAMPTZ) AS published_at, ? AS version, ? AS tables_json",
+                    [pub.logical_date, pub.published_at, pub.version,
+                     json.dumps([asdict(t) for t in pub.tables])])
+        con.execute("DETACH wh")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
 
 
 def publication_anchors(settings: Settings) -> list[dict]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from customer360.core import files
-from customer360.core.layers import check_dbt_layer
+from customer360.core.layers import check_dbt_layer, covered_layers
 from customer360.core.settings import Settings, get_settings, scoped_environment
 from customer360.ingest import crm_properties
 
@@ -180,16 +180,22 @@ def read_run_results(settings: Settings, args: list[str] | None = None) -> RunRe
                       nodes=nodes)
 
 
-def _vars(logical_date: dt.date | None) -> list[str]:
-    if logical_date is None:
-        return []
-    return ["--vars", json.dumps({"as_of_date": logical_date.isoformat()})]
+def _date_env(logical_date: dt.date | None) -> dict[str, str]:
+    """The run's logical date for dbt (macros/as_of.sql), as ``C360_AS_OF_DATE``; empty when
+    there is none (the warehouse is then as of its last day with data).
+
+    Not ``--vars``: dbt hashes the vars into its partial-parsing state, so a new date each day
+    made every dbt command of the run re-parse the whole project (about 3 s a command on this
+    machine, whatever the data size); the macro reads the variable at execution time only.
+    """
+    return {"C360_AS_OF_DATE": logical_date.isoformat() if logical_date is not None else ""}
 
 
 def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
               logical_date: dt.date | None = None, env: dict[str, str] | None = None) -> RunResults:
-    """``dbt build`` one layer of ``core.layers.DBT_LAYERS``: its models, seeds, snapshots,
-    unit tests and data tests. ``logical_date``: the run's (it dates snapshot versions and is
+    """``dbt build`` one layer of ``core.layers.DBT_LAYERS`` (or the layers of a
+    ``core.layers.COMBINED`` name at once): its models, seeds, snapshots, unit tests and data
+    tests. ``logical_date``: the run's (it dates snapshot versions and is
     customer_360's as_of_date). ``full_refresh`` rebuilds incremental models from the raw zone
     (customer ids stay: their memory is never reset). ``env`` as in :func:`run_dbt`.
 
@@ -198,12 +204,14 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
     anything errors or a test fails.
     """
-    args = ["build", "--selector", check_dbt_layer(layer), *_vars(logical_date)]
+    args = ["build", "--selector", check_dbt_layer(layer)]
     if full_refresh:
         args.append("--full-refresh")
-    results = _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}", env=env)
-    files.write_bytes(settings.dbt_results_path(layer),
-                      (target_dir(settings) / "run_results.json").read_bytes())
+    results = _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}",
+                              env={**_date_env(logical_date), **(env or {})})
+    data = (target_dir(settings) / "run_results.json").read_bytes()
+    for covered in covered_layers(layer):  # a combined build's results are each layer's
+        files.write_bytes(settings.dbt_results_path(covered), data)
     return results
 
 
@@ -212,12 +220,13 @@ def build_warehouse(settings: Settings, full_refresh: bool = False,
     """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
     CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
     only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
-    args = ["build", "--selector", "warehouse", *_vars(logical_date)]
+    args = ["build", "--selector", "warehouse"]
     if full_refresh:
         args.append("--full-refresh")
     if not tests:
         args += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
-    return _invoke_checked(settings, args, what="dbt build of the warehouse")
+    return _invoke_checked(settings, args, what="dbt build of the warehouse",
+                           env=_date_env(logical_date))
 
 
 def generate_docs(settings: Settings) -> Path:

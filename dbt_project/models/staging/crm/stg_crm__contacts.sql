@@ -3,6 +3,17 @@
 -- lifecycle stages are mapped to ours, the free-text country becomes ISO alpha-2 and a national
 -- phone is read in it. An archived (erased) contact keeps its id and flags but loses every
 -- personal attribute.
+-- Incremental, keyed by record: a run re-reads only the records with a new version landed
+-- (macros/crm_versions.sql) and replaces them.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='contact_id',
+        on_schema_change='append_new_columns'
+    )
+}}
+
 with versions as (
 
     {{ crm_versions('contacts') }}

@@ -1,6 +1,9 @@
 -- The latest version of each survey answer, typed. Properties are read through the CRM
 -- property map (macros/crm_properties.sql): "" is missing, the survey type is mapped to ours.
 -- The contact is the answer's first associated contact (an association, not a property).
+-- A table rebuilt every run, not incremental like stg_crm__contacts: its free text can quote a
+-- person, and only a rebuild from the purged raw zone removes such a quote after an erasure
+-- (the warehouse purge matches key columns, not text).
 with versions as (
 
     {{ crm_versions('feedback_submissions') }}

@@ -3,6 +3,9 @@
 -- category are mapped to our status, priority and category. The contact is the ticket's first
 -- associated contact (an association, not a property). Free text stays here (restricted
 -- layer): it can contain the customer's email or phone.
+-- A table rebuilt every run, not incremental like stg_crm__contacts: its free text can quote a
+-- person, and only a rebuild from the purged raw zone removes such a quote after an erasure
+-- (the warehouse purge matches key columns, not text).
 with versions as (
 
     {{ crm_versions('tickets') }}

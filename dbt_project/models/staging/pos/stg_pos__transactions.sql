@@ -3,6 +3,19 @@
 -- the store's IANA zone; customer keys normalized with the store's country. Zone and
 -- country come with each row (as the loader saw stores.csv), else from stg_pos__stores.
 -- Amounts are read in the store's locale (pos_amount), by the rule the loader checked.
+-- Incremental, keyed by file: a run reads the files that have a batch landed since the last
+-- run and replaces every row of those files (delete+insert on _source_file) with the newest
+-- version among all their batches, so a corrected file replaces the earlier one as in a full
+-- refresh; the rows of files with nothing new are neither read nor written again.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='_source_file',
+        on_schema_change='append_new_columns'
+    )
+}}
+
 with stores as (
 
     select store_id, timezone, country from {{ ref('stg_pos__stores') }}
@@ -19,6 +32,16 @@ lines as (
         ) as file_version_rank
     from {{ raw_source('pos', 'transactions') }} as raw
     where raw.transaction_id is not null
+    {% if is_incremental() %}
+      -- ">=": the newest batch already seen is read again; its file's rows are replaced by
+      -- the same rows
+      and raw._source_file in (
+          select new_batches._source_file
+          from {{ raw_source('pos', 'transactions') }} as new_batches
+          where new_batches._loaded_at >= (
+              select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+      )
+    {% endif %}
 
 ),
 

@@ -23,4 +23,3 @@ select
     i.cluster_size
 from {{ keys }} as k
 join {{ ids }} as i on i.component = k.component
-order by k.identity_key

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -20,6 +21,7 @@ from tests import warehouse_fixtures as wf
 from customer360.demo.identity_eval import pairwise_from_labels, pairwise_scores
 from customer360.core.settings import Settings
 from customer360.warehouse.dbt_runner import build_warehouse, read_run_results, run_dbt
+from customer360.warehouse.identity_clusters import cluster_keys, keyed_id_maker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,6 +113,31 @@ def test_new_ids_are_keyed_hashes_of_the_smallest_key(built):
     ids = ids_by_key(built.db1)
     expected = "c_" + hmac.new(wf.PII_KEY.encode(), b"contact:1005", hashlib.sha256).hexdigest()[:16]
     assert ids["contact:1005"] == expected  # dan: contact:1005 < email:... < phone:...
+
+
+def test_clusters_equal_the_pandas_reference_on_both_loads(built):
+    """The SQL model and customer360.warehouse.identity_clusters agree on the fixture's
+    graph: load 1 from nothing, load 2 remembering load 1 (a merge, an erasure, a new
+    contact on a till-only customer)."""
+    def graph(db: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        with duckdb.connect(str(db), read_only=True) as con:
+            return (con.execute("select identity_key, key_type from intermediate.int_identity__nodes").df(),
+                    con.execute("select left_key, right_key from intermediate.int_identity__edges").df())
+
+    def clusters(db: Path) -> pd.DataFrame:
+        with duckdb.connect(str(db), read_only=True) as con:
+            return con.execute("select identity_key, key_type, customer_id, cluster_size "
+                               "from intermediate.int_identity__clusters order by identity_key").df()
+
+    new_id = keyed_id_maker(wf.PII_KEY.encode())
+    nothing = pd.DataFrame({"identity_key": pd.Series(dtype="str"), "previous_id": pd.Series(dtype="str")})
+    first = clusters(built.db1)
+    pd.testing.assert_frame_equal(first, cluster_keys(*graph(built.db1), nothing, new_id),
+                                  check_dtype=False)
+    remembered = first.rename(columns={"customer_id": "previous_id"})[["identity_key", "previous_id"]]
+    second = cluster_keys(*graph(built.db2), remembered, new_id)
+    pd.testing.assert_frame_equal(clusters(built.db2), second, check_dtype=False)
+    assert set(first["customer_id"]) - set(second["customer_id"])  # the merge retired an id
 
 
 def test_a_too_large_cluster_fails_the_build(built):

@@ -1,2 +1,2 @@
 """Building the warehouse with dbt: the runner, the dbt-duckdb plugin and its SQL functions,
-and the identity clustering the dbt Python model calls."""
+and the pandas reference of the identity clustering the SQL model must match."""

@@ -1,7 +1,10 @@
-"""Connected components of the identity graph and customer ids that survive from run to run.
+"""Connected components of the identity graph and customer ids that survive from run to run,
+in pandas and scipy: the reference for the SQL model ``int_identity__clusters``
+(dbt_project/macros/identity_clusters.sql), which runs on DuckDB and Spark alike.
 
-Used by the dbt Python model ``int_identity__clusters`` (which reads the previous ids from its
-own last version); kept here so the rules are importable and tested on their own.
+The warehouse no longer runs this module (it was a dbt Python model, which dbt-spark runs only
+on Databricks); it stays as the test oracle: tests/test_dbt_identity_sql.py runs both on the
+same graphs and across runs, and the property tests check the rules here.
 
 Id rules, per component of the new graph:
 
@@ -30,6 +33,7 @@ from customer360.core.settings import get_settings
 from customer360.warehouse.sql_functions import make_pii_hasher
 
 NewId = Callable[[str, set], str]
+PERSON_KEY_TYPES = ("contact", "email", "phone", "loyalty")
 
 
 def component_labels(keys: pd.Series, left: pd.Series, right: pd.Series) -> np.ndarray:
@@ -70,6 +74,25 @@ def assign_ids(keys: pd.DataFrame, previous: pd.DataFrame, new_id: NewId) -> pd.
     out = keys.drop(columns="previous_id").join(comp[["customer_id"]], on="component")
     out["cluster_size"] = out.groupby("component")["identity_key"].transform("size")
     return out
+
+
+def cluster_keys(nodes: pd.DataFrame, edges: pd.DataFrame, previous: pd.DataFrame,
+                 new_id: NewId) -> pd.DataFrame:
+    """The whole model: ``nodes`` (identity_key, key_type), ``edges`` (left_key, right_key) and
+    the previous version's (identity_key, previous_id) -> (identity_key, key_type,
+    customer_id, cluster_size), one row per key of a component holding a person key."""
+    columns = ["identity_key", "key_type", "customer_id", "cluster_size"]
+    if nodes.empty:
+        return pd.DataFrame({c: pd.Series(dtype="str" if c != "cluster_size" else "int64")
+                             for c in columns})
+    nodes = nodes[["identity_key", "key_type"]].sort_values("identity_key", ignore_index=True)
+    nodes["component"] = component_labels(nodes["identity_key"], edges["left_key"],
+                                          edges["right_key"])
+    # a cluster of devices alone is a visitor, not a customer
+    is_person = nodes["key_type"].isin(PERSON_KEY_TYPES)
+    nodes = nodes[is_person.groupby(nodes["component"]).transform("any")]
+    out = assign_ids(nodes, previous, new_id)
+    return out[columns].sort_values("identity_key", ignore_index=True)
 
 
 def keyed_id_maker(key: bytes | None = None) -> NewId:

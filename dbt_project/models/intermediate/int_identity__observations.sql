@@ -70,10 +70,12 @@ resolved as (
              then known.identity_key else observations.identity_key end as identity_key,
         observations.observed_at
     from observations
+    -- one equality on a CASE (null for every other row): DuckDB plans the conjunction of a
+    -- filter and a computed key as a nested-loop join, which never finished at 100k people
     left join contact_keys as known
-        on observations.record_type = 'web_alias'
-       and observations.identity_key like 'anon:%'
-       and known.identity_key = 'contact:' || substr(observations.identity_key, 6)
+        on known.identity_key = case
+            when observations.record_type = 'web_alias' and observations.identity_key like 'anon:%'
+            then 'contact:' || substr(observations.identity_key, 6) end
 
 ),
 

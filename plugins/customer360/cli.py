@@ -186,8 +186,9 @@ def extract(
     except RunLockedError as exc:
         console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
-    except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
-        # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
+    except (SettingsError, extract_mod.ExtractError, RuntimeError, OSError) as exc:
+        # RuntimeError covers retries exhausted (CrmApiError), OSError a full or read-only
+        # disk: both worth retrying once fixed, neither a bug to show as a traceback.
         console.print(labelled(f"extract {source} failed:", "red", exc))
         raise typer.Exit(1) from None
     print_reconciliation(recs)
@@ -472,6 +473,9 @@ def audit_verify() -> None:
         report = audit_store.verify(s, extra_anchors=publication_anchors(s))
     except SettingsError as exc:
         console.print(labelled("configuration error:", "red", exc))
+        raise typer.Exit(2) from None
+    except audit_store.AuditError as exc:
+        console.print(labelled("audit store unreadable:", "red", exc))
         raise typer.Exit(2) from None
     breaks = list(report.breaks) + [
         audit_store.ChainBreak(0, f"erasure {e} is in the erased-keys copy but not in the log "

@@ -118,6 +118,14 @@ def _open(settings: Settings, path: Path, read_only: bool) -> duckdb.DuckDBPyCon
     try:
         con.execute(f"ATTACH '{path}' AS {CATALOG}" + (" (READ_ONLY)" if read_only else ""))
         con.execute(f"USE {CATALOG}")
+    except duckdb.Error as exc:
+        con.close()
+        if _is_lock_conflict(exc):
+            raise
+        # Said plainly, once: every command and gate that meets it stops here, not in a
+        # traceback, and nothing writes into a file it cannot read.
+        raise AuditError(f"the audit store {path} cannot be opened ({exc}): it is corrupt. Keep it "
+                         "for a look and restore a copy; `c360 audit verify` checks the copy") from exc
     except BaseException:
         con.close()
         raise

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from customer360.core.settings import Settings
+from customer360.ingest.errors import ExtractError
 from customer360.ingest.landing.layout import LandingFile
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,11 @@ class StateStore:
                         self.db.execute("ALTER TABLE watermarks ADD COLUMN cursor TEXT")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _import_legacy(self)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise ExtractError(
+                f"the ingest state {self.path} cannot be read ({exc}): it is corrupt. Nothing was "
+                "extracted; keep the file for a look and restore a copy of it") from exc
         except BaseException:
             self.db.close()
             raise

@@ -148,6 +148,12 @@ def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.Duck
                 if not read_only:
                     con.execute(_DDL)
                 yield con
+            except duckdb.IOException as exc:
+                if _is_lock_conflict(exc):
+                    raise
+                # a full disk, mostly: said with the store's name (DuckDB rolled it back)
+                raise AuditError(f"the audit store {path} could not be written ({exc}); nothing "
+                                 "was recorded") from exc
             finally:
                 con.close()
         finally:

@@ -196,6 +196,10 @@ class StateStore:
                         self.db.execute("ALTER TABLE watermarks ADD COLUMN cursor TEXT")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _import_legacy(self)
+        except sqlite3.OperationalError as exc:  # a full or read-only disk, a lock held too long
+            self.db.close()
+            raise ExtractError(f"the ingest state {self.path} could not be opened ({exc}): is its "
+                               "disk full or read-only? Nothing was extracted") from exc
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise ExtractError(

@@ -148,10 +148,11 @@ def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.Duck
                 if not read_only:
                     con.execute(_DDL)
                 yield con
-            except duckdb.IOException as exc:
+            except (duckdb.IOException, duckdb.TransactionException) as exc:
                 if _is_lock_conflict(exc):
                     raise
-                # a full disk, mostly: said with the store's name (DuckDB rolled it back)
+                # a full disk, mostly (a commit that cannot write its WAL is a transaction
+                # error): said with the store's name; DuckDB rolled the transaction back
                 raise AuditError(f"the audit store {path} could not be written ({exc}); nothing "
                                  "was recorded") from exc
             finally:

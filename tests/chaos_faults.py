@@ -68,5 +68,5 @@ FAULTS: dict[str, str] = {
     # privacy
     "erasure matching nothing": "refused (exit 4) and logged as erasure_refused",
     "SIGKILL mid erasure, resumed": "the 'started' row and the keys are on record before the purge; the rerun resumes it",
-    "SIGKILL mid compaction, retried": "the compacted copy is renamed into place; a leftover temp is ignored",
+    "SIGKILL mid compaction, retried": "the compacted copy is renamed into place; the next compaction removes a killed one's copy",
 }

@@ -24,9 +24,11 @@ import csv
 import datetime as dt
 import errno
 import gzip
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,11 +36,13 @@ import sys
 import time
 import zlib
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from tests.chaos_faults import FAULTS
 from tests.e2e import START, published_checksums
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -300,6 +304,7 @@ def chaos(template, reference, tmp_path_factory, request):
 
 
 def note(fault: str, recovered: bool, records_lost: int, detail: str = "") -> None:
+    assert fault in FAULTS, f"{fault!r} is not in tests/chaos_faults.py (and docs/chaos.md)"
     ROWS.append((fault, recovered, records_lost, detail))
 
 
@@ -315,15 +320,23 @@ elif kind == "ml":
     pipeline.machine_learning(day)
 elif kind == "publish":
     pipeline.publish(day)
+elif kind in pipeline.STAGE_NAMES:  # gates, erasure, compaction, audiences: as the DAG runs them
+    from customer360.core.settings import get_settings
+    pipeline.stage(kind).run(day, "chaos", get_settings())
 else:
     pipeline.build_layer(kind, day)
 """
 
 
-def run_task(kind: str, day: dt.date = LAST) -> None:
+def run_task(kind: str, day: dt.date = LAST, ok: bool = True) -> subprocess.CompletedProcess:
+    """A task in a child process, as Airflow's task runner would; ``ok=False``: it must fail."""
     proc = subprocess.run([sys.executable, "-c", TASK, kind, day.isoformat()], env=dict(os.environ),
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    if ok:
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    else:
+        assert proc.returncode != 0, f"{kind} succeeded under the fault"
+    return proc
 
 
 def kill_task_midway(kind: str, ready, day: dt.date = LAST, timeout: float = 120,
@@ -549,6 +562,630 @@ def test_two_runs_at_once_one_is_refused(chaos, reference):
     note("two runs started at once", True, lost(account(settings)), "second refused with RunLockedError, nothing changed")
 
 
+# ----------------------------------------------------------------------------- helpers for the faults below
+
+def c360(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """The ``c360`` command as an operator runs it (its own process, its real output)."""
+    return subprocess.run([str(Path(sys.executable).parent / "c360"), *args], env=env or dict(os.environ),
+                          input=stdin, capture_output=True, text=True, timeout=300)
+
+
+# Ours, plain or in typer's panel; dbt's own log lines (time-stamped) may quote one of theirs.
+_TRACEBACK = re.compile(r"^Traceback \(most recent call last\)|─ Traceback \(most recent call last\) ─",
+                        re.MULTILINE)
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert not _TRACEBACK.search(out), out[-3000:]
+    return " ".join(out.split())
+
+
+def crm_client(server):
+    from customer360.demo.crm_server import CrmMockClient
+
+    return CrmMockClient(server.base_url, TOKEN)
+
+
+def _du(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+@contextmanager
+def full_disk(folder: Path, free: int = 0):
+    """A real ENOSPC: ``folder`` (with what it holds) on a tmpfs of its own that is full but for
+    ``free`` bytes. Every process writing there meets the kernel's error, not a mock's."""
+    aside = folder.with_name(f".{folder.name}.chaos-aside")
+    folder.rename(aside)
+    folder.mkdir()
+    size = _du(aside) + free + (1 << 20)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        folder.rmdir()
+        aside.rename(folder)
+        pytest.skip(f"a small tmpfs cannot be mounted here (root with CAP_SYS_ADMIN needed): {mounted.stderr}")
+    back = folder.with_name(f".{folder.name}.chaos-back")
+    try:
+        subprocess.run(["cp", "-a", f"{aside}/.", str(folder)], check=True)
+        st = os.statvfs(folder)
+        filler = folder / ".chaos-filler"
+        with open(filler, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, max(st.f_bavail * st.f_frsize - free, 1))
+        yield folder
+    finally:
+        (folder / ".chaos-filler").unlink(missing_ok=True)
+        back.mkdir()
+        subprocess.run(["cp", "-a", f"{folder}/.", str(back)], check=True)
+        subprocess.run(["umount", str(folder)], check=True)
+        folder.rmdir()
+        back.rename(folder)
+        shutil.rmtree(aside)
+
+
+@contextmanager
+def read_only(folder: Path):
+    """``folder`` read-only for everyone, root included (a read-only bind mount: chmod does not
+    stop root, and the pipeline runs as root in the compose stack's containers too)."""
+    steps = [["mount", "--bind", str(folder), str(folder)],
+             ["mount", "-o", "remount,bind,ro", str(folder), str(folder)]]
+    for i, cmd in enumerate(steps):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            if i:
+                subprocess.run(["umount", str(folder)], check=True)
+            pytest.skip(f"a read-only bind mount is not permitted here: {done.stderr}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def pipeline_files(settings) -> dict[str, str]:
+    """A digest of every file the pipeline owns under the home except logs (what a refused
+    command must leave untouched)."""
+    out = {}
+    for sub in ("lake", "warehouse", "published", "audit"):
+        for f in sorted((settings.home / sub).rglob("*")):
+            if f.is_file() and not f.is_symlink() and not f.name.endswith((".lock", ".log")):
+                out[str(f.relative_to(settings.home))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def audiences_digest(settings) -> dict[str, str]:
+    from customer360.privacy.audience import audiences_dir
+
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(audiences_dir(settings).glob("*.csv"))}
+
+
+def republish_equal(settings, reference, *layers_: str) -> None:
+    """Rerun the given layers, then publish: the publication equals the reference's."""
+    for kind in layers_:
+        run_task(kind)
+    run_task("publish")
+    assert checksums(settings) == reference["checksums"]
+
+
+# ----------------------------------------------------------------------------- bounded external calls (item 1)
+
+@pytest.mark.parametrize("fault, knobs, expect, first", [
+    ("CRM request hangs (timeout)", {"rate_hang": 1.0, "hang_seconds": 20}, "timed out", False),
+    # A looping cursor shows on a first extract's listings (an incremental search pages by
+    # time, not by cursor): it hits a new home's first extract from the same CRM.
+    ("CRM cursor does not advance", {"cursor_loop": True}, "did not advance|never end", True),
+    ("CRM pages never end (page cap)", {"endless_pages": True}, "never end|did not advance", False),
+    ("CRM 5xx on every request (retry ceiling)", {"rate_5xx": 1.0}, "after 3 attempts", False),
+])
+def test_crm_misbehaves_the_extract_is_bounded_then_retried(chaos, monkeypatch, tmp_path, fault, knobs,
+                                                           expect, first):
+    from customer360.core.settings import get_settings
+    from customer360.ingest.crm import extract_crm
+
+    settings, server = chaos
+    if first:
+        (tmp_path / "home").mkdir()
+        (tmp_path / "home" / "simulation").symlink_to(settings.simulation_dir)
+        monkeypatch.setenv("C360_HOME", str(tmp_path / "home"))
+        settings = get_settings()
+    home = settings.home
+    client = crm_client(server)
+    monkeypatch.setenv("C360_CRM_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("C360_CRM_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("C360_CRM_MAX_PAGES", "30")
+    # one record a page: the incremental extract's listings page, so the paging faults bite
+    monkeypatch.setenv("C360_CRM_PAGE_SIZE", "1")
+    monkeypatch.setenv("C360_CRM_SEARCH_PAGE_SIZE", "1")
+    before = raw_digest(settings)
+    client.set_faults(**knobs)
+    try:
+        with pytest.raises(RuntimeError, match=expect) as err:
+            extract_crm(get_settings(), LAST)
+    finally:
+        client.set_faults()
+        monkeypatch.undo()  # the retry below runs with the home's own settings
+    assert TOKEN not in str(err.value)
+    assert raw_digest(settings) == before  # nothing half-landed
+    if first:
+        monkeypatch.setenv("C360_HOME", str(home))
+    run_task("extract_crm")
+    acc = account(settings)
+    assert acc["crm"]["lost"] == 0, acc
+    note(fault, True, acc["crm"]["lost"], str(err.value).split("\n")[0][:70])
+
+
+def test_every_dag_task_has_a_timeout_and_the_sources_a_retry_ceiling():
+    """What bounds a hang that is not an HTTP call (a stuck lock, a dbt model that never ends)."""
+    from customer360 import pipeline
+
+    dag_file = (Path(__file__).resolve().parents[1] / "dags" / "c360_daily.py").read_text()
+    assert 'options["execution_timeout"] = stage.timeout' in dag_file and '"retries": 3' in dag_file
+    assert all(dt.timedelta(0) < st.timeout <= dt.timedelta(hours=2) for st in pipeline.STAGES)
+
+
+# ----------------------------------------------------------------------------- torn logs, future dates, secrets
+
+def test_torn_tail_of_the_reconciliation_log(chaos, reference):
+    settings, _ = chaos
+    path = settings.reconciliation_path
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"source": "web", "entity": "events", "read": 99')  # died mid-append
+    try:
+        acc = account(settings)  # the whole lines are read, the torn one skipped
+        run_task("gate_raw")  # the raw gate reads the log too
+        assert lost(acc) == 0, acc
+    finally:
+        path.write_bytes(whole)
+    note("torn tail: reconciliation log", True, lost(acc), "torn line skipped; raw gate passes")
+
+
+def test_torn_tail_of_the_audit_anchors_log(chaos):
+    settings, _ = chaos
+    path = settings.audit_anchors_path
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"seq": 9999, "hash": "ab')
+    try:
+        text = assert_no_traceback(out := c360("audit", "verify"))
+        assert out.returncode == 0 and "audit log intact" in text, text
+    finally:
+        path.write_bytes(whole)
+    note("torn tail: audit anchors log", True, 0, "verify skips the torn line, chain intact")
+
+
+def test_a_future_logical_date_is_refused_and_changes_nothing(chaos):
+    from customer360.core.logical_date import latest_allowed
+
+    settings, _ = chaos
+    future = (latest_allowed() + dt.timedelta(days=2)).isoformat()
+    before = pipeline_files(settings)
+    for args in (["run", "--date", future], ["extract", "crm", "--date", future],
+                 ["stage", "publish", "--date", future]):
+        out = c360(*args)
+        text = assert_no_traceback(out)
+        assert out.returncode == 2 and "future" in text, text
+    assert pipeline_files(settings) == before
+    note("future logical date", True, 0, "refused by the CLI and every stage; no file changed")
+
+
+def test_placeholder_secrets_are_refused_without_printing_them(chaos):
+    example = {}
+    for line in (Path(__file__).resolve().parents[1] / "deploy" / ".env.example").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            example[k.strip()] = v.strip()
+    env = {**os.environ, "C360_PII_KEY": example["C360_PII_KEY"]}
+    out = c360("check-config", env=env)
+    text = assert_no_traceback(out)
+    assert out.returncode == 2 and "C360_PII_KEY" in text and example["C360_PII_KEY"] not in text, text
+    note("placeholder secret (deploy/.env.example)", True, 0, "check-config exits 2 naming the variable")
+
+
+def test_verbose_logs_carry_no_secret_and_no_pii(chaos):
+    settings, server = chaos
+    emails = set()
+    with gzip.open(settings.simulation_dir / "crm" / "contacts.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            email = (json.loads(line).get("properties") or {}).get("email")
+            if email:
+                emails.add(email.lower())
+    client = crm_client(server)
+    client.set_faults(scripted=["500", "cut", "429"])  # the error paths log too
+    try:
+        out = c360("-v", "extract", "crm", "--date", LAST.isoformat())
+    finally:
+        client.set_faults()
+    text = (out.stdout + out.stderr).lower()
+    assert out.returncode == 0, text[-3000:]
+    assert " debug " in text  # -v really logged at DEBUG
+    assert TOKEN.lower() not in text and "test-pii-key" not in text
+    assert not [e for e in emails if e in text]
+    note("secrets and PII in logs at -v", True, 0, "masked: no token, key or email in DEBUG output")
+
+
+# ----------------------------------------------------------------------------- landing entries (item 11)
+
+def test_symlink_and_fifo_in_the_landing_are_refused_without_hanging(chaos, reference, tmp_path):
+    settings, _ = chaos
+    day = settings.landing / "web" / "events" / f"date={LAST.isoformat()}"
+    outside = tmp_path / "outside.jsonl.gz"
+    shutil.copy(sorted(day.glob("part-*.jsonl.gz"))[0], outside)
+    link, fifo = day / "part-0980.jsonl.gz", day / "part-0981.jsonl.gz"
+    link.symlink_to(outside)
+    os.mkfifo(fifo)  # reading it would block forever
+    try:
+        out = c360("validate-landing", "--through", LAST.isoformat())
+        text = assert_no_traceback(out)
+        assert "symbolic link: refused" in text and "FIFO, socket or device" in text, text[-2000:]
+        run_task("extract_web")  # returns: the FIFO is never opened
+    finally:
+        link.unlink()
+        fifo.unlink()
+    acc = account(settings)
+    assert lost(acc) == 0 and raw_digest(settings) == reference["raw"]
+    note("symlink in the landing", True, lost(acc), "refused by the landing scan, never read")
+    note("FIFO in the landing", True, lost(acc), "refused by the landing scan, never opened")
+
+
+def test_a_read_only_landing_is_extracted(chaos, reference):
+    """The extracts only read the landing: a read-only share (how landing folders are often
+    mounted) loses nothing and lands nothing twice."""
+    settings, _ = chaos
+    with read_only(settings.landing):
+        with pytest.raises(OSError, match="Read-only file system"):
+            (settings.landing / "probe").write_text("x")
+        for source in ("web", "pos"):
+            run_task(f"extract_{source}")
+    acc = account(settings)
+    assert lost(acc) == 0 and raw_digest(settings) == reference["raw"]
+    note("read-only landing folder", True, lost(acc), "read-only bind mount; extracts only read it")
+
+
+# ----------------------------------------------------------------------------- scheduler and CLI at once (item 9)
+
+def test_scheduler_task_queues_behind_a_cli_writer(chaos, reference):
+    """A CLI writer holds the home; the scheduler's task (run_stage with wait=True, what the DAG
+    file calls) waits and runs after it; a second CLI writer is refused meanwhile."""
+    settings, _ = chaos
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom customer360.pipeline.airflow import run_lock\n"
+         "from customer360.core.settings import get_settings\nwith run_lock(get_settings()):\n"
+         "    print('held', flush=True)\n    sys.stdin.readline()\n    print('released', flush=True)\n"],
+        env=dict(os.environ), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    scheduled = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        scheduled = subprocess.Popen(
+            [sys.executable, "-c", "import datetime as dt\nfrom customer360.pipeline import run_stage\n"
+             f"run_stage('publish', dt.date.fromisoformat('{LAST}'), 'scheduler', wait=True)\n"
+             "print('published', flush=True)\n"],
+            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in (["audience", "--all"], ["erase", "--contact-id", "1", "--no-rebuild"],
+                     ["stage", "publish", "--date", LAST.isoformat()]):
+            out = c360(*args)
+            assert out.returncode == 3 and f"pid {holder.pid}" in assert_no_traceback(out), out.stdout
+        assert scheduled.poll() is None, "the scheduled task ran while the CLI writer held the home"
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        stdout, stderr = scheduled.communicate(timeout=300)
+        assert scheduled.returncode == 0 and stdout.strip() == "published", stderr[-3000:]
+    finally:
+        holder.kill()
+        holder.wait()
+        if scheduled and scheduled.poll() is None:
+            scheduled.kill()
+    assert checksums(settings) == reference["checksums"]
+    note("scheduler task and CLI writer at once", True, lost(account(settings)),
+         "run lock: scheduler waits, CLI writers refused")
+
+
+# ----------------------------------------------------------------------------- audiences (SIGKILL)
+
+def test_sigkill_mid_audience_export_then_retry(chaos, reference):
+    from customer360.privacy.audience import audiences_dir
+
+    settings, _ = chaos
+    folder = audiences_dir(settings)
+    before = audiences_digest(settings)
+    assert before, "the DAG run exported no audience"
+    for f in folder.glob("*.csv"):
+        os.utime(f, (0, 0))
+    killed = kill_task_midway("audiences", lambda: any(f.stat().st_mtime > 0 for f in folder.glob("*.csv")))
+    # whatever instant the kill hit, every export is the old one or the new one, whole
+    # (both are the same bytes: the data did not change)
+    assert audiences_digest(settings) == before
+    run_task("audiences")
+    assert audiences_digest(settings) == before
+    assert not [f for f in folder.iterdir() if f.suffix not in (".csv", ".json")], list(folder.iterdir())
+    header = next(folder.glob("*.csv")).read_text().splitlines()[0]
+    assert "email_hash" in header and "email_sha256" not in header  # keyed hashes only
+    note("SIGKILL mid audience export, retried", True, lost(account(settings)),
+         f"killed: {killed}; exports equal the first ones")
+
+
+# ----------------------------------------------------------------------------- PostgreSQL (item 10)
+
+@pytest.fixture(scope="module")
+def pg(chaos):
+    from tests.pg_server import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+def _pg_counts(dsn: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as con:
+        tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                             "WHERE table_schema IN ('marts', 'ml') ORDER BY 1, 2").fetchall()
+        return {f"{a}.{b}": con.execute(f'SELECT count(*) FROM "{a}"."{b}"').fetchone()[0] for a, b in tables}
+
+
+def _published_counts(settings) -> dict[str, int]:
+    con = duckdb.connect(str(settings.published_db), read_only=True)
+    try:
+        tables = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                             "WHERE table_schema IN ('marts', 'ml') ORDER BY 1, 2").fetchall()
+        return {f"{a}.{b}": con.execute(f'SELECT count(*) FROM "{a}"."{b}"').fetchone()[0] for a, b in tables}
+    finally:
+        con.close()
+
+
+def _pg_ctl(pg: dict, action: str) -> None:
+    import glob
+
+    import psycopg
+
+    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
+    if action == "stop":
+        with psycopg.connect(pg["dsn"], autocommit=True) as con:
+            pg["data"] = con.execute("SHOW data_directory").fetchone()[0]
+        # how it was started, for the start below (a trailing newline would end pg_ctl's
+        # shell command before its redirection to the log)
+        opts = (Path(pg["data"]) / "postmaster.opts").read_text().split(None, 1)[1]
+        pg["opts"] = " ".join(opts.replace('"', "").split())
+        args = [str(bindir / "pg_ctl"), "-D", pg["data"], "-m", "fast", "-w", "stop"]
+    else:
+        args = [str(bindir / "pg_ctl"), "-D", pg["data"], "-l", f"{pg['data']}/../log2", "-w", "start",
+                "-o", pg["opts"].replace("-D " + pg["data"], "")]
+    # not captured: the postmaster outlives pg_ctl, and would hold a capture pipe open
+    subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_postgres_down_at_publish_then_up(chaos, reference, pg, monkeypatch):
+    settings, _ = chaos
+    monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])
+    run_task("publish")
+    assert _pg_counts(pg["dsn"]) == _published_counts(settings)
+    _pg_ctl(pg, "stop")
+    try:
+        proc = run_task("publish", ok=False)
+        assert "connection" in proc.stderr.lower() and pg["password"] not in proc.stderr
+        assert checksums(settings) == reference["checksums"]  # the DuckDB publication stands
+    finally:
+        _pg_ctl(pg, "start")
+    run_task("publish")
+    assert _pg_counts(pg["dsn"]) == _published_counts(settings)
+    note("PostgreSQL down at publish", True, 0, "publish fails naming the connection; rerun publishes")
+
+
+def test_postgres_backend_killed_mid_transaction(chaos, reference, pg, monkeypatch):
+    import psycopg
+
+    settings, _ = chaos
+    monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])
+    expected = _published_counts(settings)
+    proc = subprocess.Popen([sys.executable, "-c", "from customer360.serve.postgres import publish_postgres\n"
+                             "from customer360.core.settings import get_settings\npublish_postgres(get_settings())\n"],
+                            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+        while proc.poll() is None and not killed:
+            killed = bool(admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend' AND xact_start IS NOT NULL "
+                "AND state <> 'idle'").fetchall())
+    _, stderr = proc.communicate(timeout=120)
+    assert killed and proc.returncode != 0, ("the publish finished before its backend was killed", stderr[-2000:])
+    # the old tables are whole (the swap is one transaction): counts as before the attempt
+    assert _pg_counts(pg["dsn"]) == expected
+    with psycopg.connect(pg["dsn"], autocommit=True) as check:
+        assert check.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%%__next'").fetchone()[0] == 0
+    run_task("publish")
+    assert _pg_counts(pg["dsn"]) == expected
+    note("PostgreSQL backend killed mid-transaction", True, 0, "rolled back whole; rerun publishes")
+
+
+def test_postgres_reader_lock_past_lock_timeout_and_revoked_rights(chaos, pg, monkeypatch):
+    import psycopg
+
+    settings, _ = chaos
+    monkeypatch.setenv("C360_PUBLISH_POSTGRES_DSN", pg["dsn"])
+    monkeypatch.setenv("C360_PUBLISH_LOCK_TIMEOUT_SECONDS", "0.3")
+    reader = psycopg.connect(pg["dsn"])
+    table = next(iter(_pg_counts(pg["dsn"])))
+    reader.execute(f'SELECT count(*) FROM {".".join(chr(34) + p + chr(34) for p in table.split("."))}')
+    proc = run_task("publish", ok=False)
+    assert "PublishLockTimeout" in proc.stderr and "previous publication is unchanged" in proc.stderr
+    reader.rollback()
+    reader.close()
+    run_task("publish")
+    with psycopg.connect(pg["dsn"], autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS chaos_ana")
+        admin.execute("CREATE ROLE chaos_ana LOGIN PASSWORD 'ana-pw' IN ROLE c360_analyst")
+    with psycopg.connect(f"postgresql://chaos_ana:ana-pw@127.0.0.1:{pg['port']}/postgres", autocommit=True) as ana:
+        assert ana.execute(f"SELECT count(*) FROM {table}").fetchone()[0] >= 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            ana.execute("CREATE TEMP TABLE scratch (x int)")
+    with pytest.raises(psycopg.OperationalError, match="permission denied|not currently accepting"):
+        psycopg.connect(f"postgresql://chaos_ana:ana-pw@127.0.0.1:{pg['port']}/template1").close()
+    note("PostgreSQL reader lock past lock_timeout", True, 0, "3 attempts, clear error; rerun publishes")
+    note("PostgreSQL analyst TEMP/CONNECT revoked", True, 0, "CREATE TEMP and other databases refused")
+
+
+# ----------------------------------------------------------------------------- a full disk (ENOSPC)
+
+def test_disk_full_in_dbt(chaos, reference):
+    settings, _ = chaos
+    with full_disk(settings.warehouse_path.parent, free=64 << 10):
+        proc = run_task("marts", ok=False)
+    out = proc.stdout + proc.stderr
+    assert "No space left" in out or "out of disk" in out.lower() or "disk is full" in out.lower(), out[-3000:]
+    republish_equal(settings, reference, "marts", "customer_360")
+    note("disk full in dbt (warehouse)", True, lost(account(settings)), "dbt fails; rerun gives reference checksums")
+
+
+def test_disk_full_at_publish(chaos, reference):
+    settings, _ = chaos
+    with full_disk(settings.published_dir, free=64 << 10):
+        proc = run_task("publish", ok=False)
+        assert "No space left" in proc.stderr, proc.stderr[-3000:]
+        assert checksums(settings) == reference["checksums"]  # the old set is whole
+    republish_equal(settings, reference)
+    note("disk full at publish", True, lost(account(settings)), "old publication whole; rerun equal")
+
+
+def test_disk_full_in_the_audit_store(chaos, reference):
+    """An erasure request that matches nobody is still on record (an event): with the audit
+    store's disk full it is refused whole, said plainly, and the chain stays intact."""
+    settings, _ = chaos
+    with full_disk(settings.audit_dir, free=0):
+        out = c360("erase", "--contact-id", "999999999", "--no-rebuild")
+        text = assert_no_traceback(out)
+        assert out.returncode == 2 and settings.audit_db.name in text and "No space left" in text, text[-3000:]
+    text = assert_no_traceback(out := c360("audit", "verify"))
+    assert out.returncode == 0 and "audit log intact" in text, text
+    run_task("gate_marts")
+    note("disk full in the audit store", True, lost(account(settings)), "exit 2 naming the store; chain intact")
+
+
+def test_disk_full_in_the_sqlite_state(chaos, reference):
+    settings, _ = chaos
+    with full_disk(settings.state_dir, free=0):
+        out = c360("extract", "pos", "--date", LAST.isoformat())
+        text = assert_no_traceback(out)
+        assert out.returncode == 1 and "state.sqlite" in text, text[-3000:]
+        assert re.search("disk is full|No space left|disk I/O error", text), text[-3000:]
+    import sqlite3
+
+    from customer360.ingest.state import state_db_path
+
+    con = sqlite3.connect(state_db_path(settings))
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+    run_task("extract_pos")
+    acc = account(settings)
+    assert lost(acc) == 0 and raw_digest(settings) == reference["raw"]
+    note("disk full in the SQLite state", True, lost(acc), "extract exits 1 clearly; state intact; rerun")
+
+
+# ----------------------------------------------------------------------------- corrupt stores
+
+def _scribble(path: Path, at: float = 0.0, n: int = 4096) -> bytes:
+    data = path.read_bytes()
+    start = int(len(data) * at)
+    path.write_bytes(data[:start] + bytes((i * 37 + 11) % 256 for i in range(n)) + data[start + n:])
+    return data
+
+
+def test_corrupt_state_file(chaos, reference):
+    from customer360.ingest.state import state_db_path
+
+    settings, _ = chaos
+    path = state_db_path(settings)
+    original = _scribble(path)
+    try:
+        out = c360("extract", "web", "--date", LAST.isoformat())
+        text = assert_no_traceback(out)
+        assert out.returncode == 1 and path.name in text and "corrupt" in text.lower(), text[-2000:]
+    finally:
+        path.write_bytes(original)  # the operator restores the file (a rebuild of it from the raw zone: doctor)
+    run_task("extract_web")
+    acc = account(settings)
+    assert lost(acc) == 0 and raw_digest(settings) == reference["raw"]
+    note("corrupt ingest state file (SQLite)", True, lost(acc), "refused naming the file; restored copy resumes")
+
+
+def test_corrupt_audit_store(chaos):
+    settings, _ = chaos
+    path = settings.audit_db
+    original = _scribble(path)
+    try:
+        out = c360("audit", "verify")
+        text = assert_no_traceback(out)
+        assert out.returncode == 2 and path.name in text and "corrupt" in text.lower(), text[-2000:]
+        out = c360("erase", "--contact-id", "999999999", "--no-rebuild")  # a writer of the store
+        text = assert_no_traceback(out)
+        assert out.returncode == 2 and path.name in text and "corrupt" in text.lower(), text[-2000:]
+    finally:
+        path.write_bytes(original)
+    out = c360("audit", "verify")
+    assert out.returncode == 0, out.stdout
+    note("corrupt audit store", True, 0, "verify and writers exit 2 naming the file")
+
+
+def test_corrupt_dbt_manifest(chaos, reference):
+    settings, _ = chaos
+    target = settings.dbt_target_dir
+    spoiled = [f for f in (target / "manifest.json", target / "partial_parse.msgpack") if f.exists()]
+    assert spoiled, list(target.iterdir())
+    for f in spoiled:
+        _scribble(f, at=0.3)
+    republish_equal(settings, reference, "marts", "customer_360")
+    note("corrupt dbt manifest", True, lost(account(settings)), "dbt re-parses the project")
+
+
+def test_corrupt_warehouse_then_rebuilt_from_the_raw_zone(chaos, reference):
+    settings, _ = chaos
+    path = settings.warehouse_path
+    _scribble(path, at=0.0, n=8192)
+    try:
+        out = c360("stage", "dbt_marts", "--date", LAST.isoformat())
+        # dbt, run in-process, prints its own traceback of DuckDB's error to its log on stdout;
+        # the command itself ends on one clear line naming the file
+        text = " ".join((out.stdout + out.stderr).split())
+        assert "─ Traceback (most recent call last) ─" not in text, text[-3000:]
+        assert out.returncode == 1, text[-3000:]
+        assert re.search(rf"stage dbt_marts failed: .*{re.escape(str(path))}.* not a valid DuckDB database file",
+                         text), text[-3000:]
+        assert checksums(settings) == reference["checksums"]  # what readers see is untouched
+    finally:
+        path.unlink()  # recovery: the warehouse is derived; rebuilt from the raw zone
+        Path(f"{path}.wal").unlink(missing_ok=True)
+    republish_equal(settings, reference, "staging", "intermediate", "marts", "ml", "customer_360")
+    note("corrupt warehouse", True, lost(account(settings)), "dbt fails naming it; rebuilt from raw = reference")
+
+
+# ----------------------------------------------------------------------------- the audit chain (item 7)
+
+@pytest.mark.parametrize("fault, tamper", [
+    ("audit chain: tail truncated", "DELETE FROM audit_store.audit.events WHERE seq >= (SELECT max(seq) - 1 FROM audit_store.audit.events)"),
+    ("audit chain: entry rewritten", "UPDATE audit_store.audit.events SET payload = replace(payload, '\"version\"', '\"versi0n\"') WHERE seq = (SELECT min(seq) FROM audit_store.audit.events WHERE kind = 'publication')"),
+    ("audit store deleted", None),
+])
+def test_audit_tampering_is_detected(chaos, fault, tamper):
+    settings, _ = chaos
+    path = settings.audit_db
+    original = path.read_bytes()
+    try:
+        if tamper is None:
+            path.unlink()
+        else:
+            con = duckdb.connect()
+            con.execute(f"ATTACH '{path}' AS audit_store")
+            con.execute(tamper)
+            con.close()
+        out = c360("audit", "verify")
+        text = assert_no_traceback(out)
+        assert out.returncode == 1 and "tampered" in text, text[-2000:]
+    finally:
+        path.write_bytes(original)
+        Path(f"{path}.wal").unlink(missing_ok=True)
+    assert c360("audit", "verify").returncode == 0
+    note(fault, True, 0, "c360 audit verify exits 1 naming the break")
+
+
 def test_corrected_pos_file_supersedes_the_first(chaos):
     settings, _ = chaos
     day = LAST - dt.timedelta(days=2)
@@ -572,3 +1209,153 @@ def test_corrected_pos_file_supersedes_the_first(chaos):
     missing = acc["pos"]["expected"] + superseded - acc["pos"]["landed"] - acc["pos"]["quarantined"]
     assert missing == 0, (acc, superseded)
     note("corrected POS file", True, missing, "new version supersedes the first; both kept in raw")
+
+
+# ----------------------------------------------------------------------------- the data changes from here on
+# Late data, then erasures: the publication no longer equals the reference's; the invariant
+# (every record landed, counted or quarantined) still holds, computed the same way.
+
+def _late_web_file(settings) -> Path:
+    """A file delivered after the day's run: fresh events, one of them with rich markup as its type."""
+    day = settings.landing / "web" / "events" / f"date={LAST.isoformat()}"
+    src = sorted(day.glob("part-0*.jsonl.gz"))[0]
+    lines = [json.loads(line) for line in gzip.decompress(src.read_bytes()).splitlines() if line.strip()][:20]
+    for i, event in enumerate(lines):
+        event["messageId"] = f"late-{i:04d}-{event['messageId']}"
+    lines[0]["type"] = "[/bold][red]x"  # a closing tag alone makes rich raise on markup
+    dest = day / "part-0950.jsonl.gz"
+    dest.write_bytes(gzip.compress("".join(json.dumps(e) + "\n" for e in lines).encode()))
+    return dest
+
+
+def test_late_data_and_a_corrupt_airflow_db_then_the_day_rerun_passes_its_gates(chaos):
+    from customer360.pipeline.airflow import run_dag
+
+    settings, _ = chaos
+    _late_web_file(settings)
+    out = c360("validate-landing", "--through", LAST.isoformat())
+    assert "[/bold][red]x" in assert_no_traceback(out)  # printed literally, not as markup
+    airflow_db = settings.airflow_home / "airflow.db"
+    assert airflow_db.exists()
+    _scribble(airflow_db, at=0.0, n=8192)
+    result = run_dag(settings, LAST)
+    assert result.success, result.log_path.read_text()[-6000:]
+    assert list(settings.airflow_home.glob("airflow.db.corrupt-*")), "the corrupt DB is not kept for a look"
+    acc = account(settings)
+    assert acc["web"]["lost"] == 0 and acc["crm"]["lost"] == 0, acc
+    con = duckdb.connect()
+    reasons = con.execute("SELECT reason FROM read_parquet(?, union_by_name=true) WHERE source_file LIKE "
+                          "'%part-0950.jsonl.gz'", [str(settings.quarantine / "web" / "events" / "load_date=*" / "*.parquet")]
+                          ).fetchall()
+    con.close()
+    assert len(reasons) == 1 and reasons[0][0], reasons
+    note("late data, the day rerun", True, acc["web"]["lost"], "the DAG reruns the day; every gate passes")
+    note("rich markup in a source value", True, acc["web"]["lost"], "printed literally; quarantined with its reason")
+    note("corrupt Airflow metadata DB", True, 0, "moved aside and re-created at the run's start")
+
+
+def _raw_rows(settings) -> int:
+    return sum(_parquet_rows(f) for f in settings.lake_raw.glob("*/*") if f.is_dir())
+
+
+def _a_contact(settings) -> str:
+    con = duckdb.connect()
+    try:
+        return con.execute("SELECT min(id) FROM read_parquet(?) WHERE NOT archived",
+                           [str(settings.lake_raw / "crm" / "contacts" / "load_date=*" / "*.parquet")]).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_an_erasure_that_matches_nothing_is_refused(chaos):
+    settings, _ = chaos
+    before = raw_digest(settings)
+    out = c360("erase", "--contact-id", "999999999", "--no-rebuild")
+    text = assert_no_traceback(out)
+    assert out.returncode == 4 and "no record carries the contact given" in text, text
+    assert raw_digest(settings) == before
+    note("erasure matching nothing", True, 0, "refused (exit 4), logged as refused; nothing purged")
+
+
+def test_sigkill_mid_erasure_then_resumed(chaos):
+    from customer360.privacy import erasure_log
+
+    settings, _ = chaos
+    contact = _a_contact(settings)
+    rows_before = _raw_rows(settings)
+    anchors = settings.audit_anchors_path
+    started_before = anchors.read_text().count("started")
+    args = [str(Path(sys.executable).parent / "c360"), "erase", "--contact-id", contact, "--no-rebuild", "--no-verify"]
+    proc = subprocess.Popen(args, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and anchors.read_text().count("started") == started_before:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    killed = proc.wait(timeout=30) == -signal.SIGKILL
+    assert killed, "the erasure finished before it could be killed"
+    interrupted = erasure_log.interrupted(settings)
+    assert len(interrupted) == 1
+    erasure_id = interrupted["erasure_id"].iloc[0]
+    out = c360("erase", "--contact-id", contact, "--no-rebuild")
+    text = assert_no_traceback(out)
+    assert out.returncode == 0, text[-3000:]
+    assert "an earlier erasure died mid-purge" in text and erasure_id in text and "verification: 0 trace" in text, text
+    assert erasure_log.interrupted(settings).empty
+    erased = erasure_log.erased_rows(settings)
+    erased_raw = int(erased[(erased["erasure_id"] == erasure_id) & (erased["zone"] == "raw")]["rows"].sum())
+    missing = rows_before - _raw_rows(settings) - erased_raw  # rows of anyone else gone
+    assert erased_raw > 0 and missing == 0, (rows_before, erased_raw)
+    assert c360("audit", "verify").returncode == 0
+    note("SIGKILL mid erasure, resumed", True, missing, "'started' row before purge; rerun resumes the same id")
+
+
+def test_torn_tail_of_the_erased_keys_log(chaos):
+    from customer360.privacy import erasure_log
+
+    settings, _ = chaos
+    path = settings.erased_keys_copy_path
+    tokens = set(erasure_log.erased_tokens(settings)["token"])
+    assert tokens
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"token": "0123')
+    assert set(erasure_log.erased_tokens(settings)["token"]) == tokens
+    run_task("erasure")  # the DAG's step reads both copies
+    assert set(erasure_log.erased_tokens(settings)["token"]) == tokens
+    note("torn tail: erased-keys log", True, 0, "torn line skipped; every erased key still known")
+
+
+def test_sigkill_mid_compaction_then_retry(chaos):
+    from customer360.privacy import duck_purge, erasure_log
+
+    settings, _ = chaos
+    assert erasure_log.awaiting_compaction(settings)
+    run_task("publish")
+    published = checksums(settings)
+    path = settings.warehouse_path
+    killed = kill_task_midway("compact_warehouse", _any_file(path.parent, f".{path.name}.*.compacting*"))
+    assert killed, "the compaction finished before it could be killed"
+    run_task("compact_warehouse")
+    assert not erasure_log.awaiting_compaction(settings)
+    assert duck_purge.free_blocks(path, settings) == 0
+    assert not list(path.parent.glob("*.compacting*"))
+    run_task("publish")
+    assert checksums(settings) == published
+    note("SIGKILL mid compaction, retried", True, 0, f"killed: {killed}; the warehouse opens, publish equal")
+
+
+def test_audit_store_lost_after_an_erasure_keeps_the_erased_keys(chaos):
+    from customer360.privacy import erasure_log
+
+    settings, _ = chaos
+    tokens = set(erasure_log.erased_tokens(settings)["token"])
+    path = settings.audit_db
+    aside = path.with_name("audit.duckdb.chaos-aside")
+    path.rename(aside)
+    try:
+        assert set(erasure_log.erased_tokens(settings)["token"]) == tokens
+        out = c360("audit", "verify")
+        text = assert_no_traceback(out)
+        assert out.returncode == 1 and "erased-keys copy but not in the log" in text, text[-2000:]
+    finally:
+        path.unlink(missing_ok=True)
+        aside.rename(path)
+    note("audit store lost after an erasure", True, 0, "erased keys survive in their copy; verify exits 1")

@@ -186,8 +186,9 @@ def extract(
     except RunLockedError as exc:
         console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
-    except (SettingsError, extract_mod.ExtractError, RuntimeError) as exc:
-        # RuntimeError covers retries exhausted (CrmApiError): worth retrying later.
+    except (SettingsError, extract_mod.ExtractError, RuntimeError, OSError) as exc:
+        # RuntimeError covers retries exhausted (CrmApiError), OSError a full or read-only
+        # disk: both worth retrying once fixed, neither a bug to show as a traceback.
         console.print(labelled(f"extract {source} failed:", "red", exc))
         raise typer.Exit(1) from None
     print_reconciliation(recs)
@@ -281,6 +282,8 @@ def stage(
     """Run one stage outside Airflow, exactly as its DAG task does (for debugging a run)."""
     import json
 
+    import duckdb
+
     from customer360 import pipeline
     from customer360.pipeline.airflow import RunLockedError
 
@@ -293,6 +296,11 @@ def stage(
     except RunLockedError as exc:
         console.print(labelled("refused:", "red", exc))
         raise typer.Exit(3) from None
+    except (RuntimeError, OSError, duckdb.Error) as exc:
+        # The pipeline's own errors (a failed gate or dbt build, an unreadable store, retries
+        # exhausted) and a full disk: each message names what failed; a traceback adds nothing.
+        console.print(labelled(f"stage {name} failed:", "red", f"{type(exc).__name__}: {exc}"))
+        raise typer.Exit(1) from None
     console.print_json(json.dumps(out, default=str))
 
 
@@ -357,7 +365,10 @@ def erase(
     """Erase a person's personal data everywhere the pipeline keeps it (raw zone, landing
     copies, quarantine, warehouse, snapshots, publication, audiences) and log it, without
     anything personal, in the audit trail. Prints counts, never the person's data."""
+    import duckdb
+
     from customer360 import pipeline
+    from customer360.core.audit import AuditError
     from customer360.pipeline.airflow import RunLockedError, run_lock
     from customer360.privacy.erasure import archived_contact_requests, erase as do_erase
     from customer360.privacy.person import ErasureRequest
@@ -382,6 +393,13 @@ def erase(
     except SettingsError as exc:
         console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
+    except AuditError as exc:  # nothing is erased unless it can be on record first
+        console.print(labelled("audit store unusable:", "red", exc))
+        raise typer.Exit(2) from None
+    except (duckdb.Error, OSError) as exc:
+        console.print(labelled("erasure failed:", "red", f"{exc} (an erasure that had started is on "
+                                                         "record and resumes when the command is run again)"))
+        raise typer.Exit(1) from None
     for reason in result.refused:
         console.print(labelled("nothing erased:", "yellow", reason))
     for note in result.resumed:
@@ -482,10 +500,12 @@ def audit_verify() -> None:
         console.print(labelled("configuration error:", "red", exc))
         raise typer.Exit(2) from None
     except Exception as exc:  # the store itself does not open (truncated, overwritten)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if s.audit_db.name not in first:
+            first = f"{s.audit_db}: {first}"
         console.print(labelled("audit store unreadable:", "red",
-                               f"{s.audit_db}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
-                               "`c360 doctor --repair audit` puts back its last good copy"))
-        raise typer.Exit(1) from None
+                               f"{first}; `c360 doctor --repair audit` puts back its last good copy"))
+        raise typer.Exit(2) from None
     if report.unkeyed:
         why = ("written by an older version or with no key configured" if report.key_configured
                else "neither C360_AUDIT_KEY nor C360_PII_KEY is set")

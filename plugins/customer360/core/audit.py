@@ -118,6 +118,14 @@ def _open(settings: Settings, path: Path, read_only: bool) -> duckdb.DuckDBPyCon
     try:
         con.execute(f"ATTACH '{path}' AS {CATALOG}" + (" (READ_ONLY)" if read_only else ""))
         con.execute(f"USE {CATALOG}")
+    except duckdb.Error as exc:
+        con.close()
+        if _is_lock_conflict(exc):
+            raise
+        # Said plainly, once: every command and gate that meets it stops here, not in a
+        # traceback, and nothing writes into a file it cannot read.
+        raise AuditError(f"the audit store {path} cannot be opened ({exc}): it is corrupt. Keep it "
+                         "for a look and restore a copy; `c360 audit verify` checks the copy") from exc
     except BaseException:
         con.close()
         raise
@@ -140,6 +148,13 @@ def connect(settings: Settings, read_only: bool = False) -> Iterator[duckdb.Duck
                 if not read_only:
                     con.execute(_DDL)
                 yield con
+            except (duckdb.IOException, duckdb.TransactionException) as exc:
+                if _is_lock_conflict(exc):
+                    raise
+                # a full disk, mostly (a commit that cannot write its WAL is a transaction
+                # error): said with the store's name; DuckDB rolled the transaction back
+                raise AuditError(f"the audit store {path} could not be written ({exc}); nothing "
+                                 "was recorded") from exc
             finally:
                 con.close()
         finally:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from customer360.core.settings import Settings
+from customer360.ingest.errors import ExtractError
 from customer360.ingest.landing.layout import LandingFile
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ CREATE TABLE IF NOT EXISTS imports (          -- legacy state files imported, on
 """
 
 
-class StateError(RuntimeError):
-    """The state store (or one of its rows) cannot be read: names the file and the repair."""
+class StateError(ExtractError):
+    """The state store (or one of its rows) cannot be read: names the file and the repair
+    (an ExtractError: nothing is extracted over a state that cannot be trusted)."""
 
 
 def state_db_path(settings: Settings) -> Path:
@@ -119,7 +121,8 @@ def _repair_hint(path: Path) -> str:
 
 
 def _unreadable(path: Path, exc: BaseException) -> StateError:
-    return StateError(f"the state store {path} cannot be read ({type(exc).__name__}: {exc}); "
+    return StateError(f"the state store {path} cannot be read, it is corrupt ({type(exc).__name__}: "
+                      f"{exc}); "
                       f"`c360 doctor` says what is wrong; {_repair_hint(path)}")
 
 
@@ -237,10 +240,14 @@ class StateStore:
                         self.db.execute("ALTER TABLE batches ADD COLUMN checksums TEXT")
                     self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             _import_legacy(self)
+        except sqlite3.OperationalError as exc:  # a full or read-only disk, a lock held too long
+            self.db.close()
+            raise ExtractError(f"the ingest state {self.path} could not be opened ({exc}): is its "
+                               "disk full or read-only? Nothing was extracted") from exc
         except sqlite3.DatabaseError as exc:
             self.db.close()
             # "file is not a database", "database disk image is malformed": the file itself
-            # (its subclasses are a lock, a bad statement: not the file's fault)
+            # (its other subclasses are a bad statement or an integrity rule: not the file's fault)
             if type(exc) is not sqlite3.DatabaseError:
                 raise
             raise _unreadable(self.path, exc) from exc

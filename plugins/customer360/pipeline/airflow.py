@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from typing import Callable, ContextManager, Iterator
 from customer360.core.settings import (CRM_CONNECTION_ID, RUN_LOCK_TOKEN_VAR, Settings,
                                        child_environment, crm_configured, crm_connection,
                                        scoped_environment)
+
+log = logging.getLogger(__name__)
 
 DAG_ID = "c360_daily"
 WAREHOUSE_POOL = "c360_warehouse"
@@ -86,11 +89,38 @@ def _child(settings: Settings, argv: list[str], log_path: Path | None = None,
                               stdout=fh, stderr=subprocess.STDOUT, text=True)
 
 
+def _set_aside_if_corrupt(db: Path, stamp: Path) -> None:
+    """A metadata DB SQLite cannot read (a crash or a full disk mid-write) is moved aside, kept
+    for a look, and the run starts a fresh one: it holds Airflow's run history only (every
+    state the pipeline needs lives under the lake and the audit store), so nothing is lost,
+    and the alternative is every run failing deep inside Airflow with a raw SQLite error."""
+    if not db.exists():
+        return
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            ok = con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        ok = False
+    if ok:
+        return
+    aside = db.with_name(f"{db.name}.corrupt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}")
+    db.rename(aside)
+    stamp.unlink(missing_ok=True)
+    log.warning("the Airflow metadata DB %s is corrupt: moved to %s, a new one is created "
+                "(it held Airflow's run history only)", db, aside.name)
+
+
 def ensure_airflow(settings: Settings) -> None:
     """Create the metadata DB and the warehouse pool once (a no-op when current)."""
     home = settings.airflow_home
     home.mkdir(parents=True, exist_ok=True)
     stamp = home / ".c360-initialized"
+    _set_aside_if_corrupt(home / "airflow.db", stamp)
     if stamp.exists():
         return
     _airflow(settings, "db", "migrate", log_path=home / "logs" / "db-migrate.log")

@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from customer360.core import duck
-from customer360.core.files import DUCKDB_SIDECARS, atomic_path, write_text
+from customer360.core.files import DUCKDB_SIDECARS, atomic_path, remove_temps, write_text
 from customer360.core.settings import Settings
 from customer360.privacy.person import Needles, PersonKeys, load_key_tables
 
@@ -109,6 +109,10 @@ def compact(path: Path, settings: Settings | None = None) -> dict:
     ``settings``: DuckDB's memory limit, threads and spill folder (DuckDB's defaults without)."""
     if not path.exists():
         return {"compacted": False}
+    # A compaction killed mid-copy left its half-written copy (a warehouse-sized file) beside
+    # the warehouse; the caller holds the warehouse slot, so no live compaction owns one.
+    for leftover in remove_temps(path.parent, suffixes=(".compacting",)):
+        log.warning("removed %s, left by a compaction that did not finish", leftover.name)
     before = path.stat().st_size
     con = duck.connect(settings, path)
     try:

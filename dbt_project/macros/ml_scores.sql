@@ -11,7 +11,7 @@
         from {{ relation }}
         group by customer_id
     {%- else -%}
-        select cast(null as varchar) as customer_id, cast(null as {{ column_type }}) as {{ column_name }}
+        select cast(null as string) as customer_id, cast(null as {{ column_type }}) as {{ column_name }}
         where false
     {%- endif -%}
 {%- endmacro %}

@@ -136,7 +136,7 @@ session_users as (
 )
 
 select
-    {{ dbt.hash("sessions.anonymous_id || '|' || cast(sessions.started_at as varchar)") }} as session_id,
+    {{ dbt.hash("sessions.anonymous_id || '|' || cast(sessions.started_at as string)") }} as session_id,
     sessions.anonymous_id,
     session_users.user_id,
     sessions.started_at,

@@ -56,7 +56,7 @@ feedback as (
 -- the accounts (Segment groupIds) any of the customer's keys joined
 accounts as (
 
-    select clusters.customer_id, list_sort(list(distinct memberships.group_id)) as account_ids
+    select clusters.customer_id, {{ sorted_list_agg('memberships.group_id', distinct=true) }} as account_ids
     from {{ ref('int_web__group_memberships') }} as memberships
     inner join {{ ref('int_identity__clusters') }} as clusters
         on clusters.identity_key = memberships.identity_key
@@ -99,7 +99,7 @@ complaint_topics as (
 
 top_complaint as (
 
-    select customer_id, arg_max(topic, (complaints, last_at, topic)) as top_complaint_topic
+    select customer_id, max_by(topic, {{ row_tuple(['complaints', 'last_at', 'topic']) }}) as top_complaint_topic
     from complaint_topics
     group by customer_id
 
@@ -210,7 +210,7 @@ select
     as_of_date,
     first_seen_at,
     has_crm_contact,
-    coalesce(account_ids, []::varchar[]) as account_ids,
-    coalesce(web_consent_denied, []::varchar[]) as web_consent_denied,
+    coalesce(account_ids, {{ empty_string_list() }}) as account_ids,
+    coalesce(web_consent_denied, {{ empty_string_list() }}) as web_consent_denied,
     web_consent_at
 from joined

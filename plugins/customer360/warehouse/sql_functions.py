@@ -90,6 +90,16 @@ def _missing_key_hasher(reason: str) -> Callable[[str | None], str | None]:
     return pii_hash
 
 
+def hasher_for_settings() -> Callable[[str | None], str | None]:
+    """``pii_hash`` for the key in ``C360_PII_KEY``; when it is missing, one that fails on
+    first use with a message naming the variable (never a value), so models that hash
+    nothing still build. Both engines' ``pii_hash`` come from here."""
+    try:
+        return make_pii_hasher(get_settings().pii_key())
+    except SettingsError as exc:
+        return _missing_key_hasher(str(exc))
+
+
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``normalize_phone(VARCHAR, VARCHAR)``, ``normalize_country(VARCHAR)`` and
     ``pii_hash(VARCHAR)`` on ``con``.
@@ -98,10 +108,7 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     first use with a message naming the variable (never a value), so models that hash nothing
     still build.
     """
-    try:
-        hasher = make_pii_hasher(get_settings().pii_key())
-    except SettingsError as exc:
-        hasher = _missing_key_hasher(str(exc))
+    hasher = hasher_for_settings()
 
     def phone_batch(raw: pa.Array, country: pa.Array) -> pa.Array:
         return pa.array([normalize_phone(r, c) for r, c in zip(raw.to_pylist(), country.to_pylist())],

@@ -42,7 +42,7 @@ with landed as (
         union all by name
         select
             {%- for column in ['originalTimestamp', 'sentAt', 'previousId', 'groupId', 'name', 'category', '_timestamp_from'] %}
-            cast(null as varchar) as "{{ column }}"{{ "," if not loop.last }}
+            cast(null as string) as "{{ column }}"{{ "," if not loop.last }}
             {%- endfor %}
         where false
     ) as raw
@@ -96,7 +96,7 @@ unpacked as (
         {%- for column, fields in json_fields.items() %}
         {%- set outer = loop %}
         {%- for name in fields %}
-        _{{ column }}_texts[{{ loop.index }}] as {{ name }}{{ "," if not (outer.last and loop.last) }}
+        {{ json_text_list_item('_' ~ column ~ '_texts', loop.index) }} as {{ name }}{{ "," if not (outer.last and loop.last) }}
         {%- endfor %}
         {%- endfor %}
     from parsed
@@ -138,7 +138,7 @@ typed as (
         {{ clean_text('experiment_id_raw') }} as experiment_id,
         {{ clean_text('variation_id_raw') }} as variation_id,
         -- JSON text of {category: true/false}, as the consent manager sent it
-        case when json_type(consent_preferences_raw) = 'OBJECT' then consent_preferences_raw end
+        case when {{ json_is_object('consent_preferences_raw') }} then consent_preferences_raw end
             as consent_preferences,
         -- a group call's account name; the traits of identify are people's, of group accounts'
         case when lower({{ clean_text('"type"') }}) = 'group' then {{ clean_text('trait_name_raw') }} end

@@ -1,0 +1,127 @@
+{#- The SQL that differs between the warehouse engines (C360_ENGINE: dbt targets `local`,
+    DuckDB, and `spark`, dbt-spark), each as one adapter-dispatched macro, so that the models
+    read the same on both (docs/engines.md). Everything else is SQL both engines accept: the
+    Spark session runs in ANSI mode with double-quoted identifiers and raw string literals
+    (customer360.warehouse.spark_engine), as DuckDB reads them. -#}
+
+{# The text type: DuckDB's varchar; Spark's varchar needs a length, its string does not. #}
+{% macro t_string() -%}{{ return(adapter.dispatch('t_string')()) }}{%- endmacro %}
+{% macro default__t_string() -%}varchar{%- endmacro %}
+{% macro spark__t_string() -%}string{%- endmacro %}
+
+{# A type name as the source yml and contracts write it (DuckDB's), in the engine's spelling. #}
+{% macro engine_type(data_type) -%}{{ return(adapter.dispatch('engine_type')(data_type)) }}{%- endmacro %}
+{% macro default__engine_type(data_type) -%}{{ data_type }}{%- endmacro %}
+{% macro spark__engine_type(data_type) -%}
+    {%- set t = (data_type or 'varchar') | lower | trim -%}
+    {%- set names = {'varchar': 'string', 'text': 'string', 'json': 'string',
+                     'timestamptz': 'timestamp', 'timestamp with time zone': 'timestamp',
+                     'integer': 'int', 'hugeint': 'decimal(38,0)', 'varchar[]': 'array<string>'} -%}
+    {{- names.get(t, t) -}}
+{%- endmacro %}
+
+{# Whole match of a regular expression (`pattern`: its text, no quotes). #}
+{% macro regex_full_match(expr, pattern) -%}{{ return(adapter.dispatch('regex_full_match')(expr, pattern)) }}{%- endmacro %}
+{% macro default__regex_full_match(expr, pattern) -%}regexp_full_match({{ expr }}, '{{ pattern }}'){%- endmacro %}
+{% macro spark__regex_full_match(expr, pattern) -%}regexp_like({{ expr }}, '^(?:{{ pattern }})$'){%- endmacro %}
+
+{# A match anywhere in the text. #}
+{% macro regex_search(expr, pattern) -%}{{ return(adapter.dispatch('regex_search')(expr, pattern)) }}{%- endmacro %}
+{% macro default__regex_search(expr, pattern) -%}regexp_matches({{ expr }}, '{{ pattern }}'){%- endmacro %}
+{% macro spark__regex_search(expr, pattern) -%}regexp_like({{ expr }}, '{{ pattern }}'){%- endmacro %}
+
+{# Every match replaced. #}
+{% macro regex_replace_all(expr, pattern, replacement) -%}{{ return(adapter.dispatch('regex_replace_all')(expr, pattern, replacement)) }}{%- endmacro %}
+{% macro default__regex_replace_all(expr, pattern, replacement) -%}regexp_replace({{ expr }}, '{{ pattern }}', '{{ replacement }}', 'g'){%- endmacro %}
+{% macro spark__regex_replace_all(expr, pattern, replacement) -%}regexp_replace({{ expr }}, '{{ pattern }}', '{{ replacement }}'){%- endmacro %}
+
+{# One string out of JSON text; `path` as DuckDB writes it: '$.page.url', '$."hs_prop"[0]'.
+   Spark's get_json_object spells a quoted member $['name']. #}
+{% macro json_extract_text(expr, path) -%}{{ return(adapter.dispatch('json_extract_text')(expr, path)) }}{%- endmacro %}
+{% macro default__json_extract_text(expr, path) -%}json_extract_string({{ expr }}, '{{ path }}'){%- endmacro %}
+{% macro spark__json_extract_text(expr, path) -%}
+    get_json_object({{ expr }}, '{{ path | replace('."', "['") | replace('"', "']") }}')
+{%- endmacro %}
+
+{# True when the text is a JSON object. #}
+{% macro json_is_object(expr) -%}{{ return(adapter.dispatch('json_is_object')(expr)) }}{%- endmacro %}
+{% macro default__json_is_object(expr) -%}(json_type({{ expr }}) = 'OBJECT'){%- endmacro %}
+{% macro spark__json_is_object(expr) -%}(json_object_keys({{ expr }}) is not null){%- endmacro %}
+
+{# The sorted list of an aggregate's values (distinct ones with distinct=true); callers pass
+   non-null values (Spark's collect_list drops nulls, DuckDB's list keeps them). #}
+{% macro sorted_list_agg(expr, distinct=false) -%}{{ return(adapter.dispatch('sorted_list_agg')(expr, distinct)) }}{%- endmacro %}
+{% macro default__sorted_list_agg(expr, distinct) -%}
+    list_sort(list({{ 'distinct ' if distinct }}{{ expr }}))
+{%- endmacro %}
+{% macro spark__sorted_list_agg(expr, distinct) -%}
+    array_sort({{ 'collect_set' if distinct else 'collect_list' }}({{ expr }}))
+{%- endmacro %}
+
+{# An empty list of text. #}
+{% macro empty_string_list() -%}{{ return(adapter.dispatch('empty_string_list')()) }}{%- endmacro %}
+{% macro default__empty_string_list() -%}[]::varchar[]{%- endmacro %}
+{% macro spark__empty_string_list() -%}cast(array() as array<string>){%- endmacro %}
+
+{# A row value that orders field by field (arg_min/max keys, min over several columns). #}
+{% macro row_tuple(exprs) -%}{{ return(adapter.dispatch('row_tuple')(exprs)) }}{%- endmacro %}
+{% macro default__row_tuple(exprs) -%}({{ exprs | join(', ') }}){%- endmacro %}
+{% macro spark__row_tuple(exprs) -%}struct({{ exprs | join(', ') }}){%- endmacro %}
+
+{# Whole days from start to end (calendar days crossed, as DuckDB's date_diff('day')). #}
+{% macro days_diff(start_expr, end_expr) -%}{{ return(adapter.dispatch('days_diff')(start_expr, end_expr)) }}{%- endmacro %}
+{% macro default__days_diff(start_expr, end_expr) -%}date_diff('day', {{ start_expr }}, {{ end_expr }}){%- endmacro %}
+{% macro spark__days_diff(start_expr, end_expr) -%}datediff(cast({{ end_expr }} as date), cast({{ start_expr }} as date)){%- endmacro %}
+
+{# Whole minutes from start to end (minute boundaries crossed, as DuckDB's date_diff('minute')). #}
+{% macro minutes_diff(start_expr, end_expr) -%}{{ return(adapter.dispatch('minutes_diff')(start_expr, end_expr)) }}{%- endmacro %}
+{% macro default__minutes_diff(start_expr, end_expr) -%}date_diff('minute', {{ start_expr }}, {{ end_expr }}){%- endmacro %}
+{% macro spark__minutes_diff(start_expr, end_expr) -%}
+    (floor(unix_seconds(cast({{ end_expr }} as timestamp)) / 60) - floor(unix_seconds(cast({{ start_expr }} as timestamp)) / 60))
+{%- endmacro %}
+
+{# How many files match a glob (raw batches, gate rejects). #}
+{% macro count_files(pattern) -%}{{ return(adapter.dispatch('count_files')(pattern)) }}{%- endmacro %}
+{% macro default__count_files(pattern) -%}
+    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')") -%}
+    {{- return(found.columns[0].values()[0]) -}}
+{%- endmacro %}
+{% macro spark__count_files(pattern) -%}
+    {#- c360_glob_count: a function of the Spark session (customer360.warehouse.spark_engine);
+        Spark SQL has no glob of its own. -#}
+    {%- set found = run_query("select c360_glob_count('" ~ pattern ~ "')") -%}
+    {{- return(found.columns[0].values()[0]) -}}
+{%- endmacro %}
+
+{# Parquet files of a glob as one relation, columns united by name. #}
+{% macro read_parquet_glob(pattern) -%}{{ return(adapter.dispatch('read_parquet_glob')(pattern)) }}{%- endmacro %}
+{% macro default__read_parquet_glob(pattern) -%}read_parquet('{{ pattern }}', union_by_name = true, hive_partitioning = false){%- endmacro %}
+{# spark.sql.parquet.mergeSchema (set by the session) unites the files' columns by name. #}
+{% macro spark__read_parquet_glob(pattern) -%}parquet.`{{ pattern }}`{%- endmacro %}
+
+{# The lower-cased column names of a relation or subquery. #}
+{% macro column_names_of(relation) -%}{{ return(adapter.dispatch('column_names_of')(relation)) }}{%- endmacro %}
+{% macro default__column_names_of(relation) -%}
+    {%- set described = run_query("describe select * from " ~ relation) -%}
+    {{- return(described.columns[0].values() | map('lower') | list) -}}
+{%- endmacro %}
+{% macro spark__column_names_of(relation) -%}
+    {%- set described = run_query("describe query select * from " ~ relation) -%}
+    {{- return(described.columns[0].values() | map('lower') | list) -}}
+{%- endmacro %}
+
+{# The consent categories a JSON object of {category: true/false} answers false, lower-cased
+   and sorted; null when it is no object. #}
+{% macro denied_consent_categories(expr) -%}{{ return(adapter.dispatch('denied_consent_categories')(expr)) }}{%- endmacro %}
+{% macro default__denied_consent_categories(expr) -%}
+    list_sort(list_transform(list_filter(
+        json_keys({{ expr }}),
+        k -> lower(json_extract_string({{ expr }}, '$."' || k || '"')) = 'false'),
+        k -> lower(k)))
+{%- endmacro %}
+{#- Spark: the object read as a map of text values (from_json renders true/false as text). -#}
+{% macro spark__denied_consent_categories(expr) -%}
+    array_sort(transform(filter(map_entries(from_json({{ expr }}, 'map<string, string>')),
+                                e -> lower(e.value) = 'false'),
+                         e -> lower(e.key)))
+{%- endmacro %}

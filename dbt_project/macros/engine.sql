@@ -1,8 +1,8 @@
 {#- The SQL that differs between the warehouse engines (C360_ENGINE: dbt targets `local`,
     DuckDB, and `spark`, dbt-spark), each as one adapter-dispatched macro, so that the models
-    read the same on both (docs/engines.md). Everything else is SQL both engines accept: the
-    Spark session runs in ANSI mode with double-quoted identifiers and raw string literals
-    (customer360.warehouse.spark_engine), as DuckDB reads them. -#}
+    read the same on both (docs/engines.md). Everything else is SQL both engines accept;
+    identifiers that need quoting go through adapter.quote, and the Spark session reads string
+    literals raw, as DuckDB does (customer360.warehouse.spark_engine). -#}
 
 {# The text type: DuckDB's varchar; Spark's varchar needs a length, its string does not. #}
 {% macro t_string() -%}{{ return(adapter.dispatch('t_string')()) }}{%- endmacro %}
@@ -36,11 +36,16 @@
 {% macro spark__regex_replace_all(expr, pattern, replacement) -%}regexp_replace({{ expr }}, '{{ pattern }}', '{{ replacement }}'){%- endmacro %}
 
 {# One string out of JSON text; `path` as DuckDB writes it: '$.page.url', '$."hs_prop"[0]'.
-   Spark's get_json_object spells a quoted member $['name']. #}
+   On Spark a quoted member is written bare ($.hs_prop[0]): its $['name'] form would need a
+   quote inside the literal, so only plain names are accepted (HubSpot's internal names are). #}
 {% macro json_extract_text(expr, path) -%}{{ return(adapter.dispatch('json_extract_text')(expr, path)) }}{%- endmacro %}
 {% macro default__json_extract_text(expr, path) -%}json_extract_string({{ expr }}, '{{ path }}'){%- endmacro %}
 {% macro spark__json_extract_text(expr, path) -%}
-    get_json_object({{ expr }}, '{{ path | replace('."', "['") | replace('"', "']") }}')
+    {%- set plain = modules.re.sub('\\."([A-Za-z0-9_]+)"', '.\\1', path) -%}
+    {%- if '"' in plain or "'" in plain -%}
+        {{ exceptions.raise_compiler_error("JSON path " ~ path ~ " names a member Spark's get_json_object cannot take bare") }}
+    {%- endif -%}
+    get_json_object({{ expr }}, '{{ plain }}')
 {%- endmacro %}
 
 {# True when the text is a JSON object. #}
@@ -124,4 +129,27 @@
     array_sort(transform(filter(map_entries(from_json({{ expr }}, 'map<string, string>')),
                                 e -> lower(e.value) = 'false'),
                          e -> lower(e.key)))
+{%- endmacro %}
+
+{# Every row of `relation`, with text columns `columns` as nulls where it lacks them. #}
+{% macro with_text_columns(relation, columns) -%}{{ return(adapter.dispatch('with_text_columns')(relation, columns)) }}{%- endmacro %}
+{% macro default__with_text_columns(relation, columns) -%}
+    select * from {{ relation }}
+    union all by name
+    select
+        {%- for column in columns %}
+        cast(null as varchar) as {{ adapter.quote(column) }}{{ "," if not loop.last }}
+        {%- endfor %}
+    where false
+{%- endmacro %}
+{#- Spark SQL has no union by name; raw_source already gives every column the source yml
+    declares (typed nulls where the batches lack it), so the columns must be declared there. -#}
+{% macro spark__with_text_columns(relation, columns) -%}
+    select * from {{ relation }}
+{%- endmacro %}
+
+{#- dbt's cast (contracts build their typed empty query with it): the yml types are DuckDB's
+    names, spelled for Spark here, so one contract serves both engines. -#}
+{% macro spark__cast(field, type) -%}
+    cast({{ field }} as {{ engine_type(type) }})
 {%- endmacro %}

@@ -19,7 +19,7 @@ with pos_lines as (
     {% if is_incremental() %}
     where _source_file in (
         select _source_file from {{ ref('stg_pos__transactions') }}
-        where _loaded_at >= (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00')
+        where _loaded_at >= (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }}))
                              from {{ this }} where channel = 'store')
     )
     {% endif %}
@@ -41,7 +41,7 @@ web_order_events as (
           and events.order_id in (
               select order_id from {{ ref('stg_web__events') }}
               where event_name = 'Order Completed'
-                and _loaded_at >= (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00')
+                and _loaded_at >= (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }}))
                                    from {{ this }} where channel = 'web'))
         {% endif %}
     ) as ranked

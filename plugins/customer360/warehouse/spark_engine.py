@@ -77,11 +77,8 @@ def spark_session(settings: Settings):
                # by partition key on DuckDB).
                .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
                .config("spark.sql.legacy.createHiveTableByDefault", "false")
-               # Read the project's SQL as DuckDB does: "x" is an identifier (needs ANSI
-               # mode, which also makes bad casts fail as DuckDB's do) and a literal's
-               # backslashes are the regular expression's own.
-               .config("spark.sql.ansi.enabled", "true")
-               .config("spark.sql.ansi.doubleQuotedIdentifiers", "true")
+               # A literal's backslashes are the regular expression's own, as in DuckDB.
+               # (ANSI mode is not ours to set: dbt-spark turns it off on every statement.)
                .config("spark.sql.parser.escapedStringLiterals", "true")
                .enableHiveSupport())
     session = builder.getOrCreate()
@@ -106,65 +103,54 @@ def register_functions(spark, settings: Settings) -> None:
     DuckDB: re-writing that regular-expression rule in Spark SQL would give the warehouse a
     second owner of "what this till's text means" and let the two drift apart.
     """
-    import pandas as pd
-    from pyspark.sql.functions import pandas_udf
+    import pyarrow as pa
+    from pyspark.sql.functions import ArrowUDFType, arrow_udf
 
-    from customer360.core.countries import country_code
-    from customer360.warehouse.sql_functions import hasher_for_settings, normalize_phone
+    from customer360.warehouse import sql_functions
 
-    hasher = hasher_for_settings()
+    def scalar(fn, return_type: str):
+        return arrow_udf(fn, return_type, ArrowUDFType.SCALAR)
 
-    @pandas_udf("string")
-    def c360_normalize_phone(raw: pd.Series, country: pd.Series) -> pd.Series:
-        return pd.Series([normalize_phone(r, c) for r, c in
-                          zip(_values(raw), _values(country))], dtype=object)
+    def glob_counts(patterns: pa.Array) -> pa.Array:
+        return pa.array([len(_glob.glob(p)) if p is not None else 0 for p in patterns.to_pylist()],
+                        type=pa.int64())
 
-    @pandas_udf("string")
-    def c360_normalize_country(values: pd.Series) -> pd.Series:
-        return pd.Series([country_code(v) for v in _values(values)], dtype=object)
-
-    @pandas_udf("string")
-    def c360_pii_hash(values: pd.Series) -> pd.Series:
-        return pd.Series([hasher(v) for v in _values(values)], dtype=object)
-
-    @pandas_udf("decimal(18,2)")
-    def c360_pos_amount(txt: pd.Series, country: pd.Series) -> pd.Series:
-        return _pos_amounts(txt, country)
-
-    @pandas_udf("bigint")
-    def c360_glob_count(patterns: pd.Series) -> pd.Series:
-        return pd.Series([len(_glob.glob(p)) if p is not None else 0 for p in _values(patterns)],
-                         dtype="int64")
-
-    for name, fn in (("normalize_phone", c360_normalize_phone),
-                     ("normalize_country", c360_normalize_country),
-                     ("pii_hash", c360_pii_hash),
-                     ("c360_pos_amount", c360_pos_amount),
-                     ("c360_glob_count", c360_glob_count)):
-        spark.udf.register(name, fn)
+    for name, fn, return_type in (
+            ("normalize_phone", sql_functions.phone_batch, "string"),
+            ("normalize_country", sql_functions.country_batch, "string"),
+            ("pii_hash", pii_hash_batch, "string"),
+            ("c360_pos_amount", pos_amount_batch, "decimal(18,2)"),
+            ("c360_glob_count", glob_counts, "bigint")):
+        spark.udf.register(name, scalar(fn, return_type))
 
 
-def _values(series) -> list:
-    """A pandas Series as Python values with None for missing (pandas 3 gives NaN/NA)."""
-    import pandas as pd
-
-    return [None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
-            for v in series.tolist()]
+_HASH_BATCH = None
 
 
-def _pos_amounts(txt, country):
-    import pandas as pd
+def pii_hash_batch(values):
+    """pii_hash over one Arrow batch. The key is read from C360_PII_KEY where the batch runs
+    (a Python worker inherits the driver's environment; a cluster's executors get it through
+    spark.executorEnv, docs/engines.md), never shipped inside the pickled function."""
+    global _HASH_BATCH
+    if _HASH_BATCH is None:
+        from customer360.warehouse import sql_functions
+
+        _HASH_BATCH = sql_functions.hash_batch(sql_functions.hasher_for_settings())
+    return _HASH_BATCH(values)
+
+
+def pos_amount_batch(txt, country):
+    """c360_pos_amount over one Arrow batch, by the DuckDB macro itself."""
     import pyarrow as pa
 
     con = _amount_connection()
-    batch = pa.table({"txt": pa.array(_values(txt), pa.string()),
-                      "country": pa.array(_values(country), pa.string())})
-    con.register("amount_batch", batch)
+    con.register("amount_batch", pa.table({"txt": txt.cast(pa.string()),
+                                           "country": country.cast(pa.string())}))
     try:
         rows = con.execute("select c360_pos_amount(txt, country) from amount_batch").fetchall()
     finally:
         con.unregister("amount_batch")
-    return pd.Series([r[0] for r in rows], dtype=object)
+    return pa.array([r[0] for r in rows], type=pa.decimal128(18, 2))
 
 
 _AMOUNT_CON = None
@@ -180,3 +166,86 @@ def _amount_connection():
         _AMOUNT_CON = connect(None)
         install_amount_macros(_AMOUNT_CON)
     return _AMOUNT_CON
+
+
+# --- identity clusters until they are SQL ------------------------------------------------
+# int_identity__clusters is a dbt Python model today (scipy, DuckDB's Python API), and
+# dbt-spark runs Python models only on Databricks. Until the portable SQL version replaces it,
+# the Spark build computes the same table here, with the same rules (identity_clusters), and
+# dbt builds everything else. When the model is SQL, IDENTITY_STANDIN is False and dbt builds
+# it like any other model.
+IDENTITY_MODEL = "int_identity__clusters"
+IDENTITY_STANDIN = (Path(__file__).resolve().parents[3] / "dbt_project" / "models"
+                    / "intermediate" / f"{IDENTITY_MODEL}.py").exists()
+_PERSON_KEY_TYPES = ("contact", "email", "phone", "loyalty")
+
+
+def build_identity_clusters(spark) -> int:
+    """Write intermediate.int_identity__clusters from the nodes and edges on Spark, keeping
+    the ids of its previous version, as the Python model does on DuckDB. Returns its rows."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from customer360.warehouse.identity_clusters import assign_ids, component_labels, keyed_id_maker
+
+    schema = pa.schema([("identity_key", pa.string()), ("key_type", pa.string()),
+                        ("customer_id", pa.string()), ("cluster_size", pa.int64())])
+    nodes = spark.table("intermediate.int_identity__nodes").select("identity_key", "key_type").toPandas()
+    edges = spark.table("intermediate.int_identity__edges").select("left_key", "right_key").toPandas()
+    target = f"intermediate.{IDENTITY_MODEL}"
+    if spark.catalog.tableExists(target):
+        previous = spark.table(target).selectExpr("identity_key", "customer_id as previous_id").toPandas()
+    else:
+        previous = pd.DataFrame({"identity_key": pd.Series(dtype="str"),
+                                 "previous_id": pd.Series(dtype="str")})
+    if nodes.empty:
+        out = schema.empty_table()
+    else:
+        nodes = nodes.sort_values("identity_key", ignore_index=True)
+        nodes["component"] = component_labels(nodes["identity_key"], edges["left_key"],
+                                              edges["right_key"])
+        is_person = nodes["key_type"].isin(_PERSON_KEY_TYPES)
+        nodes = nodes[is_person.groupby(nodes["component"]).transform("any")]
+        frame = assign_ids(nodes, previous, keyed_id_maker())[schema.names].sort_values("identity_key")
+        out = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    # Written through a side table: Spark will not overwrite a table it is reading from.
+    frame = spark.createDataFrame(out.to_pandas()) if out.num_rows else spark.createDataFrame(
+        [], "identity_key string, key_type string, customer_id string, cluster_size bigint")
+    frame.write.mode("overwrite").format("parquet").saveAsTable(f"{target}__c360_new")
+    spark.sql(f"drop table if exists {target}")
+    spark.sql(f"alter table {target}__c360_new rename to {target}")
+    return out.num_rows
+
+
+# dbt-spark cannot snapshot into plain Parquet (its snapshot merges, which needs Delta, Iceberg
+# or Hudi): on Spark the snapshot and the mart built on it are left out (docs/engines.md).
+SPARK_UNSUPPORTED = ("snap_customer_profile", "dim_customer")
+
+
+def build_warehouse(settings: Settings, *, full_refresh: bool = False, logical_date=None,
+                    tests: bool = False):
+    """Every layer through customer_360 and kpi_daily on Spark, in dbt invocations around the
+    identity stand-in. ``tests`` runs dbt's data tests too (unit tests are DuckDB SQL
+    fixtures and run on DuckDB only). Returns the RunResults of each invocation."""
+    from customer360.warehouse import dbt_runner
+
+    common = [*dbt_runner._vars(logical_date), *(["--full-refresh"] if full_refresh else [])]
+    if not tests:
+        common += ["--exclude-resource-type", "test"]
+    common += ["--exclude-resource-type", "unit_test"]
+    skip = list(SPARK_UNSUPPORTED)
+    upstream_of_clusters = ["path:seeds", "path:models/staging", "path:models/intermediate"]
+    results = []
+    if IDENTITY_STANDIN:
+        results.append(dbt_runner._invoke_checked(settings, [
+            "build", "--select", *upstream_of_clusters,
+            "--exclude", f"{IDENTITY_MODEL}+", *skip, *common], what="dbt build on Spark (before identity)"))
+        build_identity_clusters(spark_session(settings))
+        results.append(dbt_runner._invoke_checked(settings, [
+            "build", "--select", f"{IDENTITY_MODEL}+", "path:models/marts", "path:models/ml",
+            "--exclude", IDENTITY_MODEL, *skip, *common], what="dbt build on Spark (after identity)"))
+    else:
+        results.append(dbt_runner._invoke_checked(settings, [
+            "build", "--selector", "warehouse", "--exclude", *skip, *common],
+            what="dbt build of the warehouse on Spark"))
+    return results

@@ -153,3 +153,35 @@
 {% macro spark__cast(field, type) -%}
     cast({{ field }} as {{ engine_type(type) }})
 {%- endmacro %}
+
+{# An interval of n days (n: a number or an expression). #}
+{% macro days_interval(n) -%}{{ return(adapter.dispatch('days_interval')(n)) }}{%- endmacro %}
+{% macro default__days_interval(n) -%}interval ({{ n }}) day{%- endmacro %}
+{% macro spark__days_interval(n) -%}make_dt_interval({{ n }}){%- endmacro %}
+
+{#- A FROM clause: each row of `left` (filtered by `where`) with the row of `right` of the
+    same `key` whose `right_ts` is the latest at or before its `left_ts` (an as-of join), or
+    none. The relations keep their names as aliases. `left_id` is unused by DuckDB. -#}
+{% macro asof_left_join(left, right, key, left_ts, right_ts, left_id, where) -%}
+    {{- return(adapter.dispatch('asof_left_join')(left, right, key, left_ts, right_ts, left_id, where)) -}}
+{%- endmacro %}
+{% macro default__asof_left_join(left, right, key, left_ts, right_ts, left_id, where) -%}
+    {{ left }}
+    asof left join {{ right }}
+        on {{ right }}.{{ key }} = {{ left }}.{{ key }}
+       and {{ left }}.{{ left_ts }} >= {{ right }}.{{ right_ts }}
+    where {{ where }}
+{%- endmacro %}
+{#- Spark has no as-of join: each right row spans from its right_ts to the next one's. -#}
+{% macro spark__asof_left_join(left, right, key, left_ts, right_ts, left_id, where) -%}
+    {{ left }}
+    left join (
+        select spans.*,
+               lead({{ right_ts }}) over (partition by {{ key }} order by {{ right_ts }}) as _c360_next_ts
+        from {{ right }} as spans
+    ) as {{ right }}
+        on {{ right }}.{{ key }} = {{ left }}.{{ key }}
+       and {{ left }}.{{ left_ts }} >= {{ right }}.{{ right_ts }}
+       and ({{ right }}._c360_next_ts is null or {{ left }}.{{ left_ts }} < {{ right }}._c360_next_ts)
+    where {{ where }}
+{%- endmacro %}

@@ -82,11 +82,8 @@ located as (
         events.anonymous_id,
         case when events.event_at <= sessions.ended_at then sessions.session_id end as session_id,
         case when events.event_at <= sessions.ended_at then sessions.customer_id end as customer_id
-    from events
-    asof left join sessions
-        on sessions.anonymous_id = events.anonymous_id
-       and events.event_at >= sessions.started_at
-    where events.sku is not null and events.event_at is not null
+    from {{ asof_left_join('events', 'sessions', 'anonymous_id', 'event_at', 'started_at',
+                           'message_id', "events.sku is not null and events.event_at is not null") }}
 
 )
 

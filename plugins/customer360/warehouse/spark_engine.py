@@ -217,9 +217,9 @@ def build_identity_clusters(spark) -> int:
     return out.num_rows
 
 
-# dbt-spark cannot snapshot into plain Parquet (its snapshot merges, which needs Delta, Iceberg
-# or Hudi): on Spark the snapshot and the mart built on it are left out (docs/engines.md).
-SPARK_UNSUPPORTED = ("snap_customer_profile", "dim_customer")
+# Nodes the Spark build leaves out (none: the snapshot is written to Parquet by
+# dbt_project/macros/spark_snapshot.sql).
+SPARK_UNSUPPORTED: tuple[str, ...] = ()
 
 
 def build_warehouse(settings: Settings, *, full_refresh: bool = False, logical_date=None,
@@ -242,10 +242,11 @@ def build_warehouse(settings: Settings, *, full_refresh: bool = False, logical_d
             "--exclude", f"{IDENTITY_MODEL}+", *skip, *common], what="dbt build on Spark (before identity)"))
         build_identity_clusters(spark_session(settings))
         results.append(dbt_runner._invoke_checked(settings, [
-            "build", "--select", f"{IDENTITY_MODEL}+", "path:models/marts", "path:models/ml",
-            "--exclude", IDENTITY_MODEL, *skip, *common], what="dbt build on Spark (after identity)"))
+            "build", "--select", f"{IDENTITY_MODEL}+", "path:snapshots", "path:models/marts",
+            "path:models/ml", "--exclude", IDENTITY_MODEL, *skip, *common],
+            what="dbt build on Spark (after identity)"))
     else:
         results.append(dbt_runner._invoke_checked(settings, [
-            "build", "--selector", "warehouse", "--exclude", *skip, *common],
+            "build", "--selector", "warehouse", *(["--exclude", *skip] if skip else []), *common],
             what="dbt build of the warehouse on Spark"))
     return results

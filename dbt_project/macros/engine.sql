@@ -185,3 +185,18 @@
        and ({{ right }}._c360_next_ts is null or {{ left }}.{{ left_ts }} < {{ right }}._c360_next_ts)
     where {{ where }}
 {%- endmacro %}
+
+{#- The value at the smallest (largest) `order_expr` among rows where the value is not null:
+    DuckDB's arg_min/min_by skip null values, Spark's min_by does not, so on Spark a null
+    value's order is made null (which min_by skips). -#}
+{% macro arg_min_by(value, order_expr) -%}{{ return(adapter.dispatch('arg_min_by')(value, order_expr)) }}{%- endmacro %}
+{% macro default__arg_min_by(value, order_expr) -%}min_by({{ value }}, {{ order_expr }}){%- endmacro %}
+{% macro spark__arg_min_by(value, order_expr) -%}min_by({{ value }}, case when {{ value }} is not null then {{ order_expr }} end){%- endmacro %}
+{% macro arg_max_by(value, order_expr) -%}{{ return(adapter.dispatch('arg_max_by')(value, order_expr)) }}{%- endmacro %}
+{% macro default__arg_max_by(value, order_expr) -%}max_by({{ value }}, {{ order_expr }}){%- endmacro %}
+{% macro spark__arg_max_by(value, order_expr) -%}max_by({{ value }}, case when {{ value }} is not null then {{ order_expr }} end){%- endmacro %}
+
+{# The distinct values of an aggregate, sorted, joined by `sep` (a literal, no quotes). #}
+{% macro sorted_distinct_join(expr, sep) -%}{{ return(adapter.dispatch('sorted_distinct_join')(expr, sep)) }}{%- endmacro %}
+{% macro default__sorted_distinct_join(expr, sep) -%}{{ dbt.listagg("distinct " ~ expr, "'" ~ sep ~ "'", "order by " ~ expr) }}{%- endmacro %}
+{% macro spark__sorted_distinct_join(expr, sep) -%}array_join(array_sort(collect_set({{ expr }})), '{{ sep }}'){%- endmacro %}

@@ -321,7 +321,7 @@ feedback_features as (
     select
         p.snapshot_date,
         p.customer_id,
-        max_by(f.score, f.submitted_at) filter (where f.survey_type = 'NPS') as nps_latest,
+        {{ arg_max_by('f.score', 'f.submitted_at') }} filter (where f.survey_type = 'NPS') as nps_latest,
         {{ days_diff("max(f.submitted_at) filter (where f.survey_type = 'NPS')",
                      'p.snapshot_date + interval 1 day') }} as days_since_nps,
         avg(f.score) filter (where f.survey_type = 'CSAT'
@@ -340,7 +340,7 @@ consent_at_cutoff as (
     select
         p.snapshot_date,
         p.customer_id,
-        max_by(v.marketing_consent, v.valid_from) as marketing_consent
+        {{ arg_max_by('v.marketing_consent', 'v.valid_from') }} as marketing_consent
     from population as p
     inner join customer_versions as v
         on v.customer_id = p.customer_id

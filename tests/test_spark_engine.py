@@ -121,6 +121,12 @@ def test_every_mart_on_spark_equals_duckdb(engines_home):
     assert set(marts) <= spark_marts, set(marts) - spark_marts
     for name, table in marts.items():
         assert_same_rows(table, spark_table(spark, f"marts.{name}"), f"marts.{name}")
+    # the layers below too, but for dbt's run id (each engine's own invocation)
+    for schema in ("staging", "intermediate"):
+        for name, table in duckdb_tables(settings, schema).items():
+            other = spark_table(spark, f"{schema}.{name}")
+            drop = [c for c in table.column_names if c == "_invocation_id"]
+            assert_same_rows(table.drop(drop), other.drop(drop), f"{schema}.{name}")
     # not a vacuous equality: the home has customers, orders and days
     assert marts["customer_360"].num_rows > 20 and marts["kpi_daily"].num_rows >= DAYS
 

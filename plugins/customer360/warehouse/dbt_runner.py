@@ -137,7 +137,7 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
 
     if settings.engine == "spark":
         # dbt-spark's session method takes the process's active session: start ours first.
-        from customer360.warehouse.spark_engine import spark_session
+        from customer360.warehouse.spark_session import spark_session
 
         spark_session(settings)
     saved_argv = sys.argv
@@ -211,6 +211,11 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
     anything errors or a test fails.
     """
+    if settings.engine != "duckdb":
+        raise WarehouseBuildError(
+            f"the layer-by-layer build (quality gates between layers) runs on DuckDB only; "
+            f"C360_ENGINE={settings.engine} builds the whole warehouse with build_warehouse "
+            f"(docs/engines.md)")
     args = ["build", "--selector", check_dbt_layer(layer), *_vars(logical_date)]
     if full_refresh:
         args.append("--full-refresh")
@@ -224,7 +229,11 @@ def build_warehouse(settings: Settings, full_refresh: bool = False,
                     logical_date: dt.date | None = None, tests: bool = True) -> RunResults:
     """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
     CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
-    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`. On Spark the build is
+    :func:`customer360.warehouse.spark_engine.build_warehouse` (which calls this module)."""
+    if settings.engine != "duckdb":
+        raise WarehouseBuildError(f"C360_ENGINE={settings.engine}: build with "
+                                  f"customer360.warehouse.spark_engine.build_warehouse")
     args = ["build", "--selector", "warehouse", *_vars(logical_date)]
     if full_refresh:
         args.append("--full-refresh")

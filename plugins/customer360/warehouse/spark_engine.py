@@ -4,8 +4,6 @@ functions are :mod:`customer360.warehouse.spark_session`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from customer360.core.settings import Settings
 from customer360.warehouse import dbt_runner
 from customer360.warehouse.spark_session import spark_session
@@ -15,11 +13,14 @@ from customer360.warehouse.spark_session import spark_session
 # int_identity__clusters is a dbt Python model today (scipy, DuckDB's Python API), and
 # dbt-spark runs Python models only on Databricks. Until the portable SQL version replaces it,
 # the Spark build computes the same table here, with the same rules (identity_clusters), and
-# dbt builds everything else. When the model is SQL, IDENTITY_STANDIN is False and dbt builds
+# dbt builds everything else. When the model is SQL, identity_standin() is False and dbt builds
 # it like any other model.
 IDENTITY_MODEL = "int_identity__clusters"
-IDENTITY_STANDIN = (Path(__file__).resolve().parents[3] / "dbt_project" / "models"
-                    / "intermediate" / f"{IDENTITY_MODEL}.py").exists()
+
+
+def identity_standin(settings: Settings) -> bool:
+    """True while the identity model is the Python one."""
+    return (settings.dbt_project_dir / "models" / "intermediate" / f"{IDENTITY_MODEL}.py").exists()
 _PERSON_KEY_TYPES = ("contact", "email", "phone", "loyalty")
 
 
@@ -77,7 +78,7 @@ def build_warehouse(settings: Settings, *, full_refresh: bool = False, logical_d
     skip = list(SPARK_UNSUPPORTED)
     upstream_of_clusters = ["path:seeds", "path:models/staging", "path:models/intermediate"]
     results = []
-    if IDENTITY_STANDIN:
+    if identity_standin(settings):
         results.append(dbt_runner._invoke_checked(settings, [
             "build", "--select", *upstream_of_clusters,
             "--exclude", f"{IDENTITY_MODEL}+", *skip, *common], what="dbt build on Spark (before identity)"))

@@ -15,14 +15,11 @@ home's tables into another's.
 from __future__ import annotations
 
 import glob as _glob
-import logging
 import os
 import sys
 from pathlib import Path
 
 from customer360.core.settings import Settings, SettingsError
-
-log = logging.getLogger(__name__)
 
 _HOME_CONF = "spark.customer360.home"
 
@@ -84,14 +81,6 @@ def spark_session(settings: Settings):
     session.sparkContext.setLogLevel("ERROR")
     register_functions(session, settings)
     return session
-
-
-def stop_session() -> None:
-    from pyspark.sql import SparkSession
-
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        active.stop()
 
 
 def register_functions(spark, settings: Settings) -> None:

@@ -272,8 +272,9 @@ def test_real_dbt_builds_the_same_tables(tmp_path: Path):
         (project / "models" / "stubs" / f"{name}.sql").write_text("{{ config(schema='marts') }} select 1 as stub")
     for name in ("stg_web__events", "stg_pos__products"):
         (project / "models" / "stubs" / f"{name}.sql").write_text("{{ config(schema='staging') }} select 1 as stub")
-    (project / "macros" / "web_orders.sql").write_text(
-        (repo_root() / "dbt_project" / "macros" / "web_orders.sql").read_text())
+    for name in ("web_orders.sql", "engine.sql", "normalize.sql"):
+        (project / "macros" / name).write_text(
+            (repo_root() / "dbt_project" / "macros" / name).read_text())
     (project / "dbt_project.yml").write_text(
         "name: ml_check\nversion: '1.0.0'\nconfig-version: 2\nprofile: ml_check\n")
     (project / "profiles.yml").write_text(

@@ -9,7 +9,7 @@
         raw.*,
         row_number() over (
             partition by raw.id
-            order by {{ iso_to_utc('raw."updatedAt"') }} desc nulls last,
+            order by {{ iso_to_utc('raw.' ~ adapter.quote('updatedAt')) }} desc nulls last,
                      raw._loaded_at desc, raw._batch_id desc, raw._source_line desc
         ) as version_rank
     from {{ raw_source('crm', object_name) }} as raw

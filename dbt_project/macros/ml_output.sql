@@ -6,10 +6,10 @@
     {%- set relation = adapter.get_relation(database=declared.database, schema=declared.schema,
                                             identifier=declared.identifier) if execute else none -%}
     {%- if relation is not none -%}
-        select {% for name, type in columns.items() %}cast({{ name }} as {{ type }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
+        select {% for name, type in columns.items() %}cast({{ name }} as {{ engine_type(type) }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
         from {{ relation }}
     {%- else -%}
-        select {% for name, type in columns.items() %}cast(null as {{ type }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
+        select {% for name, type in columns.items() %}cast(null as {{ engine_type(type) }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
         where false
     {%- endif -%}
 {%- endmacro %}

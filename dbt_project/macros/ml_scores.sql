@@ -7,11 +7,11 @@
     {%- set relation = adapter.get_relation(database=declared.database, schema=declared.schema,
                                             identifier=declared.identifier) if execute else none -%}
     {%- if relation is not none -%}
-        select customer_id, cast(max_by({{ column_name }}, scored_at) as {{ column_type }}) as {{ column_name }}
+        select customer_id, cast(max_by({{ column_name }}, scored_at) as {{ engine_type(column_type) }}) as {{ column_name }}
         from {{ relation }}
         group by customer_id
     {%- else -%}
-        select cast(null as varchar) as customer_id, cast(null as {{ column_type }}) as {{ column_name }}
+        select cast(null as string) as customer_id, cast(null as {{ engine_type(column_type) }}) as {{ column_name }}
         where false
     {%- endif -%}
 {%- endmacro %}

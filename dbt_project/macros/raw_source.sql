@@ -1,5 +1,6 @@
 {#- Reading the raw zone. This file and the sources' `external_location` are the only places
-    that know the raw zone is Parquet read by DuckDB; another engine replaces them.
+    that know the raw zone is Parquet; on DuckDB the sources read it (external_location), on
+    Spark raw_relation reads the same files (macros/engine.sql read_parquet_glob).
 
     raw_source(source_name, table_name) is what staging models select from instead of
     source(). It returns
@@ -11,15 +12,15 @@
     Unit tests get the plain source() so their fixtures replace it. -#}
 
 {% macro raw_source(source_name, table_name) -%}
-    {%- set relation = source(source_name, table_name) -%}
+    {%- set declared = source(source_name, table_name) -%}
     {%- if not execute or model.resource_type == 'unit_test' -%}
-        {{- return(relation) -}}
+        {{- return(declared) -}}
     {%- endif -%}
     {%- if not raw_batches_exist(source_name, table_name) -%}
         {{- return(typed_source_relation(source_name, table_name, none)) -}}
     {%- endif -%}
-    {%- set described = run_query("describe select * from " ~ relation) -%}
-    {%- set present = described.columns[0].values() | map('lower') | list -%}
+    {%- set relation = raw_relation(source_name, table_name, declared) -%}
+    {%- set present = column_names_of(relation) -%}
     {%- set missing = [] -%}
     {%- for col in source_columns(source_name, table_name) if col.name | lower not in present -%}
         {%- do missing.append(col.name) -%}
@@ -40,15 +41,27 @@
 {%- endmacro %}
 
 
+{#- The raw batches of a source as a relation: the source itself where the adapter reads its
+    external_location (DuckDB), else the same Parquet files read directly. -#}
+{% macro raw_relation(source_name, table_name, declared) -%}
+    {{- return(adapter.dispatch('raw_relation')(source_name, table_name, declared)) -}}
+{%- endmacro %}
+{% macro default__raw_relation(source_name, table_name, declared) -%}
+    {{- return(declared) -}}
+{%- endmacro %}
+{% macro spark__raw_relation(source_name, table_name, declared) -%}
+    {{- return(read_parquet_glob(raw_batch_glob(source_name, table_name))) -}}
+{%- endmacro %}
+
+
 {% macro without_gate_rejects(relation) -%}
-    {%- set found = run_query("select count(*) from glob('" ~ gate_rejects_glob() ~ "')") -%}
-    {%- if found.columns[0].values()[0] == 0 -%}
+    {%- if count_files(gate_rejects_glob()) == 0 -%}
         {{- return(relation) -}}
     {%- endif -%}
     {%- set sql -%}
     (select kept.* from {{ relation }} as kept
      where not exists (
-         select 1 from read_parquet('{{ gate_rejects_glob() }}', union_by_name = true) as rejected
+         select 1 from {{ read_parquet_glob(gate_rejects_glob()) }} as rejected
          where rejected._batch_id = kept._batch_id
            and rejected._source_file is not distinct from kept._source_file
            and rejected._source_line is not distinct from kept._source_line))
@@ -64,9 +77,7 @@
 
 
 {% macro raw_batches_exist(source_name, table_name) -%}
-    {%- set found = run_query("select count(*) from glob('"
-        ~ raw_batch_glob(source_name, table_name) ~ "')") -%}
-    {{- return(found.columns[0].values()[0] > 0) -}}
+    {{- return(count_files(raw_batch_glob(source_name, table_name)) > 0) -}}
 {%- endmacro %}
 
 
@@ -90,7 +101,7 @@
         {% if relation is not none and col.name | lower in present -%}
         {{ adapter.quote(col.name) }}
         {%- else -%}
-        cast(null as {{ col.data_type or 'varchar' }}) as {{ adapter.quote(col.name) }}
+        cast(null as {{ engine_type(col.data_type or 'varchar') }}) as {{ adapter.quote(col.name) }}
         {%- endif %}{{ "," if not loop.last }}
     {%- endfor %}
     {% if relation is not none %}from {{ relation }} as batches{% else %}where false{% endif %})

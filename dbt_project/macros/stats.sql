@@ -42,9 +42,9 @@
         when lower({{ medium }}) = 'affiliate' then 'affiliate'
         when lower({{ medium }}) = 'referral' then 'referral'
         when {{ medium }} is not null then 'other_campaign'
-        when regexp_matches(coalesce({{ referrer }}, ''), '(google|baidu|bing|yahoo|sogou|so\.com|duckduckgo)\.')
+        when {{ regex_search("coalesce(" ~ referrer ~ ", '')", '(google|baidu|bing|yahoo|sogou|so\.com|duckduckgo)\.') }}
             then 'organic_search'
-        when regexp_matches(coalesce({{ referrer }}, ''), '(weixin|wechat|xiaohongshu|weibo|facebook|instagram|douyin|t\.co)')
+        when {{ regex_search("coalesce(" ~ referrer ~ ", '')", '(weixin|wechat|xiaohongshu|weibo|facebook|instagram|douyin|t\.co)') }}
             then 'organic_social'
         when coalesce({{ referrer }}, '') <> '' then 'referral'
         else 'direct'

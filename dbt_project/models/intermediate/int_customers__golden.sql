@@ -24,7 +24,7 @@ from_contacts as (
     -- latest non-null value across the customer's contacts wins
     select
         customer_id,
-        list_sort(list(contact_id)) as crm_contact_ids,
+        {{ sorted_list_agg('contact_id') }} as crm_contact_ids,
         max_by(contact_id, updated_at) as primary_contact_id,
         max_by(email, updated_at) filter (where email is not null) as email,
         max_by(phone, updated_at) filter (where phone is not null) as phone,
@@ -66,7 +66,7 @@ from_keys as (
 
 select
     from_keys.customer_id,
-    coalesce(from_contacts.crm_contact_ids, []::varchar[]) as crm_contact_ids,
+    coalesce(from_contacts.crm_contact_ids, {{ empty_string_list() }}) as crm_contact_ids,
     from_contacts.primary_contact_id,
     pii_hash(coalesce(from_contacts.email, from_keys.email)) as email_hash,
     pii_hash(coalesce(from_contacts.phone, from_keys.phone)) as phone_hash,

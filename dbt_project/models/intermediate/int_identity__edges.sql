@@ -25,7 +25,7 @@ anchored as (
 select
     anchor_key as left_key,
     identity_key as right_key,
-    {{ dbt.listagg("distinct record_type", "','", "order by record_type") }} as record_types,
+    {{ sorted_distinct_join('record_type', ',') }} as record_types,
     count(*) as records
 from anchored
 where identity_key <> anchor_key

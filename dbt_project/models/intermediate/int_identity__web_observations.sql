@@ -20,7 +20,7 @@ with new_events as (
            trait_phone, _loaded_at
     from {{ ref('stg_web__events') }}
     {% if is_incremental() %}
-    where _loaded_at > (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+    where _loaded_at > (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }})) from {{ this }})
     {% endif %}
 
 ),
@@ -59,11 +59,12 @@ pairs as (
 {% if is_incremental() %}
 earlier_pairs as (
 
-    select record_type, record_id, min(observed_at) as observed_at
-    from {{ this }}
-    where record_type in ('web_login', 'web_alias')
-      and (record_type, record_id) in (select (record_type, record_id) from pairs)
-    group by record_type, record_id
+    select kept.record_type, kept.record_id, min(kept.observed_at) as observed_at
+    from {{ this }} as kept
+    where kept.record_type in ('web_login', 'web_alias')
+      and exists (select 1 from pairs
+                  where pairs.record_type = kept.record_type and pairs.record_id = kept.record_id)
+    group by kept.record_type, kept.record_id
 
 ),
 {% endif %}

@@ -42,8 +42,6 @@ select
     consent_preferences,
     consent_at,
     -- the categories answered false, lower-cased (category ids are the consent manager's)
-    coalesce(list_sort(list_transform(list_filter(
-        json_keys(consent_preferences),
-        k -> lower(json_extract_string(consent_preferences, '$."' || k || '"')) = 'false'),
-        k -> lower(k))), []::varchar[]) as denied_categories
+    coalesce({{ denied_consent_categories('consent_preferences') }}, {{ empty_string_list() }})
+        as denied_categories
 from latest

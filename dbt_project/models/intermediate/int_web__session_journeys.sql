@@ -38,11 +38,11 @@ per_session as (
     select
         session_id,
         -- the landing event: the session's first (ties broken as the sessions model does)
-        arg_min(campaign_source, (event_at, message_id)) as campaign_source,
-        arg_min(campaign_medium, (event_at, message_id)) as campaign_medium,
-        arg_min(campaign_name, (event_at, message_id)) as campaign_name,
-        arg_min(page_referrer, (event_at, message_id)) filter (where is_view) as landing_referrer,
-        arg_max(page_path, (event_at, message_id)) filter (where is_view) as exit_path,
+        {{ arg_min_by('campaign_source', row_tuple(['event_at', 'message_id'])) }} as campaign_source,
+        {{ arg_min_by('campaign_medium', row_tuple(['event_at', 'message_id'])) }} as campaign_medium,
+        {{ arg_min_by('campaign_name', row_tuple(['event_at', 'message_id'])) }} as campaign_name,
+        {{ arg_min_by('page_referrer', row_tuple(['event_at', 'message_id'])) }} filter (where is_view) as landing_referrer,
+        {{ arg_max_by('page_path', row_tuple(['event_at', 'message_id'])) }} filter (where is_view) as exit_path,
         count(*) filter (where event_name = 'Product Viewed') as product_viewed_events,
         count(*) filter (where event_name = 'Product Added') as product_added_events,
         count(*) filter (where event_name = 'Checkout Started') as checkout_started_events,
@@ -59,7 +59,7 @@ select
     sessions.started_at,
     sessions.ended_at,
     cast(sessions.started_at as date) as session_date,
-    {{ dbt.datediff('sessions.started_at', 'sessions.ended_at', 'second') }} / 60.0 as session_minutes,
+    cast({{ dbt.datediff('sessions.started_at', 'sessions.ended_at', 'second') }} as double) / 60.0 as session_minutes,
     sessions.page_views,
     sessions.events,
     -- a bounce: the visitor saw one page (or app screen) and left

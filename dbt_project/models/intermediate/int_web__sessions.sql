@@ -14,18 +14,11 @@
         materialized='incremental',
         incremental_strategy='append',
         on_schema_change='fail',
-        post_hook="
-            delete from {{ this }} as old
-            using (
-                select anonymous_id, min(started_at) as recomputed_from
-                from {{ this }}
-                where _invocation_id = '{{ invocation_id }}'
-                group by anonymous_id
-            ) as fresh
-            where old.anonymous_id = fresh.anonymous_id
-              and old.started_at >= fresh.recomputed_from
-              and old._invocation_id <> '{{ invocation_id }}'
-        "
+        post_hook="{{ delete_matching_rows(this,
+            'select anonymous_id, min(started_at) as recomputed_from from ' ~ this
+            ~ ' where _invocation_id = \\'' ~ invocation_id ~ '\\' group by anonymous_id',
+            'old.anonymous_id = fresh.anonymous_id and old.started_at >= fresh.recomputed_from'
+            ~ ' and old._invocation_id <> \\'' ~ invocation_id ~ '\\'') }}"
     )
 }}
 
@@ -37,7 +30,7 @@ new_events as (
     select anonymous_id, min(event_at) as first_new_at
     from {{ ref('stg_web__events') }}
     where anonymous_id is not null and event_at is not null
-      and _loaded_at > (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+      and _loaded_at > (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }})) from {{ this }})
     group by anonymous_id
 
 ),
@@ -136,7 +129,7 @@ session_users as (
 )
 
 select
-    {{ dbt.hash("sessions.anonymous_id || '|' || cast(sessions.started_at as varchar)") }} as session_id,
+    {{ dbt.hash("sessions.anonymous_id || '|' || cast(sessions.started_at as string)") }} as session_id,
     sessions.anonymous_id,
     session_users.user_id,
     sessions.started_at,

@@ -42,7 +42,7 @@ feedback as (
 
     select
         feedback.customer_id,
-        max_by(feedback.score, feedback.submitted_at) filter (where feedback.survey_type = 'NPS') as nps_latest,
+        {{ arg_max_by('feedback.score', 'feedback.submitted_at') }} filter (where feedback.survey_type = 'NPS') as nps_latest,
         avg(feedback.score) filter (where feedback.survey_type = 'CSAT') as csat_avg,
         max(feedback.submitted_at) as last_feedback_at
     from {{ ref('fct_feedback') }} as feedback
@@ -56,7 +56,7 @@ feedback as (
 -- the accounts (Segment groupIds) any of the customer's keys joined
 accounts as (
 
-    select clusters.customer_id, list_sort(list(distinct memberships.group_id)) as account_ids
+    select clusters.customer_id, {{ sorted_list_agg('memberships.group_id', distinct=true) }} as account_ids
     from {{ ref('int_web__group_memberships') }} as memberships
     inner join {{ ref('int_identity__clusters') }} as clusters
         on clusters.identity_key = memberships.identity_key
@@ -78,7 +78,7 @@ voice as (
 
     select
         texts.customer_id,
-        max_by(texts.sentiment_label, (texts.created_at, texts.source_id)) as last_sentiment_label
+        {{ arg_max_by('texts.sentiment_label', row_tuple(['texts.created_at', 'texts.source_id'])) }} as last_sentiment_label
     from {{ ref('fct_feedback_text') }} as texts
     cross join as_of
     where texts.customer_id is not null and texts.created_date <= as_of.as_of_date
@@ -99,7 +99,7 @@ complaint_topics as (
 
 top_complaint as (
 
-    select customer_id, arg_max(topic, (complaints, last_at, topic)) as top_complaint_topic
+    select customer_id, {{ arg_max_by('topic', row_tuple(['complaints', 'last_at', 'topic'])) }} as top_complaint_topic
     from complaint_topics
     group by customer_id
 
@@ -210,7 +210,7 @@ select
     as_of_date,
     first_seen_at,
     has_crm_contact,
-    coalesce(account_ids, []::varchar[]) as account_ids,
-    coalesce(web_consent_denied, []::varchar[]) as web_consent_denied,
+    coalesce(account_ids, {{ empty_string_list() }}) as account_ids,
+    coalesce(web_consent_denied, {{ empty_string_list() }}) as web_consent_denied,
     web_consent_at
 from joined

@@ -19,7 +19,7 @@ with pos_lines as (
     {% if is_incremental() %}
     where _source_file in (
         select _source_file from {{ ref('stg_pos__transactions') }}
-        where _loaded_at >= (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00')
+        where _loaded_at >= (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }}))
                              from {{ this }} where channel = 'store')
     )
     {% endif %}
@@ -41,7 +41,7 @@ web_order_events as (
           and events.order_id in (
               select order_id from {{ ref('stg_web__events') }}
               where event_name = 'Order Completed'
-                and _loaded_at >= (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00')
+                and _loaded_at >= (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }}))
                                    from {{ this }} where channel = 'web'))
         {% endif %}
     ) as ranked
@@ -77,7 +77,7 @@ unified as (
         txn_at as ordered_at,
         business_date,
         sku,
-        cast(null as varchar) as product_id,
+        cast(null as string) as product_id,
         quantity,
         unit_price,
         discount_amount,
@@ -94,7 +94,7 @@ unified as (
         order_id,
         cast(item_no as integer) as line_no,
         'web' as channel,
-        cast(null as varchar) as store_id,
+        cast(null as string) as store_id,
         event_at as ordered_at,
         cast(event_at as date) as business_date,
         line_sku as sku,
@@ -112,7 +112,7 @@ unified as (
 )
 
 select
-    unified.order_id || '-' || cast(unified.line_no as varchar) as order_line_id,
+    unified.order_id || '-' || cast(unified.line_no as string) as order_line_id,
     unified.order_id,
     unified.line_no,
     unified.channel,

@@ -10,7 +10,7 @@ select
     tickets.created_at,
     tickets.closed_at,
     case when tickets.closed_at is not null
-         then round({{ dbt.datediff('tickets.created_at', 'tickets.closed_at', 'second') }} / 3600.0, 2)
+         then round(cast({{ dbt.datediff('tickets.created_at', 'tickets.closed_at', 'second') }} as double) / 3600.0, 2)
     end as resolution_hours
 from {{ ref('stg_crm__tickets') }} as tickets
 left join {{ ref('int_identity__record_customers') }} as customers

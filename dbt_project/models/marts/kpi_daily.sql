@@ -80,7 +80,7 @@ activity_runs as (
         select
             customer_id,
             activity_date,
-            case when activity_date - lag(activity_date) over (partition by customer_id order by activity_date) <= 30
+            case when {{ days_diff('lag(activity_date) over (partition by customer_id order by activity_date)', 'activity_date') }} <= 30
                  then 0 else 1 end as starts_run
         from activity
     ) as marked

@@ -54,7 +54,7 @@
 with orders as (
 
     select
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         cast(ordered_at as timestamp) as ordered_at,
         channel,
         coalesce(gross_amount, 0) as gross_amount,
@@ -75,7 +75,7 @@ with orders as (
 sessions as (
 
     select
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         cast(started_at as timestamp) as started_at,
         coalesce(page_views, 0) as page_views,
         coalesce(cast(converted as integer), 0) as converted
@@ -87,7 +87,7 @@ sessions as (
 tickets as (
 
     select
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         cast(created_at as timestamp) as created_at,
         cast(closed_at as timestamp) as closed_at,
         lower(priority) as priority
@@ -99,7 +99,7 @@ tickets as (
 feedback as (
 
     select
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         upper(survey_type) as survey_type,
         cast(score as double) as score,
         cast(submitted_at as timestamp) as submitted_at
@@ -111,7 +111,7 @@ feedback as (
 customer_versions as (
 
     select
-        cast(customer_id as varchar) as customer_id,
+        cast(customer_id as string) as customer_id,
         {% if 'first_seen_at' in dim_columns -%}
         -- The snapshot dates a customer's first version by the pipeline run that first saw
         -- them; the person existed since first_seen_at, so the first version starts there.
@@ -126,8 +126,8 @@ customer_versions as (
         cast(valid_to as timestamp) as valid_to,
         {% if 'marketing_consent' in dim_columns -%}
         case
-            when lower(cast(marketing_consent as varchar)) in ('true', '1', 'yes') then 1
-            when lower(cast(marketing_consent as varchar)) in ('false', '0', 'no') then 0
+            when lower(cast(marketing_consent as string)) in ('true', '1', 'yes') then 1
+            when lower(cast(marketing_consent as string)) in ('false', '0', 'no') then 0
         end
         {%- else -%}
         cast(null as integer)
@@ -184,7 +184,7 @@ activity_days as (
         union all
 
         select
-            cast(customer_id as varchar),
+            cast(customer_id as string),
             event_date,
             0, 0, 0, 0, 0, 0, 0, 0,
             count(*) filter (where event_name = 'Product Viewed'),
@@ -321,7 +321,7 @@ ticket_features as (
         -- open at the cutoff: not closed yet then, whatever its status is today
         count(*) filter (where t.closed_at is null
                             or t.closed_at >= p.snapshot_date + interval 1 day) as open_tickets,
-        avg(date_diff('minute', t.created_at, t.closed_at) / 60.0)
+        avg({{ minutes_diff('t.created_at', 't.closed_at') }} / 60.0)
             filter (where t.closed_at < p.snapshot_date + interval 1 day
                       and t.created_at >= p.snapshot_date - 364) as avg_resolution_hours_365d
     from population as p
@@ -337,9 +337,9 @@ feedback_features as (
     select
         p.snapshot_date,
         p.customer_id,
-        arg_max(f.score, f.submitted_at) filter (where f.survey_type = 'NPS') as nps_latest,
-        date_diff('day', max(f.submitted_at) filter (where f.survey_type = 'NPS'),
-                  p.snapshot_date + interval 1 day) as days_since_nps,
+        {{ arg_max_by('f.score', 'f.submitted_at') }} filter (where f.survey_type = 'NPS') as nps_latest,
+        {{ days_diff("max(f.submitted_at) filter (where f.survey_type = 'NPS')",
+                     'p.snapshot_date + interval 1 day') }} as days_since_nps,
         avg(f.score) filter (where f.survey_type = 'CSAT'
                                and f.submitted_at >= p.snapshot_date - 364) as csat_avg_365d,
         count(*) as feedback_count
@@ -356,7 +356,7 @@ consent_at_cutoff as (
     select
         p.snapshot_date,
         p.customer_id,
-        arg_max(v.marketing_consent, v.valid_from) as marketing_consent
+        {{ arg_max_by('v.marketing_consent', 'v.valid_from') }} as marketing_consent
     from population as p
     inner join customer_versions as v
         on v.customer_id = p.customer_id
@@ -390,9 +390,9 @@ select
     p.is_scoring_snapshot,
     b.as_of_date,
 
-    date_diff('day', p.first_seen_date, p.snapshot_date) as tenure_days,
-    date_diff('day', af.first_order_date, p.snapshot_date) as days_since_first_order,
-    date_diff('day', af.last_order_date, p.snapshot_date) as recency_days,
+    {{ days_diff('p.first_seen_date', 'p.snapshot_date') }} as tenure_days,
+    {{ days_diff('af.first_order_date', 'p.snapshot_date') }} as days_since_first_order,
+    {{ days_diff('af.last_order_date', 'p.snapshot_date') }} as recency_days,
 
     cast(coalesce(af.orders_30d, 0) as bigint) as orders_30d,
     cast(coalesce(af.orders_90d, 0) as bigint) as orders_90d,
@@ -406,7 +406,7 @@ select
     af.returned_365d / nullif(af.gross_365d, 0) as returns_share_365d,
     af.store_orders_lifetime / nullif(af.orders_lifetime, 0) as store_order_share,
     1 - af.store_orders_lifetime / nullif(af.orders_lifetime, 0) as web_order_share,
-    date_diff('day', af.first_order_date, af.last_order_date)
+    {{ days_diff('af.first_order_date', 'af.last_order_date') }}
         / nullif(af.orders_lifetime - 1, 0) as avg_days_between_orders,
 
     cast(coalesce(af.sessions_7d, 0) as bigint) as sessions_7d,
@@ -414,7 +414,7 @@ select
     cast(coalesce(af.sessions_90d, 0) as bigint) as sessions_90d,
     cast(coalesce(af.page_views_28d, 0) as bigint) as page_views_28d,
     cast(coalesce(af.converted_sessions_90d, 0) as bigint) as converted_sessions_90d,
-    date_diff('day', af.last_session_date, p.snapshot_date) as days_since_last_session,
+    {{ days_diff('af.last_session_date', 'p.snapshot_date') }} as days_since_last_session,
     cast(coalesce(af.product_views_7d, 0) as bigint) as product_views_7d,
     cast(coalesce(af.product_views_28d, 0) as bigint) as product_views_28d,
     cast(coalesce(af.product_views_90d, 0) as bigint) as product_views_90d,

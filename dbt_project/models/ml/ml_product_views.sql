@@ -41,14 +41,14 @@ with events as (
         {{ event_name }} as event_name,
         {% if 'sku' in event_columns and 'product_id' in event_columns -%}
         {#- a product sent with only a product_id: the catalogue sku equal to it -#}
-        cast({{ web_product_sku('web.sku', 'web.product_id', 'catalogue') }} as varchar)
+        cast({{ web_product_sku('web.sku', 'web.product_id', 'catalogue') }} as string)
         {%- elif 'sku' in event_columns -%}
-        cast(sku as varchar)
+        cast(sku as string)
         {%- elif 'properties' in event_columns -%}
-        coalesce(json_extract_string(cast(properties as json), '$.sku'),
-                 json_extract_string(cast(properties as json), '$.product_id'))
+        coalesce({{ json_text('properties', '$.sku') }},
+                 {{ json_text('properties', '$.product_id') }})
         {%- else -%}
-        cast(null as varchar)
+        cast(null as string)
         {%- endif %} as sku
     from {{ ref('stg_web__events') }} as web
     {%- if 'product_id' in event_columns %}
@@ -82,11 +82,8 @@ located as (
         events.anonymous_id,
         case when events.event_at <= sessions.ended_at then sessions.session_id end as session_id,
         case when events.event_at <= sessions.ended_at then sessions.customer_id end as customer_id
-    from events
-    asof left join sessions
-        on sessions.anonymous_id = events.anonymous_id
-       and events.event_at >= sessions.started_at
-    where events.sku is not null and events.event_at is not null
+    from {{ asof_left_join('events', 'sessions', 'anonymous_id', 'event_at', 'started_at',
+                           'message_id', "events.sku is not null and events.event_at is not null") }}
 
 )
 

@@ -52,6 +52,9 @@ class Knob:
     secret: bool = False
 
 
+# The warehouse engines: each is a dbt target of the same name in dbt_project/profiles.yml.
+ENGINES = ("duckdb", "spark")
+
 KNOBS: dict[str, Knob] = {k.name: k for k in (
     # Where things are.
     Knob("C360_HOME", "./data",
@@ -125,6 +128,14 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("C360_DUCKDB_THREADS", "2", "DuckDB's threads (pipeline and dbt)."),
     Knob("C360_DBT_THREADS", "1",
          "dbt threads (models built at once); one writer is safest on a DuckDB file."),
+    Knob("C360_ENGINE", "duckdb",
+         "The engine dbt builds the warehouse on: duckdb (one file, one machine) or spark "
+         "(dbt-spark; docs/engines.md)."),
+    Knob("C360_SPARK_MASTER", "local[2]",
+         "Spark master of the in-process session the spark engine starts (local[N], or a "
+         "cluster's spark:// URL)."),
+    Knob("C360_SPARK_SHUFFLE_PARTITIONS", "4",
+         "spark.sql.shuffle.partitions of that session: Spark's default 200 is for clusters."),
     Knob("C360_ML_SCORING_ONLY", "0",
          "1 builds only the scoring snapshot of ml_customer_features; the ML stage sets it for "
          "its own build (1 on days no model trains)."),
@@ -317,6 +328,9 @@ class Settings:
     duckdb_temp_dir: Path               # C360_DUCKDB_TEMP_DIR
     dbt_project_dir: Path               # C360_DBT_PROJECT_DIR
     dbt_threads: int                    # C360_DBT_THREADS
+    engine: str                         # C360_ENGINE
+    spark_master: str                   # C360_SPARK_MASTER
+    spark_shuffle_partitions: int       # C360_SPARK_SHUFFLE_PARTITIONS
     ml_scoring_only: bool               # C360_ML_SCORING_ONLY
     expectations_dir: Path              # C360_EXPECTATIONS_DIR
     models_dir: Path                    # C360_MODELS_DIR
@@ -565,6 +579,9 @@ def get_settings(home: str | Path | None = None) -> Settings:
                             "key=value string")
     _refuse_placeholder("C360_PUBLISH_POSTGRES_DSN", _dsn_password(dsn), "'s password")
     results = _raw("C360_DBT_RESULTS")
+    engine = (_raw("C360_ENGINE") or "duckdb").strip().lower()
+    if engine not in ENGINES:
+        raise SettingsError(f"C360_ENGINE must be one of {', '.join(ENGINES)}, got {engine!r}")
     return Settings(
         home=home,
         landing=_path("C360_LANDING", home),
@@ -574,6 +591,9 @@ def get_settings(home: str | Path | None = None) -> Settings:
         duckdb_temp_dir=_path("C360_DUCKDB_TEMP_DIR", home),
         dbt_project_dir=_path("C360_DBT_PROJECT_DIR"),
         dbt_threads=_int("C360_DBT_THREADS", minimum=1),
+        engine=engine,
+        spark_master=_raw("C360_SPARK_MASTER"),
+        spark_shuffle_partitions=_int("C360_SPARK_SHUFFLE_PARTITIONS", minimum=1),
         ml_scoring_only=_bool("C360_ML_SCORING_ONLY"),
         expectations_dir=_path("C360_EXPECTATIONS_DIR"),
         models_dir=_path("C360_MODELS_DIR"),

@@ -78,6 +78,20 @@ def _build_order(sources: dict[str, str]) -> list[str]:
     return order
 
 
+# The project's macros the ML models call, in their DuckDB (default__) implementation: this
+# renderer is DuckDB only, so adapter.dispatch resolves to the default__ macro, and dbt's
+# return() of a rendered string is the string itself.
+_MACRO_FILES = ("engine.sql", "normalize.sql", "web_orders.sql")
+_DISPATCH = re.compile(r"adapter\.dispatch\('(\w+)'\)")
+_RETURN = re.compile(r"\{\{-? *return\((.*)\) *-?\}\}")
+
+
+def _project_macros() -> str:
+    macros_dir = get_settings().dbt_project_dir / "macros"
+    text = "".join((macros_dir / name).read_text(encoding="utf-8") for name in _MACRO_FILES)
+    return _RETURN.sub(r"{{ \1 }}", _DISPATCH.sub(r"default__\1", text))
+
+
 def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | None = None) -> str:
     variables = dict(variables or {})
     env_vars = build_env(get_settings())  # what dbt's env_var() sees (warehouse.dbt_runner)
@@ -86,7 +100,7 @@ def render_model(sql: str, con: duckdb.DuckDBPyConnection, variables: dict | Non
         return variables.get(name, default)
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.do"])
-    template = env.from_string(sql)
+    template = env.from_string(_project_macros() + sql)
     return template.render(
         ref=lambda name: _Relation(schema_of(name), name),
         var=var,

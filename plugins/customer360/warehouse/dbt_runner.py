@@ -99,12 +99,18 @@ def build_env(settings: Settings) -> dict[str, str]:
         "C360_DUCKDB_THREADS": str(settings.duckdb_threads),
         "C360_DUCKDB_TEMP_DIR": str(settings.duckdb_temp_dir),
         "C360_DBT_THREADS": str(settings.dbt_threads),
+        "C360_ENGINE": settings.engine,
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         # Full point-in-time history unless the ML task asks for the scoring snapshot only.
         "C360_ML_SCORING_ONLY": "1" if settings.ml_scoring_only else "0",
         # The CRM property map (config/crm_properties.yml), read by macros/crm_properties.sql.
         "C360_CRM_PROPERTY_MAP": crm_properties.to_json(crm_properties.load_property_map(settings)),
     }
+
+
+def dbt_target(settings: Settings) -> str:
+    """The profiles.yml target of ``settings.engine``."""
+    return {"duckdb": "local", "spark": "spark"}[settings.engine]
 
 
 def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = None):
@@ -124,10 +130,16 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
     full_args = [*args,
                  "--project-dir", str(proj),
                  "--profiles-dir", str(proj),
+                 "--target", dbt_target(settings),
                  "--target-path", str(target),
                  "--log-path", str(settings.dbt_logs_dir)]
     import sys
 
+    if settings.engine == "spark":
+        # dbt-spark's session method takes the process's active session: start ours first.
+        from customer360.warehouse.spark_session import spark_session
+
+        spark_session(settings)
     saved_argv = sys.argv
     # dbt records the process command line in dbt.log and run_results.json; the caller's
     # (e.g. `c360 erase --email ...`) must not end up there.
@@ -138,7 +150,8 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
             return dbtRunner().invoke(full_args)
         finally:
             sys.argv = saved_argv
-            _release_duckdb()
+            if settings.engine == "duckdb":
+                _release_duckdb()
 
 
 def _release_duckdb() -> None:
@@ -204,6 +217,11 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
     anything errors or a test fails.
     """
+    if settings.engine != "duckdb":
+        raise WarehouseBuildError(
+            f"the layer-by-layer build (quality gates between layers) runs on DuckDB only; "
+            f"C360_ENGINE={settings.engine} builds the whole warehouse with build_warehouse "
+            f"(docs/engines.md)")
     args = ["build", "--selector", check_dbt_layer(layer)]
     if full_refresh:
         args.append("--full-refresh")
@@ -219,7 +237,11 @@ def build_warehouse(settings: Settings, full_refresh: bool = False,
                     logical_date: dt.date | None = None, tests: bool = True) -> RunResults:
     """All three layers in one ``dbt build`` (one dbt start-up instead of three): for the
     CLI's rebuild, backfills and tests. ``tests=False`` builds models, seeds and snapshots
-    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`."""
+    only. Raises :class:`WarehouseBuildError` like :func:`run_layer`. On Spark the build is
+    :func:`customer360.warehouse.spark_engine.build_warehouse` (which calls this module)."""
+    if settings.engine != "duckdb":
+        raise WarehouseBuildError(f"C360_ENGINE={settings.engine}: build with "
+                                  f"customer360.warehouse.spark_engine.build_warehouse")
     args = ["build", "--selector", "warehouse"]
     if full_refresh:
         args.append("--full-refresh")

@@ -90,6 +90,35 @@ def _missing_key_hasher(reason: str) -> Callable[[str | None], str | None]:
     return pii_hash
 
 
+def phone_batch(raw: pa.Array, country: pa.Array) -> pa.Array:
+    """normalize_phone over one Arrow batch (both engines' SQL function)."""
+    return pa.array([normalize_phone(r, c) for r, c in zip(raw.to_pylist(), country.to_pylist())],
+                    type=pa.string())
+
+
+def country_batch(values: pa.Array) -> pa.Array:
+    """normalize_country over one Arrow batch."""
+    return pa.array([country_code(v) for v in values.to_pylist()], type=pa.string())
+
+
+def hash_batch(hasher: Callable[[str | None], str | None]) -> Callable[[pa.Array], pa.Array]:
+    """pii_hash over one Arrow batch, for one hasher."""
+    def batch(values: pa.Array) -> pa.Array:
+        return pa.array([hasher(v) for v in values.to_pylist()], type=pa.string())
+
+    return batch
+
+
+def hasher_for_settings() -> Callable[[str | None], str | None]:
+    """``pii_hash`` for the key in ``C360_PII_KEY``; when it is missing, one that fails on
+    first use with a message naming the variable (never a value), so models that hash
+    nothing still build. Both engines' ``pii_hash`` come from here."""
+    try:
+        return make_pii_hasher(get_settings().pii_key())
+    except SettingsError as exc:
+        return _missing_key_hasher(str(exc))
+
+
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     """Create ``normalize_phone(VARCHAR, VARCHAR)``, ``normalize_country(VARCHAR)`` and
     ``pii_hash(VARCHAR)`` on ``con``.
@@ -98,24 +127,9 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     first use with a message naming the variable (never a value), so models that hash nothing
     still build.
     """
-    try:
-        hasher = make_pii_hasher(get_settings().pii_key())
-    except SettingsError as exc:
-        hasher = _missing_key_hasher(str(exc))
-
-    def phone_batch(raw: pa.Array, country: pa.Array) -> pa.Array:
-        return pa.array([normalize_phone(r, c) for r, c in zip(raw.to_pylist(), country.to_pylist())],
-                        type=pa.string())
-
-    def country_batch(values: pa.Array) -> pa.Array:
-        return pa.array([country_code(v) for v in values.to_pylist()], type=pa.string())
-
-    def hash_batch(values: pa.Array) -> pa.Array:
-        return pa.array([hasher(v) for v in values.to_pylist()], type=pa.string())
-
     for name, fn, params in (("normalize_phone", phone_batch, [VARCHAR, VARCHAR]),
                              ("normalize_country", country_batch, [VARCHAR]),
-                             ("pii_hash", hash_batch, [VARCHAR])):
+                             ("pii_hash", hash_batch(hasher_for_settings()), [VARCHAR])):
         try:
             con.remove_function(name)
         except duckdb.InvalidInputException:

@@ -47,7 +47,7 @@ order_touches as (
     inner join touches
         on touches.customer_id = purchases.customer_id
        and touches.started_at <= purchases.ordered_at
-       and touches.started_at > purchases.ordered_at - interval ({{ var('attribution_window_days') }}) day
+       and touches.started_at > purchases.ordered_at - {{ days_interval(var('attribution_window_days')) }}
 
 ),
 

@@ -55,7 +55,7 @@ outcomes as (
         on orders.customer_id = units.customer_id
        and orders.order_kind = 'purchase'
        and orders.ordered_at >= units.exposed_at
-       and orders.ordered_at < units.exposed_at + interval ({{ var('experiment_conversion_window_days') }}) day
+       and orders.ordered_at < units.exposed_at + {{ days_interval(var('experiment_conversion_window_days')) }}
     where units.variations_seen = 1
     group by all
 

@@ -25,9 +25,9 @@ latest as (
     select
         {{ clean_text('id') }} as contact_id,
         coalesce(archived, false) as is_archived,
-        {{ iso_to_utc('"createdAt"') }} as created_at,
-        {{ iso_to_utc('"updatedAt"') }} as updated_at,
-        {{ iso_to_utc('"archivedAt"') }} as archived_at,
+        {{ iso_to_utc(adapter.quote('createdAt')) }} as created_at,
+        {{ iso_to_utc(adapter.quote('updatedAt')) }} as updated_at,
+        {{ iso_to_utc(adapter.quote('archivedAt')) }} as archived_at,
         {{ crm_prop('contacts', 'email') }} as email_raw,
         {{ crm_prop('contacts', 'phone') }} as phone_typed,
         {{ crm_prop('contacts', 'mobile_phone') }} as mobile_phone_typed,

@@ -18,9 +18,9 @@ select
     try_cast({{ crm_prop('feedback_submissions', 'score') }} as integer) as score,
     {{ crm_prop('feedback_submissions', 'comment') }} as comment,
     coalesce({{ iso_to_utc(crm_prop('feedback_submissions', 'submitted_at')) }},
-             {{ iso_to_utc('"createdAt"') }}) as submitted_at,
-    {{ iso_to_utc('"createdAt"') }} as created_at,
-    {{ iso_to_utc('"updatedAt"') }} as updated_at,
+             {{ iso_to_utc(adapter.quote('createdAt')) }}) as submitted_at,
+    {{ iso_to_utc(adapter.quote('createdAt')) }} as created_at,
+    {{ iso_to_utc(adapter.quote('updatedAt')) }} as updated_at,
     _batch_id,
     _loaded_at
 from versions

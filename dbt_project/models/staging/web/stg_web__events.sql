@@ -36,20 +36,16 @@ with landed as (
 
     select *
     from (
-        select * from {{ raw_source('web', 'events') }}
-        -- batches landed before these Segment fields became columns have none of them: by
-        -- name, the union gives them nulls instead of failing on a missing column
-        union all by name
-        select
-            {%- for column in ['originalTimestamp', 'sentAt', 'previousId', 'groupId', 'name', 'category', '_timestamp_from'] %}
-            cast(null as varchar) as "{{ column }}"{{ "," if not loop.last }}
-            {%- endfor %}
-        where false
+        -- batches landed before these Segment fields became columns have none of them:
+        -- they read as nulls instead of failing on a missing column
+        {{ with_text_columns(raw_source('web', 'events'),
+                             ['originalTimestamp', 'sentAt', 'previousId', 'groupId', 'name',
+                              'category', '_timestamp_from']) }}
     ) as raw
-    where raw."messageId" is not null
+    where raw.{{ adapter.quote('messageId') }} is not null
     {% if is_incremental() %}
       -- ">=" re-reads the newest batch already seen; the anti-join below drops its rows.
-      and raw._loaded_at >= (select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+      and raw._loaded_at >= (select coalesce(max(_loaded_at), cast('1970-01-01 00:00:00+00' as {{ engine_type('timestamptz') }})) from {{ this }})
     {% endif %}
 
 ),
@@ -60,10 +56,10 @@ with landed as (
 repeated as (
 
     select
-        "messageId" as message_id,
+        {{ adapter.quote('messageId') }} as message_id,
         min((_loaded_at, _batch_id, _source_file, _source_line)) as first_copy
     from landed
-    group by "messageId"
+    group by {{ adapter.quote('messageId') }}
     having count(*) > 1
 
 ),
@@ -72,7 +68,7 @@ first_copies as (
 
     select landed.*
     from landed
-    left join repeated on repeated.message_id = landed."messageId"
+    left join repeated on repeated.message_id = landed.{{ adapter.quote('messageId') }}
     where repeated.message_id is null
        or repeated.first_copy is not distinct from (landed._loaded_at, landed._batch_id, landed._source_file, landed._source_line)
 
@@ -96,7 +92,7 @@ unpacked as (
         {%- for column, fields in json_fields.items() %}
         {%- set outer = loop %}
         {%- for name in fields %}
-        _{{ column }}_texts[{{ loop.index }}] as {{ name }}{{ "," if not (outer.last and loop.last) }}
+        {{ json_text_list_item('_' ~ column ~ '_texts', loop.index) }} as {{ name }}{{ "," if not (outer.last and loop.last) }}
         {%- endfor %}
         {%- endfor %}
     from parsed
@@ -106,20 +102,20 @@ unpacked as (
 typed as (
 
     select
-        {{ clean_text('"messageId"') }} as message_id,
-        lower({{ clean_text('"type"') }}) as event_type,
-        {{ clean_text('"event"') }} as event_name,
-        {{ clean_text('"anonymousId"') }} as anonymous_id,
-        {{ clean_text('"userId"') }} as user_id,
-        {{ iso_to_utc('"timestamp"') }} as event_at,
-        {{ iso_to_utc('"receivedAt"') }} as received_at,
-        "_timestamp_from" as timestamp_from,
-        {{ clean_text('"previousId"') }} as previous_id,
-        {{ clean_text('"groupId"') }} as group_id,
-        {{ clean_text('"name"') }} as page_name,
-        {{ clean_text('"category"') }} as page_category,
-        {{ iso_to_utc('"originalTimestamp"') }} as original_at,
-        {{ iso_to_utc('"sentAt"') }} as sent_at,
+        {{ clean_text(adapter.quote('messageId')) }} as message_id,
+        lower({{ clean_text(adapter.quote('type')) }}) as event_type,
+        {{ clean_text(adapter.quote('event')) }} as event_name,
+        {{ clean_text(adapter.quote('anonymousId')) }} as anonymous_id,
+        {{ clean_text(adapter.quote('userId')) }} as user_id,
+        {{ iso_to_utc(adapter.quote('timestamp')) }} as event_at,
+        {{ iso_to_utc(adapter.quote('receivedAt')) }} as received_at,
+        {{ adapter.quote('_timestamp_from') }} as timestamp_from,
+        {{ clean_text(adapter.quote('previousId')) }} as previous_id,
+        {{ clean_text(adapter.quote('groupId')) }} as group_id,
+        {{ clean_text(adapter.quote('name')) }} as page_name,
+        {{ clean_text(adapter.quote('category')) }} as page_category,
+        {{ iso_to_utc(adapter.quote('originalTimestamp')) }} as original_at,
+        {{ iso_to_utc(adapter.quote('sentAt')) }} as sent_at,
         {%- for field in ['url', 'path', 'referrer', 'title', 'search'] %}
         coalesce({{ clean_text('ctx_page_' ~ field) }}, {{ clean_text('prop_' ~ field) }}) as page_{{ field }},
         {%- endfor %}
@@ -138,12 +134,12 @@ typed as (
         {{ clean_text('experiment_id_raw') }} as experiment_id,
         {{ clean_text('variation_id_raw') }} as variation_id,
         -- JSON text of {category: true/false}, as the consent manager sent it
-        case when json_type(consent_preferences_raw) = 'OBJECT' then consent_preferences_raw end
+        case when {{ json_is_object('consent_preferences_raw') }} then consent_preferences_raw end
             as consent_preferences,
         -- a group call's account name; the traits of identify are people's, of group accounts'
-        case when lower({{ clean_text('"type"') }}) = 'group' then {{ clean_text('trait_name_raw') }} end
+        case when lower({{ clean_text(adapter.quote('type')) }}) = 'group' then {{ clean_text('trait_name_raw') }} end
             as group_name,
-        case when lower({{ clean_text('"type"') }}) = 'group' then traits end as group_traits,
+        case when lower({{ clean_text(adapter.quote('type')) }}) = 'group' then traits end as group_traits,
         {{ normalize_email('trait_email_raw') }} as trait_email,
         -- A phone typed without its country code is read in the browser locale's country (zh-CN).
         {{ normalize_phone('trait_phone_raw', "regexp_extract(locale, '[-_]([A-Za-z]{2})$', 1)") }} as trait_phone,

@@ -22,7 +22,7 @@
           select changed.id
           from {{ raw_source('crm', object_name) }} as changed
           where changed._loaded_at >= (
-              select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+              select coalesce(max(_loaded_at), {{ epoch_timestamp() }}) from {{ this }})
       )
     {%- endif %}
 {%- endmacro %}

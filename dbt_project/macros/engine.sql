@@ -200,3 +200,8 @@
 {% macro sorted_distinct_join(expr, sep) -%}{{ return(adapter.dispatch('sorted_distinct_join')(expr, sep)) }}{%- endmacro %}
 {% macro default__sorted_distinct_join(expr, sep) -%}{{ dbt.listagg("distinct " ~ expr, "'" ~ sep ~ "'", "order by " ~ expr) }}{%- endmacro %}
 {% macro spark__sorted_distinct_join(expr, sep) -%}array_join(array_sort(collect_set({{ expr }})), '{{ sep }}'){%- endmacro %}
+
+{# The earliest instant, typed like the raw zone's _loaded_at (Spark has no timestamptz literal). #}
+{% macro epoch_timestamp() -%}{{ return(adapter.dispatch('epoch_timestamp')()) }}{%- endmacro %}
+{% macro default__epoch_timestamp() -%}timestamptz '1970-01-01 00:00:00+00'{%- endmacro %}
+{% macro spark__epoch_timestamp() -%}timestamp '1970-01-01 00:00:00'{%- endmacro %}

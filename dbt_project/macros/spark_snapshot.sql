@@ -6,9 +6,8 @@
     dbt-spark's own materialization is the better one (docs/engines.md). -#}
 
 {% macro spark__snapshot_get_time() -%}
-    {%- set value = var('as_of_date', none) -%}
+    {%- set value = as_of_date_value() -%}
     {%- if value -%}
-        {%- do modules.datetime.date.fromisoformat(value | string) -%}
         (timestamp '{{ value }}' + interval 1 day)
     {%- else -%}
         current_timestamp()

@@ -39,7 +39,7 @@ lines as (
           select new_batches._source_file
           from {{ raw_source('pos', 'transactions') }} as new_batches
           where new_batches._loaded_at >= (
-              select coalesce(max(_loaded_at), timestamptz '1970-01-01 00:00:00+00') from {{ this }})
+              select coalesce(max(_loaded_at), {{ epoch_timestamp() }}) from {{ this }})
       )
     {% endif %}
 

@@ -1062,6 +1062,10 @@ def test_disk_full_in_the_audit_store(chaos, reference):
 
 def test_disk_full_in_the_sqlite_state(chaos, reference):
     settings, _ = chaos
+    # Touched, not changed: the extract must write the files' new stat into the state (with
+    # nothing to write, a full disk is no fault), and the raw zone stays the reference's.
+    for landed in (settings.landing / "pos").glob(f"date={LAST.isoformat()}/*.csv"):
+        os.utime(landed, ns=(time.time_ns(), time.time_ns()))
     with full_disk(settings.state_dir, free=0):
         out = c360("extract", "pos", "--date", LAST.isoformat())
         text = assert_no_traceback(out)

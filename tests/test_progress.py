@@ -91,9 +91,9 @@ def test_run_dag_starts_a_fresh_event_file_and_holds_the_watch_while_airflow_run
     _write(settings, DAY, [{"stage": "a", "event": "done", "seconds": 1}])  # an earlier run's
     seen = []
 
-    def fake_airflow(s, *args, log_path=None, check=True):
+    def fake_child(s, argv, log_path=None, check=True):  # the DAG run (pipeline.dag_test)
         seen.append(("airflow", progress.events_path(s, DAY).exists(), list(watching)))
-        return subprocess.CompletedProcess(args, 0)
+        return subprocess.CompletedProcess(argv, 0)
 
     watching: list[dt.date] = []
 
@@ -105,7 +105,7 @@ def test_run_dag_starts_a_fresh_event_file_and_holds_the_watch_while_airflow_run
         yield
         watching.remove(day)
     monkeypatch.setattr(airflow_mod, "ensure_airflow", lambda s: None)
-    monkeypatch.setattr(airflow_mod, "_airflow", fake_airflow)
+    monkeypatch.setattr(airflow_mod, "_child", fake_child)
     result = airflow_mod.run_dag(settings, DAY, watch=watch)
     assert result.success
     assert seen == [("airflow", False, [DAY])] and watching == []

@@ -268,8 +268,15 @@ class StateStore:
     def __enter__(self) -> "StateStore":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        # A write that meets a full or read-only disk (SQLite says only "database or disk is
+        # full"): said once, naming the store; SQLite rolled the statement back, so the store
+        # is as the last commit left it and a rerun resumes from there.
+        if isinstance(exc, sqlite3.OperationalError) and not isinstance(exc, StateError):
+            raise ExtractError(f"the ingest state {self.path} could not be written ({exc}): is its "
+                               "disk full or read-only? Its last commit stands; rerun once there "
+                               "is room") from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -23,6 +23,8 @@ FAULTS: dict[str, str] = {
     "CRM cursor does not advance": "the paging checks the cursor moves on; a loop is an error",
     "CRM pages never end (page cap)": "C360_CRM_MAX_PAGES caps a listing",
     "CRM 5xx on every request (retry ceiling)": "C360_CRM_MAX_ATTEMPTS, then a CrmApiError naming the request",
+    "CRM record dated in the future": "landed at once flagged _modified_in_future without moving the watermark; its own search finds it again, known, not landed twice",
+    "host clock behind the CRM's": "the watermark never passes this host's clock minus C360_CRM_LOOKBACK_SECONDS: later changes are still searched for",
     "a day run twice (its extracts again)": "files already loaded are known by their hash; the CRM by its watermark",
     "corrected POS file": "a new version of a file supersedes the first; both stay in the raw zone",
     # the warehouse, ML and publication
@@ -50,6 +52,8 @@ FAULTS: dict[str, str] = {
     "corrupt audit store": "the audit store refuses it naming the file (AuditError); verify exits 2",
     "corrupt dbt manifest": "dbt re-parses the project when its saved manifest cannot be read",
     "corrupt warehouse": "DuckDB refuses the file naming it; the warehouse is rebuilt from the raw zone",
+    "corrupt warehouse: c360 doctor, rebuild-warehouse": "doctor names the file and its repair; rebuild-warehouse rebuilds from the raw zone with the id memory put back, and publishes",
+    "truncated raw batch: c360 doctor --repair raw": "doctor checks each batch file against its manifest; the repair sets it aside and forgets it; the extract lands it again",
     # logs and the audit trail
     "torn tail: reconciliation log": "read_jsonl_lines skips a torn last line; the next append cuts it off",
     "torn tail: audit anchors log": "read_jsonl_lines skips a torn last line; the next append cuts it off",
@@ -65,6 +69,8 @@ FAULTS: dict[str, str] = {
     "FIFO in the landing": "the landing scan refuses FIFOs, sockets and devices before opening",
     "rich markup in a source value": "source text is escaped before printing; the record is quarantined with its reason",
     "read-only landing folder": "the extracts never write the landing",
+    "gzip bomb in the web landing": "each file is read once as a stream and stopped at C360_MAX_DECOMPRESSED_BYTES: quarantined whole with the reason",
+    "over-long line in a web file": "a line past C360_MAX_LINE_BYTES is quarantined with its number (a short prefix kept); the rest of the file loads",
     # privacy
     "erasure matching nothing": "refused (exit 4) and logged as erasure_refused",
     "SIGKILL mid erasure, resumed": "the 'started' row and the keys are on record before the purge; the rerun resumes it",

@@ -64,15 +64,32 @@ def checksums(settings) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- independent counts
 
-def _web_expected(landing: Path, through: dt.date) -> int:
-    """Records in the web landing: non-blank lines of readable part files, 1 for an unreadable file."""
+def _decompressed(part: Path, cap: int) -> bytes | None:
+    """A part file's text, or None if it is unreadable or holds more than ``cap`` bytes (the
+    contract's size cap: such a file is one record, quarantined whole). Read as a stream, so
+    a gzip bomb costs this count one chunk of memory, not its decompressed size."""
+    chunks, n = [], 0
+    try:
+        with gzip.open(part, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                n += len(chunk)
+                if n > cap:
+                    return None
+                chunks.append(chunk)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return b"".join(chunks)
+
+
+def _web_expected(landing: Path, through: dt.date, cap: int) -> int:
+    """Records in the web landing: non-blank lines of readable part files, 1 for an unreadable
+    file or one past the size cap (an over-long line is still one line: one record)."""
     total = 0
     for part in sorted((landing / "web" / "events").glob("date=*/part-*.jsonl.gz")):
         if dt.date.fromisoformat(part.parent.name.removeprefix("date=")) > through:
             continue
-        try:
-            text = gzip.decompress(part.read_bytes())
-        except (OSError, EOFError, zlib.error):
+        text = _decompressed(part, cap)
+        if text is None:
             total += 1
             continue
         total += sum(1 for line in text.split(b"\n") if line.strip())
@@ -92,9 +109,11 @@ def _pos_expected(landing: Path, through: dt.date) -> int:
     return total
 
 
-def _crm_expected(sim_dir: Path, through: dt.date) -> int:
-    """CRM records the API serves before the end of ``through``: the latest version of each id."""
+def _crm_expected(sim_dir: Path, through: dt.date, tolerance: float) -> int:
+    """CRM records the API serves before the end of ``through``: the latest version of each id;
+    and one dated past this host's clock and its tolerance, landed at once, flagged (contract)."""
     bound = dt.datetime.combine(through + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    future = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=tolerance)
     total = 0
     for obj in CRM_OBJECTS:
         latest: dict[str, str] = {}
@@ -110,7 +129,8 @@ def _crm_expected(sim_dir: Path, through: dt.date) -> int:
             except ValueError:
                 total += 1  # unparseable: served, and the extractor must quarantine it
                 continue
-            total += (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)) < bound
+            when = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+            total += when < bound or when > future
     return total
 
 
@@ -125,15 +145,37 @@ def _parquet_rows(folder: Path) -> int:
         con.close()
 
 
+def _set_aside_batches(settings) -> set[str]:
+    import sqlite3
+
+    from customer360.ingest.state import state_db_path
+
+    path = state_db_path(settings)
+    if not path.exists():
+        return set()
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'set_aside'").fetchone():
+            return set()
+        return {b for (b,) in con.execute("SELECT batch_id FROM set_aside")}
+    finally:
+        con.close()
+
+
 def account(settings, through: dt.date = LAST) -> dict[str, dict]:
     """Per source: expected records, landed, quarantined, duplicates, and records lost."""
     from customer360.ingest.raw_zone import read_reconciliation
 
-    recs = read_reconciliation(settings)
+    # The log is append-only history: a batch `c360 doctor --repair raw` set aside (its files
+    # moved to lake/broken, its records landed again by a later batch) keeps its line there, and
+    # only the state store's set_aside table says it is no longer in the lake.
+    gone = _set_aside_batches(settings)
+    recs = [r for r in read_reconciliation(settings) if r.get("batch_id") not in gone]
     assert all(r["read"] == r["landed"] + r["quarantined"] for r in recs)
-    expected = {"web": _web_expected(settings.landing, through),
+    expected = {"web": _web_expected(settings.landing, through, settings.max_decompressed_bytes),
                 "pos": _pos_expected(settings.landing, through),
-                "crm": _crm_expected(settings.simulation_dir, through)}
+                "crm": _crm_expected(settings.simulation_dir, through,
+                                     settings.crm_future_tolerance_seconds)}
     out = {}
     for source, entities in RECORD_ENTITIES.items():
         mine = [r for r in recs if r["source"] == source and r["entity"] in entities]
@@ -298,9 +340,9 @@ def chaos(template, reference, tmp_path_factory, request):
         # Module teardown runs inside the last test's captured teardown: lift the capture.
         with capture.global_and_fixture_disabled():
             reporter.write_line("")
-            reporter.write_line(f"{'fault':<44} {'recovered':<10} {'records lost':>12}  note")
+            reporter.write_line(f"{'fault':<52} {'recovered':<10} {'records lost':>12}  note")
             for fault, ok, n, detail in ROWS:
-                reporter.write_line(f"{fault:<44} {'yes' if ok else 'NO':<10} {n:>12}  {detail}")
+                reporter.write_line(f"{fault:<52} {'yes' if ok else 'NO':<10} {n:>12}  {detail}")
 
 
 def note(fault: str, recovered: bool, records_lost: int, detail: str = "") -> None:
@@ -1140,25 +1182,63 @@ def test_corrupt_dbt_manifest(chaos, reference):
     note("corrupt dbt manifest", True, lost(account(settings)), "dbt re-parses the project")
 
 
+def _customer_ids(settings) -> list[tuple]:
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        return con.execute("SELECT identity_key, customer_id FROM intermediate.int_identity__clusters "
+                           "ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
 def test_corrupt_warehouse_then_rebuilt_from_the_raw_zone(chaos, reference):
     settings, _ = chaos
     path = settings.warehouse_path
+    ids = _customer_ids(settings)
+    assert ids
     _scribble(path, at=0.0, n=8192)
-    try:
-        out = c360("stage", "dbt_marts", "--date", LAST.isoformat())
-        # dbt, run in-process, prints its own traceback of DuckDB's error to its log on stdout;
-        # the command itself ends on one clear line naming the file
-        text = " ".join((out.stdout + out.stderr).split())
-        assert "─ Traceback (most recent call last) ─" not in text, text[-3000:]
-        assert out.returncode == 1, text[-3000:]
-        assert re.search(rf"stage dbt_marts failed: .*{re.escape(str(path))}.* not a valid DuckDB database file",
-                         text), text[-3000:]
-        assert checksums(settings) == reference["checksums"]  # what readers see is untouched
-    finally:
-        path.unlink()  # recovery: the warehouse is derived; rebuilt from the raw zone
-        Path(f"{path}.wal").unlink(missing_ok=True)
-    republish_equal(settings, reference, "staging", "intermediate", "marts", "ml", "customer_360")
-    note("corrupt warehouse", True, lost(account(settings)), "dbt fails naming it; rebuilt from raw = reference")
+    out = c360("stage", "dbt_marts", "--date", LAST.isoformat())
+    # dbt, run in-process, prints its own traceback of DuckDB's error to its log on stdout;
+    # the command itself ends on one clear line naming the file
+    text = " ".join((out.stdout + out.stderr).split())
+    assert "─ Traceback (most recent call last) ─" not in text, text[-3000:]
+    assert out.returncode == 1, text[-3000:]
+    assert re.search(rf"stage dbt_marts failed: .*{re.escape(str(path))}.* not a valid DuckDB database file",
+                     text), text[-3000:]
+    assert checksums(settings) == reference["checksums"]  # what readers see is untouched
+    text = " ".join((out := c360("doctor")).stdout.split())
+    assert out.returncode == 1 and "warehouse/c360.duckdb" in text and "c360 rebuild-warehouse" in text, text
+    text = assert_no_traceback(out := c360("rebuild-warehouse"))
+    assert out.returncode == 0 and "warehouse rebuilt" in text, text[-3000:]
+    assert list(path.parent.glob(f"{path.name}.broken-*")), "the broken file is not kept"
+    # the id memory was put back: every person keeps their customer id
+    assert _customer_ids(settings) == ids
+    assert checksums(settings) == reference["checksums"]
+    acc = account(settings)
+    note("corrupt warehouse", True, lost(acc), "dbt fails naming it; rebuilt from raw = reference")
+    note("corrupt warehouse: c360 doctor, rebuild-warehouse", True, lost(acc),
+         f"doctor exit 1 naming it; rebuild: checksums and {len(ids)} customer ids equal")
+
+
+def test_truncated_raw_batch_doctor_sets_it_aside_and_the_extract_lands_it_again(chaos, reference):
+    settings, _ = chaos
+    batch = sorted((settings.lake_raw / "web" / "events").glob("load_date=*/*.parquet"))[0]
+    data = batch.read_bytes()
+    batch.write_bytes(data[: len(data) // 2])
+    rel = str(batch.relative_to(settings.home))
+    text = " ".join((out := c360("doctor")).stdout.split())
+    assert out.returncode == 1 and rel in text and "c360 doctor --repair raw" in text, text[-3000:]
+    text = assert_no_traceback(out := c360("doctor", "--repair", "raw"))
+    assert out.returncode == 0 and "c360 extract web --date" in text, text[-3000:]
+    assert not batch.exists()
+    text = assert_no_traceback(out := c360("extract", "web", "--date", LAST.isoformat()))
+    assert out.returncode == 0, text[-3000:]
+    acc = account(settings)
+    assert lost(acc) == 0 and raw_digest(settings) == reference["raw"], acc
+    text = " ".join((out := c360("doctor")).stdout.split())
+    assert rel not in text, text[-3000:]
+    note("truncated raw batch: c360 doctor --repair raw", True, lost(acc),
+         "doctor names it; set aside, re-landed; raw equals the reference")
 
 
 # ----------------------------------------------------------------------------- the audit chain (item 7)
@@ -1363,3 +1443,121 @@ def test_audit_store_lost_after_an_erasure_keeps_the_erased_keys(chaos):
         path.unlink(missing_ok=True)
         aside.rename(path)
     note("audit store lost after an erasure", True, 0, "erased keys survive in their copy; verify exits 1")
+
+
+# ----------------------------------------------------------------------------- caps on a landing file (item 12)
+# Run last: the over-long line's file lands new events, and the bomb stays in the landing, where
+# every count after it (validate-landing, account) reads it to the cap again (~1 GiB of zeros).
+
+def _gzip_pieces(path: Path, pieces) -> None:
+    packer = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
+    with open(path, "wb") as fh:
+        for piece in pieces:
+            fh.write(packer.compress(piece))
+        fh.write(packer.flush())
+
+
+def test_a_gzip_bomb_and_an_over_long_line_in_the_web_landing(chaos):
+    settings, _ = chaos
+    cap, max_line = settings.max_decompressed_bytes, settings.max_line_bytes
+    day = settings.landing / "web" / "events" / f"date={LAST.isoformat()}"
+    # A real bomb at the real cap (about 1 MB on disk): the setting stays as deployed.
+    bomb = day / "part-0960.jsonl.gz"
+    zeros = bytes(1 << 20)
+    _gzip_pieces(bomb, (zeros for _ in range(cap // len(zeros) + 2)))
+    assert bomb.stat().st_size < cap // 100
+    src = sorted(day.glob("part-0*.jsonl.gz"))[0]
+    events = [json.loads(line) for line in gzip.decompress(src.read_bytes()).splitlines() if line.strip()][:3]
+    for i, event in enumerate(events):
+        event["messageId"] = f"caps-{i}-{event['messageId']}"
+    events[1]["properties"] = {**(events[1].get("properties") or {}), "blob": "y" * (max_line + 10)}
+    long_file = day / "part-0961.jsonl.gz"
+    long_file.write_bytes(gzip.compress("".join(json.dumps(e) + "\n" for e in events).encode()))
+    run_task("extract_web")
+    con = duckdb.connect()
+    q = dict(((f, ln), r) for f, ln, r in con.execute(
+        "SELECT source_file, source_line, reason FROM read_parquet(?, union_by_name=true) "
+        "WHERE source_file LIKE '%part-096_.jsonl.gz'",
+        [str(settings.quarantine / "web" / "events" / "load_date=*" / "*.parquet")]).fetchall())
+    landed = {m for (m,) in con.execute(
+        "SELECT messageId FROM read_parquet(?, union_by_name=true) WHERE messageId LIKE 'caps-%'",
+        [str(settings.lake_raw / "web" / "events" / "load_date=*" / "*.parquet")]).fetchall()}
+    con.close()
+    rel = f"web/events/date={LAST.isoformat()}"
+    assert sorted(q) == [(f"{rel}/part-0960.jsonl.gz", None), (f"{rel}/part-0961.jsonl.gz", 2)], q
+    assert q[(f"{rel}/part-0960.jsonl.gz", None)].startswith(
+        f"decompressed size exceeds C360_MAX_DECOMPRESSED_BYTES ({cap} bytes)")
+    assert q[(f"{rel}/part-0961.jsonl.gz", 2)].startswith(
+        f"line 2 is longer than C360_MAX_LINE_BYTES ({max_line} bytes)")
+    assert landed == {events[0]["messageId"], events[2]["messageId"]}
+    acc = account(settings)
+    assert lost(acc) == 0, acc
+    note("gzip bomb in the web landing", True, lost(acc), f"{bomb.stat().st_size} bytes on disk; quarantined whole")
+    note("over-long line in a web file", True, lost(acc), "line 2 quarantined, lines 1 and 3 landed")
+
+
+# ----------------------------------------------------------------------------- CRM clocks (item 12)
+
+def _crm_version(template: dict, record_id: str, when: str) -> dict:
+    rec = json.loads(json.dumps(template))
+    rec.update(id=record_id, updatedAt=when, createdAt=when, archived=False, archivedAt=None)
+    rec["properties"].update(hs_object_id=record_id, lastmodifieddate=when, createdate=when,
+                             email=f"chaos-clock-{record_id}@example.com", phone=None)
+    return rec
+
+
+def _write_crm_store(path: Path, versions: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(v, ensure_ascii=False) + "\n" for v in versions)
+    tmp.replace(path)  # the mock reloads on change: it never sees half a file
+
+
+def test_a_crm_record_dated_in_the_future_with_this_host_behind_the_crm(chaos, monkeypatch):
+    """In-process: this host's clock is skewed by patching the extractor's one clock."""
+    from customer360.ingest import crm
+    from customer360.ingest.crm import extract_crm, load_state
+
+    settings, _ = chaos
+    store = settings.simulation_dir / "crm" / "contacts.jsonl.gz"
+    with gzip.open(store, "rt", encoding="utf-8") as fh:
+        versions = [json.loads(line) for line in fh]
+    bogus = "2099-12-31T00:00:00.000Z"
+    end = dt.datetime.combine(LAST + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    iso = lambda t: t.isoformat(timespec="milliseconds").replace("+00:00", "Z")  # noqa: E731
+    added = [_crm_version(versions[-1], "990000001", bogus),
+             _crm_version(versions[-1], "990000002", iso(end - dt.timedelta(seconds=2)))]
+    _write_crm_store(store, versions + added)
+    # The CRM's clock is the real one (months past LAST); this host believes it is 5 minutes
+    # after LAST ended: the version at 23:59:58 is inside host clock minus the lookback.
+    host = end + dt.timedelta(minutes=5)
+    monkeypatch.setattr(crm, "wall_clock_ms", lambda: int(host.timestamp() * 1000))
+    lookback_ms = int(settings.crm_lookback_seconds * 1000)
+
+    def contacts() -> list[tuple[str, str, bool]]:
+        con = duckdb.connect()
+        try:
+            return con.execute("SELECT id, updatedAt, _modified_in_future FROM read_parquet(?, union_by_name=true) "
+                               "WHERE id LIKE '99000000%' ORDER BY ALL",
+                               [str(settings.lake_raw / "crm" / "contacts" / "load_date=*" / "*.parquet")]).fetchall()
+        finally:
+            con.close()
+
+    first = extract_crm(settings, LAST)
+    assert "1 modified in the future" in " | ".join(r.note for r in first)
+    assert contacts() == [("990000001", bogus, True), ("990000002", added[1]["updatedAt"], False)]
+    assert load_state(settings, "contacts").watermark_ms <= int(host.timestamp() * 1000) - lookback_ms
+    # A later change, the host's clock a minute on: it lands; the future one is not landed twice.
+    added.append(_crm_version(versions[-1], "990000003", iso(end - dt.timedelta(seconds=1))))
+    _write_crm_store(store, versions + added)
+    host += dt.timedelta(minutes=1)
+    second = extract_crm(settings, LAST)
+    assert "modified in the future" not in " | ".join(r.note for r in second)
+    assert contacts() == [("990000001", bogus, True), ("990000002", added[1]["updatedAt"], False),
+                          ("990000003", added[2]["updatedAt"], False)]
+    assert load_state(settings, "contacts").watermark_ms <= int(host.timestamp() * 1000) - lookback_ms
+    acc = account(settings)
+    assert acc["crm"]["lost"] == 0, acc
+    note("CRM record dated in the future", True, acc["crm"]["lost"], "landed once, flagged _modified_in_future")
+    note("host clock behind the CRM's", True, acc["crm"]["lost"],
+         "watermark <= host clock - lookback; a later change landed")

@@ -41,7 +41,7 @@ FAULTS: dict[str, str] = {
     "disk full in dbt (warehouse)": "dbt fails the layer; DuckDB rolls the transaction back; the rerun rebuilds it",
     "disk full at publish": "the new version is staged beside the old one; the old one stays current",
     "disk full in the audit store": "the gate fails before its results are written; the chain stays whole",
-    "disk full in the SQLite state": "SQLite's WAL transaction fails whole; c360 extract says so (exit 1)",
+    "disk full in the SQLite state": "SQLite rolls the write back (the last commit stands); c360 extract says so in one line naming the store (exit 1)",
     # PostgreSQL
     "PostgreSQL down at publish": "publish fails naming the connection; the DuckDB publication stands; rerun",
     "PostgreSQL backend killed mid-transaction": "the schema swap is one transaction: rolled back whole",

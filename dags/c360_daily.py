@@ -55,7 +55,10 @@ def _stage_task(stage: pipeline.Stage):
     dag_id="c360_daily",
     # Data-interval timetable: the run for day D has logical date D and processes D's data.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # Early on purpose: a run of a date before start_date is created with no task to run and
+    # "succeeds" having done nothing, so `c360 run --date` or a backfill of an older day would
+    # be a silent no-op. catchup=False keeps the scheduler from filling the years since.
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
     catchup=False,  # backfills run explicitly (`c360 backfill`); max_active_runs keeps them serial
     max_active_runs=1,
     default_args=default_args,

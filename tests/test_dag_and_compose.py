@@ -30,6 +30,7 @@ print(json.dumps({{
                for t in dag.tasks}} if dag else {{}},
   "max_active_runs": dag.max_active_runs if dag else None,
   "catchup": dag.catchup if dag else None,
+  "task_start": min(t.start_date for t in dag.tasks).date().isoformat() if dag else None,
 }}))
 """
     env = {"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -61,6 +62,9 @@ def test_dagbag_imports_without_errors_and_wires_the_stages(tmp_path):
 
     assert rep["timeouts"] == {st.task_id: st.timeout.total_seconds() for st in pipeline.STAGES}
     assert all(0 < seconds <= 2 * 3600 for seconds in rep["timeouts"].values())
+    # A run of a date before a task's start_date runs nothing and still succeeds: every date the
+    # project's history can hold (a backfill of years of data) must be after it.
+    assert rep["catchup"] is False and rep["task_start"] <= "2000-01-01"
 
 
 def test_dag_file_imports_no_heavy_library(tmp_path):

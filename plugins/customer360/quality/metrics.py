@@ -142,7 +142,15 @@ def _run_reconciliation(ctx: GateContext) -> pd.DataFrame:
             "source_file, \"read\", landed, quarantined FROM audit.reconciliation "
             "WHERE load_date = ? OR list_contains(?, line_sha256) ORDER BY source, entity, batch_id",
             [ctx.logical_date, sorted(ctx.new_reconciliation_lines)]).df()
+        # An erasure removes rows from batch files after the fact: the batch then holds fewer
+        # rows than it landed, and a rerun of its date must not call that a loss.
+        erased = {}
+        if con.execute("SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+                       "AND schema_name = 'audit' AND table_name = 'erased_rows'").fetchone():
+            erased = dict(con.execute("SELECT batch_id, sum(\"rows\") FROM audit.erased_rows "
+                                      "WHERE zone = 'raw' GROUP BY batch_id").fetchall())
     frame["source_entity"] = frame["source"] + "/" + frame["entity"]
+    frame["erased"] = frame["batch_id"].map(erased).fillna(0).astype("int64")
     return frame
 
 
@@ -152,7 +160,9 @@ def reconciliation(ctx: GateContext, params: dict) -> pd.DataFrame:
     how the landed count compares with the rows actually in the batch's Parquet file."""
     frame = _run_reconciliation(ctx)
     frame["imbalance"] = frame["read"] - frame["landed"] - frame["quarantined"]
-    landed_per_batch = frame.groupby("batch_id")["landed"].transform("sum")
+    # erased rows counted once per batch (a batch's several reconciliation lines share them)
+    landed_per_batch = (frame.groupby("batch_id")["landed"].transform("sum")
+                        - frame.groupby("batch_id")["erased"].transform("max"))
     batch_rows = {}
     for (source, entity, batch_id) in frame[["source", "entity", "batch_id"]].drop_duplicates().itertuples(index=False):
         if not batch_id:

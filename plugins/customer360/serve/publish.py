@@ -183,10 +183,46 @@ def _swap_current(settings: Settings, name: str) -> None:
     swap_symlink(settings.published_dir / CURRENT, name)
 
 
+@contextmanager
+def _warehouse_file(settings: Settings) -> Iterator[Path]:
+    """The DuckDB file a publication is copied from: the warehouse itself, or on Spark a
+    DuckDB copy of the Spark warehouse's published tables, read through the session
+    (warehouse.engine_io), so that fingerprints, checksums and copies are the same code on
+    both engines. The copy is removed afterwards."""
+    if settings.engine != "spark":
+        if not settings.warehouse_path.exists():
+            raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: build it before publishing")
+        yield settings.warehouse_path
+        return
+    from customer360.warehouse.engine_io import spark_mirror
+    from customer360.warehouse.published import list_spark_publishable_tables
+    from customer360.warehouse.spark_session import spark_session
+
+    spark = spark_session(settings)
+    path = settings.home / "tmp" / "spark_publication.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove = [path, path.with_name(path.name + ".wal")]
+    for p in remove:
+        p.unlink(missing_ok=True)
+    try:
+        con = duck.connect(settings, path)
+        try:
+            spark_mirror(spark, con, (), copies=list_spark_publishable_tables(spark))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        yield path
+    finally:
+        for p in remove:
+            p.unlink(missing_ok=True)
+
+
 def publish(settings: Settings, logical_date: dt.date) -> Publication:
-    warehouse = settings.warehouse_path
-    if not warehouse.exists():
-        raise FileNotFoundError(f"no warehouse at {warehouse}: build it before publishing")
+    with _warehouse_file(settings) as warehouse:
+        return _publish(settings, logical_date, warehouse)
+
+
+def _publish(settings: Settings, logical_date: dt.date, warehouse: Path) -> Publication:
     db_path = settings.published_db
     pub = Publication(logical_date=logical_date.isoformat(),
                       published_at=dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -1,0 +1,143 @@
+"""Reading a warehouse table and writing a table back, on the engine of the settings
+(``C360_ENGINE``; docs/engines.md). The one owner of how Python code outside dbt moves tables
+in and out of the Spark warehouse.
+
+The ML stage and the publisher are DuckDB SQL. On Spark they get a DuckDB of their own in which
+the Spark tables they read appear under the same ``schema.table`` names
+(:func:`spark_mirror`), and their outputs go back as Parquet tables
+(:func:`write_spark_table`). The DuckDB engine needs none of this: its callers open the
+warehouse file as before.
+
+Reading: ``DataFrame.toArrow()``. Spark ships the rows to the driver as Arrow record batches
+(``spark.sql.execution.arrow.maxRecordsPerBatch`` rows each, no row-by-row Python objects);
+the driver then holds that one table whole, and DuckDB scans the Arrow table in place (a view,
+no copy). pyspark 4.3 has no public iterator of Arrow batches (``toLocalIterator`` yields Row
+objects, tens of times slower), so a table larger than the driver's memory is not for this
+path: run that stage on the cluster instead.
+
+Writing: a table is written in full under ``<name>__c360_new`` and then swapped in (drop the
+old, rename the new; a metastore rename of the table's folder). Not atomic: between the drop
+and the rename the table is missing, and several tables are swapped one after another, so a
+reader may see some new and some old. What is guaranteed: a crash never loses the previous
+version and a new version is never seen half-written. :func:`finish_swaps` completes a swap a
+crash interrupted (the new table is whole once the drop has happened) or drops a new table
+whose write never finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import duckdb
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+# The mark of the Spark warehouse's side tables (the rebuild and keep tables of
+# macros/spark_incremental.sql, the staged writes here): work tables, never published.
+SIDE_TABLE_MARKER = "__c360_"
+_NEW = SIDE_TABLE_MARKER + "new"
+
+
+def _naive_utc(table: pa.Table) -> pa.Table:
+    """Spark's TIMESTAMP comes out of toArrow() as timestamp[us, tz=UTC]; the DuckDB warehouse
+    keeps the same instants as naive UTC TIMESTAMP (the project's convention, macros/normalize.sql).
+    Dropping the zone makes the mirrored columns the types the DuckDB SQL was written for."""
+    fields = []
+    for f in table.schema:
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            f = f.with_type(pa.timestamp(f.type.unit))
+        fields.append(f)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema) else table.cast(schema)
+
+
+def spark_tables(spark, schema: str) -> list[str]:
+    """The tables of ``schema`` in the metastore (no views, no temporary views), by name;
+    empty when the schema does not exist."""
+    if not spark.catalog.databaseExists(schema):
+        return []
+    return sorted(t.name for t in spark.catalog.listTables(schema)
+                  if not t.isTemporary and (t.tableType or "").upper() != "VIEW")
+
+
+def read_spark_table(spark, qualified: str) -> pa.Table:
+    """A Spark table as Arrow (timestamps as naive UTC, as in the DuckDB warehouse)."""
+    return _naive_utc(spark.table(qualified).toArrow())
+
+
+def finish_swaps(spark, schema: str) -> list[str]:
+    """Complete what an interrupted :func:`write_spark_table` left in ``schema``: a
+    ``<name>__c360_new`` without its ``<name>`` was written whole (the old table is dropped
+    only after the write), so it is renamed in; one beside its ``<name>`` is an unfinished
+    write, dropped. Returns what it did, for the log."""
+    names = set(spark_tables(spark, schema))  # empty when the schema does not exist
+    done = []
+    for staged in sorted(n for n in names if n.endswith(_NEW)):
+        target = staged[: -len(_NEW)]
+        if target in names:
+            spark.sql(f"drop table if exists {schema}.{staged}")
+            done.append(f"dropped the unfinished {schema}.{staged}")
+        else:
+            spark.sql(f"alter table {schema}.{staged} rename to {schema}.{target}")
+            done.append(f"renamed {schema}.{staged} to {schema}.{target}")
+    for line in done:
+        log.warning("spark warehouse: %s (an earlier write was interrupted)", line)
+    return done
+
+
+def write_spark_table(spark, schema: str, name: str, table: pa.Table) -> int:
+    """Replace the Parquet table ``schema.name`` with ``table``: written whole as
+    ``<name>__c360_new``, then swapped in (see the module's note on what is atomic).
+    Returns the rows written."""
+    spark.sql(f"create database if not exists {schema}")
+    staged = f"{schema}.{name}{_NEW}"
+    spark.sql(f"drop table if exists {staged}")
+    frame = spark.createDataFrame(table) if table.num_columns else None
+    if frame is None:
+        raise ValueError(f"{schema}.{name}: a table without columns cannot be written to Spark")
+    frame.write.format("parquet").mode("overwrite").saveAsTable(staged)
+    spark.sql(f"drop table if exists {schema}.{name}")
+    spark.sql(f"alter table {staged} rename to {schema}.{name}")
+    return table.num_rows
+
+
+def spark_mirror(spark, con: duckdb.DuckDBPyConnection, tables: Iterable[tuple[str, str]],
+                 copies: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """Make the Spark tables ``tables`` (schema, name) readable in the DuckDB ``con`` under the
+    same names, as views over their Arrow copies; ``copies`` become real DuckDB tables instead
+    (tables the caller changes in place, e.g. appends to a registry). A table Spark does not
+    have is left out, as a missing table is in the DuckDB warehouse. Returns the
+    ``schema.name`` mirrored."""
+    wanted = [(s, n, False) for s, n in tables] + [(s, n, True) for s, n in copies]
+    existing: dict[str, set[str]] = {}
+    mirrored = []
+    for schema, name, copy in wanted:
+        if schema not in existing:
+            finish_swaps(spark, schema)
+            existing[schema] = set(spark_tables(spark, schema))
+        if name not in existing[schema]:
+            continue
+        arrow = read_spark_table(spark, f"{schema}.{name}")
+        con.execute(f'create schema if not exists "{schema}"')
+        handle = f"_spark__{schema}__{name}"
+        con.register(handle, arrow)
+        if copy:
+            con.execute(f'create or replace table "{schema}"."{name}" as select * from "{handle}"')
+            con.unregister(handle)
+        else:
+            con.execute(f'create or replace view "{schema}"."{name}" as select * from "{handle}"')
+        mirrored.append(f"{schema}.{name}")
+    return mirrored
+
+
+def duckdb_table_arrow(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> pa.Table:
+    """A DuckDB table as Arrow for Spark: JSON columns as text (Spark has no JSON type; the
+    DuckDB code reading them back casts ``::varchar`` either way)."""
+    cols = con.execute("select column_name, data_type from information_schema.columns "
+                       "where table_schema = ? and table_name = ? order by ordinal_position",
+                       [schema, name]).fetchall()
+    select = ", ".join(f'cast("{c}" as varchar) as "{c}"' if t.upper() == "JSON" else f'"{c}"'
+                       for c, t in cols)
+    return con.execute(f'select {select} from "{schema}"."{name}"').to_arrow_table()

@@ -49,13 +49,32 @@ def connect(settings, registry_only: bool = False) -> duckdb.DuckDBPyConnection:
         con = duck.connect(settings)
         try:
             engine_io.spark_mirror(spark_session(settings), con, () if registry_only else ML_INPUTS,
-                                   copies=REGISTRY_TABLES)
+                                   copies=REGISTRY_TABLES, types=_registry_types())
         except BaseException:
             con.close()
             raise
         return con
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     return duck.connect(settings, settings.warehouse_path)
+
+
+def _registry_types() -> dict[tuple[str, str], dict[str, str]]:
+    """The registry tables' column types as their DDL declares them (JSON metrics, which Spark
+    keeps as text): a registry a run on Spark started is given them back."""
+    from customer360.ml.registry import ensure_tables
+
+    con = duck.connect(None)
+    try:
+        ensure_tables(con)
+        rows = con.execute("select table_schema, table_name, column_name, data_type "
+                           "from information_schema.columns where table_schema = ?",
+                           [OUTPUT_SCHEMA]).fetchall()
+    finally:
+        con.close()
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for schema, name, column, data_type in rows:
+        out.setdefault((schema, name), {})[column] = data_type
+    return out
 
 
 def write_back(settings, con: duckdb.DuckDBPyConnection, names: Iterable[str]) -> dict[str, int]:
@@ -71,7 +90,7 @@ def write_back(settings, con: duckdb.DuckDBPyConnection, names: Iterable[str]) -
     registry = [n for _, n in REGISTRY_TABLES]
     ordered = [n for n in names if n not in registry] + [n for n in registry if n in names]
     return {name: engine_io.write_spark_table(spark, OUTPUT_SCHEMA, name,
-                                              engine_io.duckdb_table_arrow(con, OUTPUT_SCHEMA, name))
+                                              *engine_io.duckdb_table_arrow(con, OUTPUT_SCHEMA, name))
             for name in ordered}
 
 

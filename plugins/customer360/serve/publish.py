@@ -194,6 +194,7 @@ def _warehouse_file(settings: Settings) -> Iterator[Path]:
             raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: build it before publishing")
         yield settings.warehouse_path
         return
+    from customer360.warehouse.dbt_runner import contract_types
     from customer360.warehouse.engine_io import spark_mirror
     from customer360.warehouse.published import list_spark_publishable_tables
     from customer360.warehouse.spark_session import spark_session
@@ -207,7 +208,10 @@ def _warehouse_file(settings: Settings) -> Iterator[Path]:
     try:
         con = duck.connect(settings, path)
         try:
-            spark_mirror(spark, con, (), copies=list_spark_publishable_tables(spark))
+            # the marts' contracts name the types the DuckDB publication has (Spark's TIMESTAMP
+            # stands for both TIMESTAMP and TIMESTAMPTZ)
+            spark_mirror(spark, con, (), copies=list_spark_publishable_tables(spark),
+                         types=contract_types(settings))
             con.execute("CHECKPOINT")
         finally:
             con.close()

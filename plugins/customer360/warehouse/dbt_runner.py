@@ -250,6 +250,21 @@ def build_warehouse(settings: Settings, full_refresh: bool = False,
                            env=_date_env(logical_date))
 
 
+def contract_types(settings: Settings) -> dict[tuple[str, str], dict[str, str]]:
+    """{(schema, table): {column: type}} of every model with an enforced contract, from the
+    manifest of the last dbt command on this home (empty without one). The types are DuckDB's
+    names on both engines (docs/engines.md), so a table read back from Spark can be given
+    the types its contract publishes."""
+    path = target_dir(settings) / "manifest.json"
+    if not path.is_file():
+        return {}
+    nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes", {})
+    return {(n["schema"], n.get("alias") or n["name"]):
+            {c: col["data_type"] for c, col in n.get("columns", {}).items() if col.get("data_type")}
+            for n in nodes.values()
+            if n.get("resource_type") == "model" and n.get("config", {}).get("contract", {}).get("enforced")}
+
+
 def generate_docs(settings: Settings) -> Path:
     """``dbt docs generate``; returns the folder holding index.html, manifest and catalog."""
     _invoke_checked(settings, ["docs", "generate"], what="dbt docs generate", results=False)

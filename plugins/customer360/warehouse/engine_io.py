@@ -26,8 +26,9 @@ whose write never finished.
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # macros/spark_incremental.sql, the staged writes here): work tables, never published.
 SIDE_TABLE_MARKER = "__c360_"
 _NEW = SIDE_TABLE_MARKER + "new"
+# Spark has fewer types than DuckDB (no JSON, no TIMESTAMPTZ beside TIMESTAMP): a table written
+# from DuckDB keeps its DuckDB column types in this table property, and the mirror casts back.
+TYPES_PROPERTY = "c360.duckdb_types"
 
 
 def _naive_utc(table: pa.Table) -> pa.Table:
@@ -87,9 +91,11 @@ def finish_swaps(spark, schema: str) -> list[str]:
     return done
 
 
-def write_spark_table(spark, schema: str, name: str, table: pa.Table) -> int:
+def write_spark_table(spark, schema: str, name: str, table: pa.Table,
+                      duckdb_types: dict[str, str] | None = None) -> int:
     """Replace the Parquet table ``schema.name`` with ``table``: written whole as
     ``<name>__c360_new``, then swapped in (see the module's note on what is atomic).
+    ``duckdb_types`` (column -> DuckDB type) are kept with the table for :func:`spark_mirror`.
     Returns the rows written."""
     spark.sql(f"create database if not exists {schema}")
     staged = f"{schema}.{name}{_NEW}"
@@ -98,18 +104,30 @@ def write_spark_table(spark, schema: str, name: str, table: pa.Table) -> int:
     if frame is None:
         raise ValueError(f"{schema}.{name}: a table without columns cannot be written to Spark")
     frame.write.format("parquet").mode("overwrite").saveAsTable(staged)
+    if duckdb_types:
+        text = json.dumps(duckdb_types, sort_keys=True).replace("'", "")  # type names have none
+        spark.sql(f"alter table {staged} set tblproperties ('{TYPES_PROPERTY}' = '{text}')")
     spark.sql(f"drop table if exists {schema}.{name}")
     spark.sql(f"alter table {staged} rename to {schema}.{name}")
     return table.num_rows
 
 
+def declared_types(spark, qualified: str) -> dict[str, str]:
+    """The DuckDB types :func:`write_spark_table` kept with a table (none for dbt's tables)."""
+    props = {r[0]: r[1] for r in spark.sql(f"show tblproperties {qualified}").collect()}
+    return json.loads(props[TYPES_PROPERTY]) if TYPES_PROPERTY in props else {}
+
+
 def spark_mirror(spark, con: duckdb.DuckDBPyConnection, tables: Iterable[tuple[str, str]],
-                 copies: Iterable[tuple[str, str]] = ()) -> list[str]:
+                 copies: Iterable[tuple[str, str]] = (),
+                 types: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> list[str]:
     """Make the Spark tables ``tables`` (schema, name) readable in the DuckDB ``con`` under the
     same names, as views over their Arrow copies; ``copies`` become real DuckDB tables instead
     (tables the caller changes in place, e.g. appends to a registry). A table Spark does not
-    have is left out, as a missing table is in the DuckDB warehouse. Returns the
-    ``schema.name`` mirrored."""
+    have is left out, as a missing table is in the DuckDB warehouse. Columns get the types of
+    ``types`` ({(schema, name): {column: DuckDB type}}: dbt's contracts, a DDL), else those
+    kept with the table, where Arrow's mapping gives another. Returns the ``schema.name``
+    mirrored."""
     wanted = [(s, n, False) for s, n in tables] + [(s, n, True) for s, n in copies]
     existing: dict[str, set[str]] = {}
     mirrored = []
@@ -119,25 +137,49 @@ def spark_mirror(spark, con: duckdb.DuckDBPyConnection, tables: Iterable[tuple[s
             existing[schema] = set(spark_tables(spark, schema))
         if name not in existing[schema]:
             continue
-        arrow = read_spark_table(spark, f"{schema}.{name}")
+        qualified = f"{schema}.{name}"
+        arrow = read_spark_table(spark, qualified)
+        declared = {**declared_types(spark, qualified), **(types or {}).get((schema, name), {})}
         con.execute(f'create schema if not exists "{schema}"')
         handle = f"_spark__{schema}__{name}"
         con.register(handle, arrow)
+        kind = "table" if copy else "view"
+        con.execute(f'create or replace {kind} "{schema}"."{name}" as select * from "{handle}"')
+        casts = _casts(con, schema, name, declared)
+        if casts:
+            select = ", ".join(f'cast("{c}" as {casts[c]}) as "{c}"' if c in casts else f'"{c}"'
+                               for c in arrow.column_names)
+            con.execute(f'create or replace {kind} "{schema}"."{name}" as select {select} from "{handle}"')
         if copy:
-            con.execute(f'create or replace table "{schema}"."{name}" as select * from "{handle}"')
             con.unregister(handle)
-        else:
-            con.execute(f'create or replace view "{schema}"."{name}" as select * from "{handle}"')
-        mirrored.append(f"{schema}.{name}")
+        mirrored.append(qualified)
     return mirrored
 
 
-def duckdb_table_arrow(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> pa.Table:
-    """A DuckDB table as Arrow for Spark: JSON columns as text (Spark has no JSON type; the
-    DuckDB code reading them back casts ``::varchar`` either way)."""
+def _casts(con: duckdb.DuckDBPyConnection, schema: str, name: str,
+           declared: Mapping[str, str]) -> dict[str, str]:
+    """The columns whose mirrored type is not the declared one (type names compared as DuckDB
+    spells them: 'timestamptz' and 'TIMESTAMP WITH TIME ZONE' are one type)."""
+    if not declared:
+        return {}
+    current = dict(con.execute("select column_name, data_type from information_schema.columns "
+                               "where table_schema = ? and table_name = ?", [schema, name]).fetchall())
+    out = {}
+    for column, wanted in declared.items():
+        if column in current:
+            spelled = con.execute(f"select typeof(cast(null as {wanted}))").fetchone()[0]
+            if spelled != current[column]:
+                out[column] = wanted
+    return out
+
+
+def duckdb_table_arrow(con: duckdb.DuckDBPyConnection, schema: str,
+                       name: str) -> tuple[pa.Table, dict[str, str]]:
+    """A DuckDB table as Arrow for Spark, with its DuckDB column types (for
+    :func:`write_spark_table`): JSON columns as text, Spark having no JSON type."""
     cols = con.execute("select column_name, data_type from information_schema.columns "
                        "where table_schema = ? and table_name = ? order by ordinal_position",
                        [schema, name]).fetchall()
     select = ", ".join(f'cast("{c}" as varchar) as "{c}"' if t.upper() == "JSON" else f'"{c}"'
                        for c, t in cols)
-    return con.execute(f'select {select} from "{schema}"."{name}"').to_arrow_table()
+    return con.execute(f'select {select} from "{schema}"."{name}"').to_arrow_table(), dict(cols)

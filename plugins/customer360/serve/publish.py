@@ -195,30 +195,15 @@ def _warehouse_file(settings: Settings) -> Iterator[Path]:
         yield settings.warehouse_path
         return
     from customer360.warehouse.dbt_runner import contract_types
-    from customer360.warehouse.engine_io import spark_mirror
+    from customer360.warehouse.engine_io import spark_duckdb_copy
     from customer360.warehouse.published import list_spark_publishable_tables
     from customer360.warehouse.spark_session import spark_session
 
-    spark = spark_session(settings)
-    path = settings.home / "tmp" / "spark_publication.duckdb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove = [path, path.with_name(path.name + ".wal")]
-    for p in remove:
-        p.unlink(missing_ok=True)
-    try:
-        con = duck.connect(settings, path)
-        try:
-            # the marts' contracts name the types the DuckDB publication has (Spark's TIMESTAMP
-            # stands for both TIMESTAMP and TIMESTAMPTZ)
-            spark_mirror(spark, con, (), copies=list_spark_publishable_tables(spark),
-                         types=contract_types(settings))
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+    # The marts' contracts name the types the DuckDB publication has (Spark's TIMESTAMP stands
+    # for both TIMESTAMP and TIMESTAMPTZ).
+    with spark_duckdb_copy(settings, list_spark_publishable_tables(spark_session(settings)),
+                           types=contract_types(settings), name="spark_publication") as path:
         yield path
-    finally:
-        for p in remove:
-            p.unlink(missing_ok=True)
 
 
 def publish(settings: Settings, logical_date: dt.date) -> Publication:

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Iterable, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -183,3 +185,32 @@ def duckdb_table_arrow(con: duckdb.DuckDBPyConnection, schema: str,
     select = ", ".join(f'cast("{c}" as varchar) as "{c}"' if t.upper() == "JSON" else f'"{c}"'
                        for c, t in cols)
     return con.execute(f'select {select} from "{schema}"."{name}"').to_arrow_table(), dict(cols)
+
+
+@contextmanager
+def spark_duckdb_copy(settings, tables: Iterable[tuple[str, str]],
+                      types: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+                      name: str = "spark_copy") -> Iterator[Path]:
+    """A DuckDB file under ``$C360_HOME/tmp`` holding the Spark tables ``tables`` (as
+    :func:`spark_mirror` copies them), for code that reads a DuckDB warehouse file (the
+    publisher, the kept tables' export); removed when the block ends."""
+    from customer360.core import duck
+    from customer360.warehouse.spark_session import spark_session
+
+    spark = spark_session(settings)
+    path = settings.home / "tmp" / f"{name}.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    leftovers = [path, path.with_name(path.name + ".wal")]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    try:
+        con = duck.connect(settings, path)
+        try:
+            spark_mirror(spark, con, (), copies=list(tables), types=types)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        yield path
+    finally:
+        for p in leftovers:
+            p.unlink(missing_ok=True)

@@ -1,5 +1,7 @@
 """The same dbt project on Spark (dbt-spark, session method, local pyspark) and on DuckDB: every
 mart equal, and Spark's incremental models equal their own full refresh (docs/engines.md).
+Then the ML stage, customer_360 and the publication through each engine (``after_ml``): the
+same ml tables, the same customer_360, the same published tables.
 
 One small simulated home, loaded in two deliveries and built on both engines after each, is
 shared by every test here (``engines_home``, session-scoped: Spark's JVM and one warehouse
@@ -12,6 +14,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -163,3 +166,139 @@ def test_spark_incremental_equals_its_full_refresh(engines_home):
         drop = [c for c in ("_invocation_id",) if c in fresh.column_names]
         assert_same_rows(table.drop(drop), fresh.drop(drop), f"{name} incremental vs full refresh")
         assert table.num_rows > 0, name
+
+
+# --- the ML stage, customer_360 and the publication through each engine ------------------------
+
+# Wall-clock columns: each engine's run stamps its own.
+WALL_CLOCK = ("scored_at", "trained_at", "seconds", "published_at")
+ML_OUTPUTS = ("ml_customer_value", "ml_churn_scores", "ml_customer_segments",
+              "ml_product_recommendations", "ml_feedback_text", "ml_model_runs", "ml_drift")
+
+
+def _comparable(table: pa.Table) -> pa.Table:
+    """``table`` without wall-clock columns, and the registry's metrics without their timings
+    (fit_seconds and the like)."""
+    table = table.drop([c for c in table.column_names if c in WALL_CLOCK])
+    if "metrics" in table.column_names:
+        metrics = [None if m is None else json.dumps(
+            {k: v for k, v in json.loads(m).items() if not k.endswith("seconds")}, sort_keys=True)
+            for m in table.column("metrics").to_pylist()]
+        table = table.set_column(table.column_names.index("metrics"), "metrics", pa.array(metrics, pa.string()))
+    return table
+
+
+@pytest.fixture(scope="session")
+def after_ml(engines_home):
+    """The DAG's stages after the marts on both engines, DuckDB first: ML (its dbt features,
+    then training and scoring), customer_360, publish. Yields the stages' summaries."""
+    from customer360.core import layers
+    from customer360.pipeline import stages
+
+    settings, on_spark, _spark, last = engines_home
+    out = {}
+    for engine, s in (("duckdb", settings), ("spark", on_spark)):
+        out[engine] = {"ml": stages.machine_learning(last, s),
+                       "customer_360": stages.build_layer(layers.CUSTOMER_360, last, s),
+                       "publish": stages.publish(last, s)}
+    return out
+
+
+def test_ml_on_spark_writes_the_same_ml_tables(engines_home, after_ml):
+    from customer360.warehouse.engine_io import read_spark_table
+
+    settings, _on_spark, spark, _last = engines_home
+    assert after_ml["spark"]["ml"]["row_counts"] == after_ml["duckdb"]["ml"]["row_counts"]
+    duck = duckdb_tables(settings, "ml")
+    # the features the stage reads, built by the ml layer on each engine: same rows and types
+    for name in ("ml_customer_features", "ml_product_views"):
+        other = spark_table(spark, f"ml.{name}")
+        assert_same_rows(duck[name], other, f"ml.{name}")
+        assert read_spark_table(spark, f"ml.{name}").schema == duck[name].schema, name
+    for name in ML_OUTPUTS:
+        assert_same_rows(_comparable(duck[name]), _comparable(spark_table(spark, f"ml.{name}")), f"ml.{name}")
+    # not vacuous: scores, segments and recommendations for the home's customers
+    assert duck["ml_churn_scores"].column("churn_probability").null_count < duck["ml_churn_scores"].num_rows
+    assert duck["ml_customer_segments"].num_rows > 20 and duck["ml_product_recommendations"].num_rows > 20
+
+
+def test_customer_360_on_spark_after_ml_equals_duckdb(engines_home, after_ml):
+    settings, _on_spark, spark, _last = engines_home
+    duck = duckdb_tables(settings, "marts")["customer_360"]
+    assert_same_rows(duck, spark_table(spark, "marts.customer_360"), "marts.customer_360 after ML")
+    # it carries the ML stage's scores (null in a build before the stage)
+    for column in ("churn_probability", "segment_name"):
+        assert duck.column(column).null_count < duck.num_rows, column
+
+
+def test_publication_from_spark_equals_duckdbs(engines_home, after_ml):
+    import duckdb
+
+    settings, _on_spark, _spark, _last = engines_home
+    versions = {e: after_ml[e]["publish"]["version"] for e in ("duckdb", "spark")}
+    assert versions["duckdb"] != versions["spark"]
+    assert after_ml["spark"]["publish"]["tables"] == after_ml["duckdb"]["publish"]["tables"]
+    published = {}
+    for engine, version in versions.items():
+        con = duckdb.connect(str(settings.published_dir / version / "c360.duckdb"), read_only=True)
+        try:
+            columns = con.execute(
+                "select table_schema, table_name, column_name, data_type from information_schema.columns "
+                "where table_schema in ('marts', 'ml') order by 1, 2, ordinal_position").fetchall()
+            sums = {f"{s}.{t}": checksum(canonical_rows(_comparable(
+                        con.execute(f"select * from {s}.{t}").to_arrow_table())))
+                    for s, t in sorted({(s, t) for s, t, _, _ in columns})}
+        finally:
+            con.close()
+        published[engine] = (columns, sums)
+    # the same tables with the same DuckDB types (a contract's TIMESTAMPTZ, the registry's JSON)
+    assert published["spark"][0] == published["duckdb"][0]
+    assert published["spark"][1] == published["duckdb"][1]
+    assert {"marts.customer_360", "ml.ml_churn_scores"} <= set(published["duckdb"][1])
+    # the work copies the Spark publish read from are gone
+    assert not list((settings.home / "tmp").glob("spark_*.duckdb*"))
+
+
+def test_interrupted_spark_write_is_finished_or_dropped(engines_home):
+    from customer360.warehouse import engine_io
+
+    _settings, _on_spark, spark, _last = engines_home
+    probe = pa.table({"x": pa.array([1, 2], pa.int64())})
+    spark.sql("create database if not exists scratch")
+    # dropped before the rename: the new table is whole, so it becomes the table
+    spark.createDataFrame(probe).write.format("parquet").mode("overwrite").saveAsTable("scratch.probe__c360_new")
+    assert engine_io.finish_swaps(spark, "scratch") == ["renamed scratch.probe__c360_new to scratch.probe"]
+    assert engine_io.spark_tables(spark, "scratch") == ["probe"]
+    # a new table beside the old one never finished its write: dropped, the old one kept
+    spark.createDataFrame(pa.table({"x": pa.array([9], pa.int64())})).write.format("parquet") \
+        .mode("overwrite").saveAsTable("scratch.probe__c360_new")
+    assert engine_io.finish_swaps(spark, "scratch") == ["dropped the unfinished scratch.probe__c360_new"]
+    assert sorted(engine_io.read_spark_table(spark, "scratch.probe").column("x").to_pylist()) == [1, 2]
+    spark.sql("drop database scratch cascade")
+
+
+def test_ml_on_spark_reads_the_spark_features(engines_home, after_ml):
+    """A feature changed in the Spark table only changes that customer's Spark churn score.
+    Last of the module: it leaves the Spark ml outputs scored on the changed row."""
+    from customer360.ml.pipeline import run_ml
+    from customer360.warehouse import engine_io
+
+    settings, on_spark, spark, last = engines_home
+    original = engine_io.read_spark_table(spark, "ml.ml_customer_features")
+    rows = original.to_pylist()
+    buyers = [r for r in rows if r["is_scoring_snapshot"] and (r["orders_lifetime"] or 0) > 0]
+    target = min(buyers, key=lambda r: (r["recency_days"], r["customer_id"]))
+    assert target["recency_days"] < 100
+    changed = pa.Table.from_pylist(
+        [{**r, "recency_days": 300} if r is target else r for r in rows], schema=original.schema)
+    before = {r["customer_id"]: r["churn_probability"]
+              for r in duckdb_tables(settings, "ml")["ml_churn_scores"].to_pylist()}
+    engine_io.write_spark_table(spark, "ml", "ml_customer_features", changed)
+    try:
+        run_ml(on_spark, last)
+    finally:
+        engine_io.write_spark_table(spark, "ml", "ml_customer_features", original)
+    after = {r["customer_id"]: r["churn_probability"] for r in spark_table(spark, "ml.ml_churn_scores").to_pylist()}
+    assert after[target["customer_id"]] > before[target["customer_id"]] + 0.01
+    others = {c for c in before if c != target["customer_id"]}
+    assert {c: _canonical_value(after[c]) for c in others} == {c: _canonical_value(before[c]) for c in others}

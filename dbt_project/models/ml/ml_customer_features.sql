@@ -321,7 +321,7 @@ ticket_features as (
         -- open at the cutoff: not closed yet then, whatever its status is today
         count(*) filter (where t.closed_at is null
                             or t.closed_at >= p.snapshot_date + interval 1 day) as open_tickets,
-        avg({{ minutes_diff('t.created_at', 't.closed_at') }} / 60.0)
+        avg(cast({{ minutes_diff('t.created_at', 't.closed_at') }} as double) / 60)
             filter (where t.closed_at < p.snapshot_date + interval 1 day
                       and t.created_at >= p.snapshot_date - 364) as avg_resolution_hours_365d
     from population as p
@@ -390,9 +390,11 @@ select
     p.is_scoring_snapshot,
     b.as_of_date,
 
-    {{ days_diff('p.first_seen_date', 'p.snapshot_date') }} as tenure_days,
-    {{ days_diff('af.first_order_date', 'p.snapshot_date') }} as days_since_first_order,
-    {{ days_diff('af.last_order_date', 'p.snapshot_date') }} as recency_days,
+    {#- Types spelled out where the engines differ (Spark's datediff is int, DuckDB's bigint;
+        Spark divides decimals as decimals): the ML stage gets the same frame from either. -#}
+    cast({{ days_diff('p.first_seen_date', 'p.snapshot_date') }} as bigint) as tenure_days,
+    cast({{ days_diff('af.first_order_date', 'p.snapshot_date') }} as bigint) as days_since_first_order,
+    cast({{ days_diff('af.last_order_date', 'p.snapshot_date') }} as bigint) as recency_days,
 
     cast(coalesce(af.orders_30d, 0) as bigint) as orders_30d,
     cast(coalesce(af.orders_90d, 0) as bigint) as orders_90d,
@@ -402,8 +404,8 @@ select
     coalesce(af.net_revenue_90d, 0) as net_revenue_90d,
     coalesce(af.net_revenue_365d, 0) as net_revenue_365d,
     coalesce(af.net_revenue_lifetime, 0) as net_revenue_lifetime,
-    af.net_revenue_365d / nullif(af.orders_365d, 0) as avg_order_value_365d,
-    af.returned_365d / nullif(af.gross_365d, 0) as returns_share_365d,
+    cast(af.net_revenue_365d as double) / nullif(af.orders_365d, 0) as avg_order_value_365d,
+    cast(af.returned_365d as double) / nullif(af.gross_365d, 0) as returns_share_365d,
     af.store_orders_lifetime / nullif(af.orders_lifetime, 0) as store_order_share,
     1 - af.store_orders_lifetime / nullif(af.orders_lifetime, 0) as web_order_share,
     {{ days_diff('af.first_order_date', 'af.last_order_date') }}
@@ -414,7 +416,7 @@ select
     cast(coalesce(af.sessions_90d, 0) as bigint) as sessions_90d,
     cast(coalesce(af.page_views_28d, 0) as bigint) as page_views_28d,
     cast(coalesce(af.converted_sessions_90d, 0) as bigint) as converted_sessions_90d,
-    {{ days_diff('af.last_session_date', 'p.snapshot_date') }} as days_since_last_session,
+    cast({{ days_diff('af.last_session_date', 'p.snapshot_date') }} as bigint) as days_since_last_session,
     cast(coalesce(af.product_views_7d, 0) as bigint) as product_views_7d,
     cast(coalesce(af.product_views_28d, 0) as bigint) as product_views_28d,
     cast(coalesce(af.product_views_90d, 0) as bigint) as product_views_90d,
@@ -428,7 +430,7 @@ select
     tf.avg_resolution_hours_365d,
 
     ff.nps_latest,
-    ff.days_since_nps,
+    cast(ff.days_since_nps as bigint) as days_since_nps,
     ff.csat_avg_365d,
     coalesce(ff.feedback_count, 0) as feedback_count,
 

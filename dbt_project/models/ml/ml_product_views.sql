@@ -22,11 +22,12 @@
 {%- endif -%}
 {#- the first name present wins: candidates are listed last-preferred first -#}
 {%- set found = namespace(event_name='null', event_at='null') -%}
+{#- adapter.quote: a double-quoted name is a string literal on Spark (ANSI mode off) -#}
 {%- for name in ['event', 'event_name'] if name in event_columns -%}
-    {%- set found.event_name = '"' ~ name ~ '"' -%}
+    {%- set found.event_name = adapter.quote(name) -%}
 {%- endfor -%}
 {%- for name in ['timestamp', 'event_timestamp', 'event_at'] if name in event_columns -%}
-    {%- set found.event_at = '"' ~ name ~ '"' -%}
+    {%- set found.event_at = adapter.quote(name) -%}
 {%- endfor -%}
 {%- set event_name = found.event_name -%}
 {%- set event_at = found.event_at -%}

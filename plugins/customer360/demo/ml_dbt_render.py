@@ -60,6 +60,10 @@ class _Adapter:
             [relation.schema, relation.identifier]).fetchall()
         return [_Column(name, dtype) for name, dtype in rows]
 
+    def quote(self, identifier: str) -> str:
+        """dbt-duckdb's quoting (the models quote a column name through the adapter)."""
+        return '"' + identifier.replace('"', '""') + '"'
+
 
 def _model_files(models_dir: Path) -> dict[str, str]:
     return {p.stem: p.read_text(encoding="utf-8") for p in sorted(models_dir.glob("*.sql"))}

@@ -5,7 +5,8 @@
 Reads the point-in-time features that dbt built in the ml schema (ml_customer_features,
 ml_product_views) and the marts; writes ml.ml_customer_value, ml.ml_churn_scores,
 ml.ml_customer_segments, ml.ml_product_recommendations, ml.ml_feedback_text (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
-replaced) in one transaction. Artifacts and model cards go to
+replaced) in one transaction (on Spark, in the stage's own DuckDB, then table by table into the
+Spark warehouse: ml.warehouse_io, docs/engines.md). Artifacts and model cards go to
 $C360_HOME/artifacts/models/<name>/<version>/. Returns a JSON-able summary.
 
 Rerunning a logical date gives the same tables: versions derive from the date and the spec,
@@ -32,7 +33,7 @@ from customer360.ml import churn, clv, drift, model_card, recommend, registry, s
 from customer360.ml import spec as specs_module
 from customer360.ml.spec import ModelSpec, SpecError, load_specs
 from customer360.ml.warehouse_io import (columns_of, connect, find_table, read_features, replace_tables,
-                                         require_features_table, snapshot_summary)
+                                         require_features_table, snapshot_summary, write_back)
 
 log = logging.getLogger(__name__)
 
@@ -566,9 +567,12 @@ def training_due_any(settings, logical_date: dt.date, *, models_dir: Path | None
     """Whether any model will train on ``logical_date`` (then the feature build must include the
     labelled snapshots). True when the warehouse or the registry does not exist yet."""
     specs = load_specs(Path(models_dir) if models_dir else specs_module.models_dir(settings))
-    if not Path(settings.warehouse_path).exists():
+    if settings.engine == "spark":
+        con = connect(settings, registry_only=True)
+    elif not Path(settings.warehouse_path).exists():
         return True
-    con = duck.connect(settings, settings.warehouse_path, read_only=True)
+    else:
+        con = duck.connect(settings, settings.warehouse_path, read_only=True)
     try:
         registry_exists = con.execute("select count(*) from information_schema.tables where "
                                       "table_schema = 'ml' and table_name = 'ml_model_runs'").fetchone()[0]
@@ -631,6 +635,7 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
         date_filter = f"logical_date = date '{logical_date.isoformat()}'"
         counts = replace_tables(con, {s.table: s.frame for s in stages},
                                 {"ml_model_runs": (date_filter, runs), "ml_drift": (date_filter, drifts)})
+        write_back(settings, con, counts)  # on Spark; the DuckDB warehouse is already written
     finally:
         con.close()
 

@@ -183,10 +183,35 @@ def _swap_current(settings: Settings, name: str) -> None:
     swap_symlink(settings.published_dir / CURRENT, name)
 
 
+@contextmanager
+def _warehouse_file(settings: Settings) -> Iterator[Path]:
+    """The DuckDB file a publication is copied from: the warehouse itself, or on Spark a
+    DuckDB copy of the Spark warehouse's published tables, read through the session
+    (warehouse.engine_io), so that fingerprints, checksums and copies are the same code on
+    both engines. The copy is removed afterwards."""
+    if settings.engine != "spark":
+        if not settings.warehouse_path.exists():
+            raise FileNotFoundError(f"no warehouse at {settings.warehouse_path}: build it before publishing")
+        yield settings.warehouse_path
+        return
+    from customer360.warehouse.dbt_runner import contract_types
+    from customer360.warehouse.engine_io import spark_duckdb_copy
+    from customer360.warehouse.published import list_spark_publishable_tables
+    from customer360.warehouse.spark_session import spark_session
+
+    # The marts' contracts name the types the DuckDB publication has (Spark's TIMESTAMP stands
+    # for both TIMESTAMP and TIMESTAMPTZ).
+    with spark_duckdb_copy(settings, list_spark_publishable_tables(spark_session(settings)),
+                           types=contract_types(settings), name="spark_publication") as path:
+        yield path
+
+
 def publish(settings: Settings, logical_date: dt.date) -> Publication:
-    warehouse = settings.warehouse_path
-    if not warehouse.exists():
-        raise FileNotFoundError(f"no warehouse at {warehouse}: build it before publishing")
+    with _warehouse_file(settings) as warehouse:
+        return _publish(settings, logical_date, warehouse)
+
+
+def _publish(settings: Settings, logical_date: dt.date, warehouse: Path) -> Publication:
     db_path = settings.published_db
     pub = Publication(logical_date=logical_date.isoformat(),
                       published_at=dt.datetime.now(dt.timezone.utc).isoformat(),

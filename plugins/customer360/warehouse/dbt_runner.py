@@ -215,14 +215,13 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     The layer's run_results.json is kept at ``Settings.dbt_results_path(layer)``, where the
     gates and the report read it (the next command overwrites dbt's target folder). Returns
     the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
-    anything errors or a test fails.
+    anything errors or a test fails. On Spark the same, without the unit tests (the quality
+    gates that sit between layers in the DAG still read DuckDB: docs/engines.md).
     """
-    if settings.engine != "duckdb":
-        raise WarehouseBuildError(
-            f"the layer-by-layer build (quality gates between layers) runs on DuckDB only; "
-            f"C360_ENGINE={settings.engine} builds the whole warehouse with build_warehouse "
-            f"(docs/engines.md)")
     args = ["build", "--selector", check_dbt_layer(layer)]
+    if settings.engine == "spark":
+        # dbt's unit tests are DuckDB SQL fixtures (docs/engines.md); the data tests run.
+        args += ["--exclude-resource-type", "unit_test"]
     if full_refresh:
         args.append("--full-refresh")
     results = _invoke_checked(settings, args, what=f"dbt build of layer {layer!r}",
@@ -249,6 +248,21 @@ def build_warehouse(settings: Settings, full_refresh: bool = False,
         args += ["--exclude-resource-type", "test", "--exclude-resource-type", "unit_test"]
     return _invoke_checked(settings, args, what="dbt build of the warehouse",
                            env=_date_env(logical_date))
+
+
+def contract_types(settings: Settings) -> dict[tuple[str, str], dict[str, str]]:
+    """{(schema, table): {column: type}} of every model with an enforced contract, from the
+    manifest of the last dbt command on this home (empty without one). The types are DuckDB's
+    names on both engines (docs/engines.md), so a table read back from Spark can be given
+    the types its contract publishes."""
+    path = target_dir(settings) / "manifest.json"
+    if not path.is_file():
+        return {}
+    nodes = json.loads(path.read_text(encoding="utf-8")).get("nodes", {})
+    return {(n["schema"], n.get("alias") or n["name"]):
+            {c: col["data_type"] for c, col in n.get("columns", {}).items() if col.get("data_type")}
+            for n in nodes.values()
+            if n.get("resource_type") == "model" and n.get("config", {}).get("contract", {}).get("enforced")}
 
 
 def generate_docs(settings: Settings) -> Path:

@@ -55,6 +55,17 @@ def kept_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str,
     return [(s, t) for s, t in rows]
 
 
+def spark_kept_tables(settings: Settings) -> list[tuple[str, str]]:
+    """The same tables of the Spark warehouse (its ``__c360_`` work tables left out)."""
+    from customer360.warehouse.engine_io import SIDE_TABLE_MARKER, spark_tables
+    from customer360.warehouse.spark_session import spark_session
+
+    spark = spark_session(settings)
+    snapshots = [(SNAPSHOT_SCHEMA, n) for n in spark_tables(spark, SNAPSHOT_SCHEMA)
+                 if SIDE_TABLE_MARKER not in n]
+    return snapshots + [(s, t) for s, t in FIXED_TABLES if t in spark_tables(spark, s)]
+
+
 def content_checksum(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:
     """Row count and an order-independent hash of the rows (every column)."""
     n, h = con.execute(f"SELECT count(*), coalesce(sum(hash(t))::VARCHAR, '0') FROM {relation} t").fetchone()
@@ -73,6 +84,11 @@ def export_kept(settings: Settings, warehouse: Path | None = None) -> dict:
     Each file is replaced atomically and kept.json, written last, names the set; a copy that
     died half-way leaves older files of some tables beside newer ones of others, each whole.
     """
+    if warehouse is None and settings.engine == "spark":
+        from customer360.warehouse.engine_io import spark_duckdb_copy
+
+        with spark_duckdb_copy(settings, spark_kept_tables(settings), name="spark_kept") as copy:
+            return export_kept(settings, copy)
     warehouse = warehouse or settings.warehouse_path
     if not warehouse.exists():
         return {}

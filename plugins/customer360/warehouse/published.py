@@ -13,6 +13,22 @@ PUBLISHED_ML_TABLES = ("ml_customer_segments", "ml_churn_scores", "ml_product_re
                        "ml_model_runs", "ml_customer_value")
 
 
+def list_spark_publishable_tables(spark) -> list[tuple[str, str]]:
+    """The same rule on the Spark warehouse: its side tables (``__c360_`` work tables of the
+    Parquet incremental models and staged writes) are no more published than DuckDB's
+    underscored ones."""
+    from customer360.warehouse.engine_io import SIDE_TABLE_MARKER, spark_tables
+
+    out = []
+    for schema in PUBLISHED_SCHEMAS:
+        for name in spark_tables(spark, schema):
+            if name.startswith("_") or SIDE_TABLE_MARKER in name:
+                continue
+            if schema == "marts" or name in PUBLISHED_ML_TABLES:
+                out.append((schema, name))
+    return out
+
+
 def list_publishable_tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[tuple[str, str]]:
     rows = con.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "

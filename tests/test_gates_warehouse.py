@@ -309,14 +309,3 @@ def test_an_order_line_of_no_catalogue_product_is_counted_as_a_warning(settings)
     warning = next(w for w in result.warnings if w.suite == "marts.fct_order_lines")
     assert warning.column == "sku" and warning.unexpected_count == 1
     assert "product_id='prod-x9'" in " ".join(warning.sample)
-
-
-def test_the_warehouse_gate_refuses_the_spark_engine_instead_of_checking_a_stale_file(settings):
-    # a clean DuckDB warehouse would pass; a Spark run does not write it, so it is not evidence
-    import dataclasses
-
-    build_warehouse(settings.warehouse_path, linked_share=0.8)
-    _dbt(settings)
-    with pytest.raises(GateFailed) as failed:
-        run_gate(dataclasses.replace(settings, engine="spark"), "intermediate", DAY, run_id="on-spark")
-    assert "C360_ENGINE=spark is not validated" in str(failed.value)

@@ -277,6 +277,44 @@ def test_interrupted_spark_write_is_finished_or_dropped(engines_home):
     spark.sql("drop database scratch cascade")
 
 
+def _gate_outcomes(settings, stage: str, day: dt.date, run_id: str) -> dict:
+    from customer360.quality.gates import GateFailed, run_gate
+
+    try:
+        result = run_gate(settings, stage, day, run_id=run_id)
+    except GateFailed as failed:
+        result = failed.result
+    return {(r.suite, r.expectation, r.column, json.dumps(r.kwargs, sort_keys=True, default=str)):
+            (r.outcome, r.unexpected_count) for s in result.suites for r in s.results}
+
+
+def test_the_warehouse_gates_on_spark_judge_the_spark_tables(engines_home, after_ml):
+    """Each expectation of the intermediate and marts gates comes out as on DuckDB; a duplicate
+    written to the Spark table only fails the Spark gate (it reads Spark, not the DuckDB file)."""
+    from customer360.quality.gates import GateFailed, run_gate
+    from customer360.warehouse import engine_io
+
+    settings, on_spark, spark, last = engines_home
+    for stage in ("intermediate", "marts"):
+        duck = _gate_outcomes(settings, stage, last, f"duck-{stage}")
+        on = _gate_outcomes(on_spark, stage, last, f"spark-{stage}")
+        assert len(duck) >= 10 and on.keys() == duck.keys(), stage
+        # dbt's own results are each engine's (the Spark build ran no data tests here)
+        differ = {k: (duck[k], on[k]) for k in duck if duck[k] != on[k] and not k[0].endswith("dbt_tests")}
+        assert differ == {}, (stage, differ)
+    original = engine_io.read_spark_table(spark, "intermediate.int_identity__clusters")
+    engine_io.write_spark_table(spark, "intermediate", "int_identity__clusters",
+                                pa.concat_tables([original, original.slice(0, 1)]))
+    try:
+        with pytest.raises(GateFailed) as failed:
+            run_gate(on_spark, "intermediate", last, run_id="spark-duplicate")
+        assert "intermediate.unique_keys" in str(failed.value)
+        run_gate_duck = _gate_outcomes(settings, "intermediate", last, "duck-after")
+        assert all(o != "fail" for (suite, *_), (o, _n) in run_gate_duck.items() if suite == "intermediate.unique_keys")
+    finally:
+        engine_io.write_spark_table(spark, "intermediate", "int_identity__clusters", original)
+
+
 def test_ml_on_spark_reads_the_spark_features(engines_home, after_ml):
     """A feature changed in the Spark table only changes that customer's Spark churn score.
     Last of the module: it leaves the Spark ml outputs scored on the changed row."""

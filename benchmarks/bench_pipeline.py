@@ -75,7 +75,10 @@ print("@@RESULT@@" + json.dumps({"wall": wall, "peak_rss_mb": rss_kb / 1024, "ou
 """
 
 # The pipeline's own stages, in its order, less the gates (benchmarks/bench_gates.py) and the
-# privacy and report steps, which do nothing measurable on a day without erasures.
+# privacy and report steps, which do nothing measurable on a day without erasures. The simulated
+# CRM archives contacts, though, and the first erasure stage to run erases every archived
+# contact of the history: with --airflow the full refresh therefore runs every stage too (the
+# figures still sum the measured ones), so the incremental day on both sides is one day's work.
 UNMEASURED = ("erasure", "compact_warehouse", "audiences", "report")
 
 
@@ -296,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with start_server(settings.simulation_dir / "crm", token=token) as server:
         env["C360_CRM_BASE_URL"] = server.base_url
-        full = run_pipeline(last - dt.timedelta(days=1), env, "full")
+        full = run_pipeline(last - dt.timedelta(days=1), env, "full",
+                            stages=pipeline.STAGE_NAMES if args.airflow else None)
         result["bare_read"] = bare_read(settings.landing)
         print(f"  bare DuckDB read of the landing: {result['bare_read']}", flush=True)
         result["floor"] = floor(settings.landing, home / "floor")
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  incremental day through Airflow: {result['airflow']['wall']:.1f} s", flush=True)
     result["stages"] = full + incr
     measured = set(measured_stages())
-    full_s = sum(r["wall_s"] for r in full)
+    full_s = sum(r["wall_s"] for r in full if r["stage"] in measured)
     incr_s = sum(r["wall_s"] for r in incr if r["stage"] in measured)
     load_s = sum(r["wall_s"] for r in full if r["stage"].startswith("extract_"))
     records = sum(r["records"] for r in full if r["stage"].startswith("extract_"))
@@ -337,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if "airflow" in result:
         cli_all_s = sum(r["wall_s"] for r in incr)
         result["summary"].update({
+            "full_refresh_all_stages_s": round(sum(r["wall_s"] for r in full), 1),
             "incremental_all_stages_cli_s": round(cli_all_s, 1),
             "incremental_airflow_s": round(result["airflow"]["wall"], 1),
             "airflow_overhead": round(result["airflow"]["wall"] / cli_all_s - 1, 4),

@@ -175,14 +175,16 @@ def section(results: dict, command: str) -> str:
         if chart(days, series):
             lines.append(f"![per-stage time, log-log]({CHART.relative_to(PAGE.parent).as_posix()})")
             lines.append("")
-        lines += ["| stage | " + " | ".join(f"{p:,} people s" for p, _ in max(series.values(), key=len))
-                  + " | log-log slope |",
-                  "|---|" + "---:|" * (len(max(series.values(), key=len)) + 1)]
+        # Columns are every scale measured, and each stage's figure goes under its own scale:
+        # stages renamed between runs exist at some scales only, and must not slide left.
+        scales = sorted({p for pts in series.values() for p, _ in pts})
+        lines += ["| stage | " + " | ".join(f"{p:,} people s" for p in scales) + " | log-log slope |",
+                  "|---|" + "---:|" * (len(scales) + 1)]
         for stage, pts in series.items():
             k = slope([(float(p), float(t)) for p, t in pts])
-            lines.append(f"| {stage} | " + " | ".join(str(t) for _, t in pts)
+            at = dict(pts)
+            lines.append(f"| {stage} | " + " | ".join(str(at.get(p, "-")) for p in scales)
                          + f" | {'' if k is None else f'{k:.2f}'} |")
-        scales = sorted({p for pts in series.values() for p, _ in pts})
         if scales != [10_000, 100_000, 300_000, 1_000_000]:
             lines += ["", f"Scales measured: {', '.join(f'{p:,}' for p in scales)}; the issue's "
                       "10k, 100k, 300k and 1M were not all run, so these slopes are not the target's."]

@@ -215,8 +215,8 @@ def run_layer(settings: Settings, layer: str, full_refresh: bool = False,
     The layer's run_results.json is kept at ``Settings.dbt_results_path(layer)``, where the
     gates and the report read it (the next command overwrites dbt's target folder). Returns
     the per-node summary; raises :class:`WarehouseBuildError` naming every failing node when
-    anything errors or a test fails. On Spark the same, without the unit tests (the quality
-    gates that sit between layers in the DAG still read DuckDB: docs/engines.md).
+    anything errors or a test fails. On Spark the same, without the unit tests (DuckDB SQL
+    fixtures: docs/engines.md).
     """
     args = ["build", "--selector", check_dbt_layer(layer)]
     if settings.engine == "spark":

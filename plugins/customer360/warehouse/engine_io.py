@@ -102,10 +102,9 @@ def write_spark_table(spark, schema: str, name: str, table: pa.Table,
     spark.sql(f"create database if not exists {schema}")
     staged = f"{schema}.{name}{_NEW}"
     spark.sql(f"drop table if exists {staged}")
-    frame = spark.createDataFrame(table) if table.num_columns else None
-    if frame is None:
+    if not table.num_columns:
         raise ValueError(f"{schema}.{name}: a table without columns cannot be written to Spark")
-    frame.write.format("parquet").mode("overwrite").saveAsTable(staged)
+    spark.createDataFrame(table).write.format("parquet").mode("overwrite").saveAsTable(staged)
     if duckdb_types:
         text = json.dumps(duckdb_types, sort_keys=True).replace("'", "")  # type names have none
         spark.sql(f"alter table {staged} set tblproperties ('{TYPES_PROPERTY}' = '{text}')")
@@ -145,27 +144,24 @@ def spark_mirror(spark, con: duckdb.DuckDBPyConnection, tables: Iterable[tuple[s
         con.execute(f'create schema if not exists "{schema}"')
         handle = f"_spark__{schema}__{name}"
         con.register(handle, arrow)
+        # the types DuckDB reads the Arrow table as, known before anything is written, so a
+        # copy is materialized once, already cast
+        current = {c: t for c, t, *_ in con.execute(f'describe select * from "{handle}"').fetchall()}
+        casts = _casts(con, current, declared)
+        select = ", ".join(f'cast("{c}" as {casts[c]}) as "{c}"' if c in casts else f'"{c}"'
+                           for c in arrow.column_names)
         kind = "table" if copy else "view"
-        con.execute(f'create or replace {kind} "{schema}"."{name}" as select * from "{handle}"')
-        casts = _casts(con, schema, name, declared)
-        if casts:
-            select = ", ".join(f'cast("{c}" as {casts[c]}) as "{c}"' if c in casts else f'"{c}"'
-                               for c in arrow.column_names)
-            con.execute(f'create or replace {kind} "{schema}"."{name}" as select {select} from "{handle}"')
+        con.execute(f'create or replace {kind} "{schema}"."{name}" as select {select} from "{handle}"')
         if copy:
             con.unregister(handle)
         mirrored.append(qualified)
     return mirrored
 
 
-def _casts(con: duckdb.DuckDBPyConnection, schema: str, name: str,
+def _casts(con: duckdb.DuckDBPyConnection, current: Mapping[str, str],
            declared: Mapping[str, str]) -> dict[str, str]:
-    """The columns whose mirrored type is not the declared one (type names compared as DuckDB
-    spells them: 'timestamptz' and 'TIMESTAMP WITH TIME ZONE' are one type)."""
-    if not declared:
-        return {}
-    current = dict(con.execute("select column_name, data_type from information_schema.columns "
-                               "where table_schema = ? and table_name = ?", [schema, name]).fetchall())
+    """The columns whose type as read (``current``) is not the declared one (type names
+    compared as DuckDB spells them: 'timestamptz' and 'TIMESTAMP WITH TIME ZONE' are one type)."""
     out = {}
     for column, wanted in declared.items():
         if column in current:

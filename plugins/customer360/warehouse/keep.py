@@ -61,9 +61,9 @@ def spark_kept_tables(settings: Settings) -> list[tuple[str, str]]:
     from customer360.warehouse.spark_session import spark_session
 
     spark = spark_session(settings)
-    snapshots = [(SNAPSHOT_SCHEMA, n) for n in spark_tables(spark, SNAPSHOT_SCHEMA)
-                 if SIDE_TABLE_MARKER not in n]
-    return snapshots + [(s, t) for s, t in FIXED_TABLES if t in spark_tables(spark, s)]
+    listed = {s: set(spark_tables(spark, s)) for s in {SNAPSHOT_SCHEMA, *(s for s, _ in FIXED_TABLES)}}
+    snapshots = [(SNAPSHOT_SCHEMA, n) for n in sorted(listed[SNAPSHOT_SCHEMA]) if SIDE_TABLE_MARKER not in n]
+    return snapshots + [(s, t) for s, t in FIXED_TABLES if t in listed[s]]
 
 
 def content_checksum(con: duckdb.DuckDBPyConnection, relation: str) -> tuple[int, str]:

@@ -127,6 +127,7 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
     target = target_dir(settings)
     target.mkdir(parents=True, exist_ok=True)
     proj = project_dir(settings)
+    _forget_parse_of_another_project(target, proj)
     full_args = [*args,
                  "--project-dir", str(proj),
                  "--profiles-dir", str(proj),
@@ -152,6 +153,26 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
             sys.argv = saved_argv
             if settings.engine == "duckdb":
                 _release_duckdb()
+
+
+def _forget_parse_of_another_project(target: Path, proj: Path) -> None:
+    """Drop dbt's saved parse when it was made from a project at another path.
+
+    dbt's partial parsing checks the project's files, vars and profile but not where the
+    project lives, and keeps absolute paths (a seed's file): after an upgrade into another
+    virtualenv, or a home moved between checkouts, it would read the old checkout's files, or
+    fail on a seed that is no longer there. The project's path is stamped beside the parse.
+    """
+    stamp = target / ".c360_project_dir"
+    here = str(proj.resolve())
+    try:
+        before = stamp.read_text(encoding="utf-8").strip()
+    except OSError:
+        before = None
+    if before == here:
+        return
+    (target / "partial_parse.msgpack").unlink(missing_ok=True)
+    stamp.write_text(here + "\n", encoding="utf-8")
 
 
 def _release_duckdb() -> None:

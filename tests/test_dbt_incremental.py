@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from tests import warehouse_fixtures as wf
-from customer360.warehouse.dbt_runner import build_warehouse, target_dir
+from customer360.warehouse.dbt_runner import WarehouseBuildError, build_warehouse, target_dir
 
 SCHEMAS = ("staging", "intermediate", "marts", "snapshots")
 
@@ -59,7 +59,7 @@ def runs(tmp_path_factory):
         yield {"incremental": incremental, "rerun": rerun, "full": full, "compiled": compiled,
                "compiled_sessions": compiled_sessions, "compiled_pos": compiled_pos,
                "compiled_contacts": compiled_contacts,
-               "incremental_models": incremental_models}
+               "incremental_models": incremental_models, "settings": settings}
 
 
 def test_the_second_load_ran_incrementally(runs):
@@ -106,3 +106,17 @@ def test_late_duplicate_and_corrected_data_are_in_the_incremental_tables(runs):
     assert len(runs["incremental"]["staging.stg_web__events"]) == len(events)  # no duplicate
     orders = {row[1] for row in runs["incremental"]["marts.fct_order_lines"]}
     assert "T-1003" in orders and "T-1009" not in orders  # the corrected POS file
+
+
+def test_an_incremental_table_of_an_older_version_fails_with_the_repair(runs):
+    """An upgrade that adds columns to an incremental model meets the table an older version
+    built: dbt refuses it, and the error says which table and how to repair it (last in this
+    module: it changes the warehouse the fixture built)."""
+    settings = runs["settings"]
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.execute("alter table intermediate.int_web__sessions drop column exit_path")
+    with pytest.raises(WarehouseBuildError) as failed:
+        build_warehouse(settings, logical_date=wf.LOAD_2, tests=False)
+    message = str(failed.value)
+    assert "int_web__sessions: the table was built by an earlier version" in message, message
+    assert "c360 rebuild-warehouse" in message

@@ -54,7 +54,8 @@ events as (
 
     select
         events.message_id, events.anonymous_id, events.user_id, events.event_at, events.event_type,
-        events.event_name, events.campaign_source, events._loaded_at,
+        events.event_name, events.campaign_source, events.campaign_medium, events.campaign_name,
+        events.page_referrer, events._loaded_at,
         -- an app's screen view counts as a page view; its name stands for the path
         events.event_type in ('page', 'screen') as is_view,
         case when events.event_type = 'screen' then coalesce(events.page_path, events.page_name)
@@ -106,6 +107,17 @@ sessions as (
         max(case when event_name = 'Order Completed' then 1 else 0 end) = 1 as converted,
         min_by(page_path, event_at) filter (where is_view) as landing_path,
         min_by(campaign_source, event_at) filter (where campaign_source is not null) as campaign_source,
+        -- the journey (int_web__session_journeys): the landing event's campaign (ties broken by
+        -- message id), the first view's referrer, the last view's path, the funnel steps
+        {{ arg_min_by('campaign_source', row_tuple(['event_at', 'message_id'])) }} as landing_campaign_source,
+        {{ arg_min_by('campaign_medium', row_tuple(['event_at', 'message_id'])) }} as landing_campaign_medium,
+        {{ arg_min_by('campaign_name', row_tuple(['event_at', 'message_id'])) }} as landing_campaign_name,
+        {{ arg_min_by('page_referrer', row_tuple(['event_at', 'message_id'])) }} filter (where is_view) as landing_referrer,
+        {{ arg_max_by('page_path', row_tuple(['event_at', 'message_id'])) }} filter (where is_view) as exit_path,
+        count(case when event_name = 'Product Viewed' then 1 end) > 0 as product_viewed,
+        count(case when event_name = 'Product Added' then 1 end) > 0 as product_added,
+        count(case when event_name = 'Checkout Started' then 1 end) > 0 as checkout_started,
+        count(case when event_name = 'Order Completed' then 1 end) > 0 as order_completed,
         max(_loaded_at) as _loaded_at
     from numbered
     group by anonymous_id, session_no
@@ -139,6 +151,15 @@ select
     sessions.converted,
     sessions.landing_path,
     sessions.campaign_source,
+    sessions.landing_campaign_source,
+    sessions.landing_campaign_medium,
+    sessions.landing_campaign_name,
+    sessions.landing_referrer,
+    sessions.exit_path,
+    sessions.product_viewed,
+    sessions.product_added,
+    sessions.checkout_started,
+    sessions.order_completed,
     sessions._loaded_at,
     '{{ invocation_id }}' as _invocation_id
 from sessions

@@ -155,6 +155,20 @@ def run_dbt(settings: Settings, args: list[str], env: dict[str, str] | None = No
                 _release_duckdb()
 
 
+# dbt's message when an incremental model's columns differ from its table (on_schema_change
+# 'fail'): a new version of the project added or changed columns of a table built by an older one.
+_SCHEMA_OUT_OF_SYNC = "schemas on this incremental model are out of sync"
+
+
+def _schema_change_hint(failed) -> str:
+    """What to do when the failure is an incremental table built by an older version."""
+    stale = sorted(n.name for n in failed if n.message and _SCHEMA_OUT_OF_SYNC in " ".join(n.message.split()))
+    if not stale:
+        return ""
+    return (f"\n{', '.join(stale)}: the table was built by an earlier version of the project, whose "
+            "columns differ; rebuild it from the raw zone once with `c360 rebuild-warehouse`")
+
+
 def _forget_parse_of_another_project(target: Path, proj: Path) -> None:
     """Drop dbt's saved parse when it was made from a project at another path.
 
@@ -319,5 +333,5 @@ def _invoke_checked(settings: Settings, args: list[str], *, what: str,
         skipped = sum(1 for n in summary.nodes if n.status == "skipped")
         raise WarehouseBuildError(
             f"{what} failed: {len(summary.failed)} failing node(s), {skipped} skipped\n"
-            + "\n".join(lines), summary)
+            + "\n".join(lines) + _schema_change_hint(summary.failed), summary)
     return summary

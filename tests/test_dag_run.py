@@ -12,7 +12,7 @@ import subprocess
 import duckdb
 import pytest
 
-from customer360.pipeline.airflow import RunLockedError, backfill, run_dag, run_lock
+from customer360.pipeline.airflow import RunLockedError, run_dag, run_lock
 from tests.e2e import file_digest, pipeline_env, published_checksums
 
 pytestmark = pytest.mark.slow
@@ -138,17 +138,6 @@ def test_report_is_rendered_with_charts_in_headless_chromium(pipeline, tmp_path)
     for chart in ("revenue-by-channel", "lifecycle", "segments", "churn-risk", "nps-csat", "gates"):
         assert chart in charts, f"chart {chart} missing from the report"
         assert charts[chart]["marks"] >= 3 and charts[chart]["width"] > 100, charts[chart]
-
-
-def test_backfill_three_dates(tmp_path):
-    with pipeline_env(tmp_path / "home", people=120, days=10) as (settings, server, last):
-        start = last - dt.timedelta(days=2)
-        results = backfill(settings, start, last)
-        assert [r.logical_date for r in results] == [start, start + dt.timedelta(days=1), last]
-        assert all(r.success for r in results), results[-1].log_path.read_text()[-3000:]
-        con = duckdb.connect(str(settings.published_dir / "c360.duckdb"), read_only=True)
-        assert str(con.execute("SELECT max(logical_date) FROM meta.publication").fetchone()[0]) == str(last)
-        con.close()
 
 
 def test_failed_gate_leaves_publication_unchanged(tmp_path):

@@ -101,3 +101,47 @@ def test_score_sentiment_against_the_majority_baseline():
 def test_topic_purity():
     assert text_eval.topic_purity(["a", "a", "b", "b"], [1, 1, 2, 2]) == 1.0
     assert text_eval.topic_purity(["a", "b", "a", "b"], [1, 1, 1, 1]) == 0.5
+
+
+def _known(frame):
+    """What the next run reads back (text.read_known), from an analysis kept with its tokens."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("create schema ml")
+    con.register("kept", text.analysis_table(frame))
+    con.execute(f"create table ml.{text.ANALYSIS_TABLE} as select * from kept")
+    return text.read_known(con)
+
+
+def test_an_analysis_reused_from_the_last_run_equals_a_fresh_one():
+    texts = ["Delivery took far too long, the parcel was damaged.", "送货太慢了，包裹也坏了。",
+             "質量很好，發貨也快。", "Great value for the price.", "I was charged twice for order 1234."] * 4
+    first = text.analyse(_frame(texts), keep_tokens=True)
+    known = _known(first)
+    assert len(known) == 5                                 # one entry a distinct masked text
+    again = text.analyse(_frame(texts), known=known, keep_tokens=True)
+    pd.testing.assert_frame_equal(first.drop(columns="scored_at"), again.drop(columns="scored_at"))
+    # and the kept entries are what it used: a planted score comes back
+    planted = dict(known)
+    planted[texts[3]] = (planted[texts[3]][0], -0.9)
+    assert text.analyse(_frame(texts[:4]), known=planted).sentiment_score.tolist()[3] == -0.9
+
+
+def test_a_text_whose_masking_changed_is_read_again():
+    """A name learned since the last run changes the masked text: nothing is reused for it."""
+    from customer360.core.masking import KnownNames
+
+    texts = ["My friend Zelda Quist said the delivery was terrible.", "Great value for the price."]
+    known = _known(text.analyse(_frame(texts), keep_tokens=True))
+    names = KnownNames([("Zelda", "Quist")])
+    fresh = text.analyse(_frame(texts), names=names)
+    reused = text.analyse(_frame(texts), names=names, known=known)
+    assert "Zelda" not in fresh.text[0] and fresh.text[0] not in known and fresh.text[1] in known
+    pd.testing.assert_frame_equal(fresh.drop(columns="scored_at"), reused.drop(columns="scored_at"))
+
+
+def test_the_kept_analysis_of_another_model_version_is_not_read():
+    first = text.analyse(_frame(["Great value for the price."]), keep_tokens=True)
+    first["model_version"] = "text-older"
+    assert _known(first) == {}

@@ -4,8 +4,9 @@
 
 Reads the point-in-time features that dbt built in the ml schema (ml_customer_features,
 ml_product_views) and the marts; writes ml.ml_customer_value, ml.ml_churn_scores,
-ml.ml_customer_segments, ml.ml_product_recommendations, ml.ml_feedback_text (replaced) and ml.ml_model_runs, ml.ml_drift (this date's rows
-replaced) in one transaction (on Spark, in the stage's own DuckDB, then table by table into the
+ml.ml_customer_segments, ml.ml_product_recommendations, ml.ml_feedback_text and the
+unpublished ml.ml_feedback_text_analysis (replaced), and ml.ml_model_runs, ml.ml_drift (this
+date's rows replaced) in one transaction (on Spark, in the stage's own DuckDB, then table by table into the
 Spark warehouse: ml.warehouse_io, docs/engines.md). Artifacts and model cards go to
 $C360_HOME/artifacts/models/<name>/<version>/. Returns a JSON-able summary.
 
@@ -76,6 +77,8 @@ class StageResult:
     run_rows: list[dict] = field(default_factory=list)
     drift: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    # working tables the stage also replaces (not published: PUBLISHED_ML_TABLES)
+    extra_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _scalars(metrics: dict) -> dict:
@@ -550,11 +553,16 @@ def _text_stage(ctx: Context) -> StageResult:
     texts = text.read_texts(ctx.con, ctx.scoring_date)
     if texts is None:
         empty = text.analyse(pd.DataFrame(columns=["source", "source_id", "customer_id", "created_at", "text"]),
-                             scored_at=ctx.now)
-        return StageResult(text.TABLE, empty, {"texts": 0}, warnings=["no CRM tickets or feedback built: "
-                                                                     "ml_feedback_text is empty"])
-    frame = text.analyse(texts, scored_at=ctx.now, names=text.read_names(ctx.con))
-    return StageResult(text.TABLE, frame, text.summarise(frame))
+                             scored_at=ctx.now, keep_tokens=True)
+        return StageResult(text.TABLE, empty.drop(columns="tokens"), {"texts": 0},
+                           warnings=["no CRM tickets or feedback built: ml_feedback_text is empty"],
+                           extra_tables={text.ANALYSIS_TABLE: text.analysis_table(empty)})
+    known = text.read_known(ctx.con)
+    frame = text.analyse(texts, scored_at=ctx.now, names=text.read_names(ctx.con), known=known,
+                         keep_tokens=True)
+    summary = {**text.summarise(frame), "reused": int(frame.text.isin(known.keys()).sum())}
+    return StageResult(text.TABLE, frame.drop(columns="tokens"), summary,
+                       extra_tables={text.ANALYSIS_TABLE: text.analysis_table(frame)})
 
 
 # --- the stage ---------------------------------------------------------------------------------
@@ -633,7 +641,8 @@ def run_ml(settings, logical_date: dt.date, *, models_dir: Path | None = None,
                            or [pd.DataFrame(columns=["logical_date", "model_name", "variable", "status"])],
                            ignore_index=True)
         date_filter = f"logical_date = date '{logical_date.isoformat()}'"
-        counts = replace_tables(con, {s.table: s.frame for s in stages},
+        counts = replace_tables(con, {**{s.table: s.frame for s in stages},
+                                      **{n: f for s in stages for n, f in s.extra_tables.items()}},
                                 {"ml_model_runs": (date_filter, runs), "ml_drift": (date_filter, drifts)})
         write_back(settings, con, counts)  # on Spark; the DuckDB warehouse is already written
     finally:

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import pickle
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "feedback_text"
 TABLE = "ml_feedback_text"
+# Each text's tokens and score, kept for the next run (read_known): segmenting and scoring every
+# text again was most of the ML stage on a day with few new texts (BENCHMARKS.md).
+ANALYSIS_TABLE = "ml_feedback_text_analysis"
 LABELS = ("negative", "neutral", "positive")
 # VADER's documented thresholds for its compound score; the Chinese score uses the same scale.
 NEUTRAL_BAND = 0.05
@@ -227,10 +232,17 @@ def _topics(tokens: list[list[str]], language: str, seed: int = 0) -> tuple[np.n
 
 
 def analyse(texts: pd.DataFrame, *, scored_at: dt.datetime | None = None,
-            names: KnownNames | None = None) -> pd.DataFrame:
+            names: KnownNames | None = None, known: Mapping[str, tuple[str, float]] | None = None,
+            keep_tokens: bool = False) -> pd.DataFrame:
     """Language, sentiment and topic of each row of ``texts`` (source, source_id, customer_id,
     created_at, text). Rows with no text are left out (there is nothing to read). ``names``:
-    the contacts' names, masked wherever they appear (read_names)."""
+    the contacts' names, masked wherever they appear (read_names).
+
+    ``known``: masked text -> (tokens as JSON, sentiment score) from an earlier run of this
+    model version (read_known). A text's tokens and score depend on its masked text alone, so
+    they are taken from there instead of segmenting and scoring it again; the masking (today's
+    names) and the topic model (today's texts) are always redone. ``keep_tokens`` adds the
+    ``tokens`` column (JSON) that the next run's ``known`` is read from."""
     columns = ["source", "source_id", "customer_id", "created_at", "text"]
     frame = texts[columns].copy()
     frame = frame[frame.text.notna() & (frame.text.astype(str).str.strip() != "")].reset_index(drop=True)
@@ -241,8 +253,12 @@ def analyse(texts: pd.DataFrame, *, scored_at: dt.datetime | None = None,
     frame["language"] = masked.map(detect_language)
     tokens: list[list[str]] = [[] for _ in range(len(frame))]
     scores = np.zeros(len(frame))
+    known = known or {}
     for i, (text, language) in enumerate(zip(masked, frame.language)):
-        if language.startswith("zh"):
+        hit = known.get(text)
+        if hit is not None:
+            tokens[i], scores[i] = json.loads(hit[0]), hit[1]
+        elif language.startswith("zh"):
             tokens[i] = zh_tokens(text)
             scores[i] = zh_sentiment(tokens[i])
         elif language == "en":
@@ -258,8 +274,31 @@ def analyse(texts: pd.DataFrame, *, scored_at: dt.datetime | None = None,
         frame.loc[idx, "topic"] = topic
     frame["model_version"] = model_version()
     frame["scored_at"] = scored_at or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    return frame[["source", "source_id", "customer_id", "language", "sentiment_score", "sentiment_label",
-                  "topic", "created_at", "text", "pii_masked", "model_version", "scored_at"]]
+    columns = ["source", "source_id", "customer_id", "language", "sentiment_score", "sentiment_label",
+               "topic", "created_at", "text", "pii_masked", "model_version", "scored_at"]
+    if keep_tokens:
+        frame["tokens"] = [json.dumps(t, ensure_ascii=False) for t in tokens]
+        columns.append("tokens")
+    return frame[columns]
+
+
+def analysis_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What the next run reuses (ANALYSIS_TABLE), from ``analyse(..., keep_tokens=True)``: one
+    row a text, with the ids the erasure purges it by, the masked text it is keyed by, and its
+    tokens and score. Not published."""
+    return frame[["source", "source_id", "customer_id", "text", "language", "tokens",
+                  "sentiment_score", "model_version"]]
+
+
+def read_known(con, version: str | None = None) -> dict[str, tuple[str, float]]:
+    """Masked text -> (tokens, score) kept by the last run of this model version; empty when
+    there is none (the first run, another version, or the table of a version before it)."""
+    table = find_table(con, ANALYSIS_TABLE, ("ml",))
+    if table is None:
+        return {}
+    rows = con.execute(f"select text, tokens, sentiment_score from {table} where model_version = ?",
+                       [version or model_version()]).fetchall()
+    return {t: (tokens, float(score)) for t, tokens, score in rows}
 
 
 def model_version() -> str:

@@ -401,3 +401,23 @@ def test_a_segment_alias_takes_the_aliased_device_into_the_erasure(settings):
     assert report.raw_rows == {"web/events": 2}
     left = duckdb.sql(f"SELECT messageId FROM read_parquet('{settings.lake_raw}/web/events/*/*.parquet')").fetchall()
     assert left == [("m3",)]
+
+
+def test_needles_past_one_alternation_are_all_searched():
+    """Many people erased at once: their needles are split over several RE2 patterns (one
+    pattern of thousands of literals is ten times slower), and the last one still matches."""
+    import duckdb
+    import pyarrow as pa
+
+    from customer360.privacy.lake_purge import mention_mask
+    from customer360.privacy.person import Needles
+
+    emails = tuple(sorted(f"person{i:05d}@example.com" for i in range(Needles.ALTERNATION_SIZE * 2 + 5)))
+    needles = Needles(text=emails, digits=("13800138000",), alnum=())
+    assert len(needles.patterns()["text"]) == 3
+    lines = pa.array([f"write to {emails[-1].upper()}", "call 138 0013 8000", "nobody@example.com", None])
+    assert mention_mask(lines[:3], needles).to_pylist() == [True, True, False]  # lines of a file
+    con = duckdb.connect()
+    got = con.execute(f"SELECT {needles.sql('t')} FROM (SELECT unnest(?) AS t, generate_subscripts(?, 1) AS i) "
+                      "ORDER BY i", [lines.to_pylist(), lines.to_pylist()]).fetchall()
+    assert [g[0] for g in got] == [True, True, False, False]

@@ -104,9 +104,9 @@ def test_a_purge_that_dies_midway_is_on_record_and_resumed(settings, monkeypatch
 
 
 def test_a_purge_that_died_after_the_lake_is_resumed_by_the_request_key(settings, monkeypatch):
-    """The lake was purged, then the purge died: the request names nobody in the raw zone any
-    more, yet the rerun is no refusal: it resumes the interrupted erasure by the request's own
-    key (the warehouse, publication and audiences purges still had to run)."""
+    """Everything was purged, then the erasure died before its record was written: the
+    request names nobody in the raw zone any more, yet the rerun is no refusal: it resumes the
+    interrupted erasure by the request's own key (every purge runs again)."""
     from customer360.privacy import duck_purge
 
     calls = []
@@ -114,11 +114,14 @@ def test_a_purge_that_died_after_the_lake_is_resumed_by_the_request_key(settings
 
     def dies(*a, **k):
         raise KeyboardInterrupt("killed mid-purge (injected)")
-    monkeypatch.setattr(duck_purge, "purge_warehouse", dies)
+    monkeypatch.setattr(erasure_log, "record", dies)
     with pytest.raises(KeyboardInterrupt):
         erasure.erase(settings, [erasure.ErasureRequest("contact", "199901")])
     assert _contacts(settings) == ["199902"]
     erasure_id = erasure_log.interrupted(settings)["erasure_id"].iloc[0]
+    monkeypatch.undo()
+    monkeypatch.setenv("C360_HOME", str(settings.home))
+    monkeypatch.setenv("C360_PII_KEY", KEY)
 
     def records(s, person, needles):
         calls.append(sorted(person.identity_keys()))
@@ -136,3 +139,38 @@ def test_a_purge_that_died_after_the_lake_is_resumed_by_the_request_key(settings
     # once closed, the same request is an ordinary refusal again
     again = _erase("--contact-id", "199901")
     assert again.exit_code == 4 and "no record carries the contact" in again.output
+
+
+def test_a_dag_erasure_that_died_midway_is_asked_for_again_and_resumed(settings, monkeypatch):
+    """The DAG's requests are the raw zone's archived contacts. That record is purged last, so
+    an erasure that died midway (here in the warehouse purge) is asked for again by the next
+    run's erasure task and resumed under its id, instead of leaving the rest behind."""
+    import datetime as dt
+
+    from customer360.privacy import duck_purge, tasks
+
+    folder = settings.lake_raw / "crm" / "contacts" / "load_date=2026-03-02"
+    folder.mkdir(parents=True)
+    con = duckdb.connect()
+    con.execute(f"""COPY (SELECT '199901' AS id, '{{"email": "{EMAIL}"}}' AS properties, true AS archived,
+        '2026-03-02T10:00:00Z' AS "updatedAt", TIMESTAMPTZ '2026-03-02 11:00:00+00' AS _loaded_at)
+        TO '{folder / "b-0002.parquet"}' (FORMAT parquet)""")
+    con.close()
+
+    def dies(*a, **k):
+        raise KeyboardInterrupt("killed mid-purge (injected)")
+    monkeypatch.setattr(duck_purge, "purge_warehouse", dies)
+    with pytest.raises(KeyboardInterrupt):
+        tasks.erasure(dt.date(2026, 3, 2), settings)
+    assert "199901" in _contacts(settings)  # what asks for the erasure is still there
+    erasure_id = erasure_log.interrupted(settings)["erasure_id"].iloc[0]
+
+    monkeypatch.undo()
+    monkeypatch.setenv("C360_HOME", str(settings.home))
+    monkeypatch.setenv("C360_PII_KEY", KEY)
+    out = tasks.erasure(dt.date(2026, 3, 3), get_settings())
+    assert out["requests"] == 1
+    assert any(erasure_id in m and "interrupted before it finished" in m for m in out["resumed"]), out
+    assert _contacts(settings) == ["199902"]
+    assert list(erasure_log.erasures(settings)["erasure_id"]) == [erasure_id]
+    assert erasure_log.interrupted(settings).empty

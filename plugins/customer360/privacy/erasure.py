@@ -39,7 +39,8 @@ from typing import Callable
 
 from customer360.core import audit, duck
 from customer360.privacy import duck_purge, erasure_log, pii
-from customer360.privacy.lake_purge import LakePurge, purge_landing, purge_lake, remove_set_aside
+from customer360.privacy.lake_purge import (LakePurge, purge_landing, purge_lake, purge_request_source,
+                                            remove_set_aside)
 from customer360.ingest.crm_properties import load_property_map
 from customer360.ingest.state import StateStore, backup_state, state_db_path
 from customer360.warehouse.keep import export_kept, kept_index_path
@@ -249,22 +250,19 @@ def purge(settings: Settings, person: PersonKeys,
     from customer360.privacy import audience
 
     needles = person.needles()
-    con = duck.connect(settings)
-    try:
-        pii.register(con, pii.pseudonymizer(settings))
-        load_key_tables(con, person)
-        lake = purge_lake(settings, con, needles, LakePurge())
-    finally:
-        con.close()
+
+    def lake_step(step, lake: LakePurge) -> LakePurge:
+        con = duck.connect(settings)
+        try:
+            pii.register(con, pii.pseudonymizer(settings))
+            load_key_tables(con, person)
+            return step(settings, con, needles, lake)
+        finally:
+            con.close()
+
+    lake = lake_step(purge_lake, LakePurge())
     purge_landing(settings, needles, lake)
     lake.set_aside_removed = remove_set_aside(settings)
-    result.lake = lake.as_dict()
-    batch_rows = dict(lake.batches)
-    if batch_rows and state_db_path(settings).exists():
-        # the manifests' checksums follow the rewritten batches (c360 doctor checks them)
-        with StateStore(settings, "crm") as store:
-            store.refresh_checksums(sorted({batch_id for _, _, batch_id in batch_rows}))
-        backup_state(settings)  # a restored copy must not hold the checksums from before
     result.warehouse = duck_purge.purge_warehouse(settings, person, needles)
     if kept_index_path(settings).exists():
         export_kept(settings)  # the copies a rebuild restores must not bring the person back
@@ -275,6 +273,14 @@ def purge(settings: Settings, person: PersonKeys,
         from customer360.serve.postgres import publish_postgres
 
         result.postgres = publish_postgres(settings)
+    lake_step(purge_request_source, lake)  # last: see lake_purge.REQUEST_SOURCE
+    result.lake = lake.as_dict()
+    batch_rows = dict(lake.batches)
+    if batch_rows and state_db_path(settings).exists():
+        # the manifests' checksums follow the rewritten batches (c360 doctor checks them)
+        with StateStore(settings, "crm") as store:
+            store.refresh_checksums(sorted({batch_id for _, _, batch_id in batch_rows}))
+        backup_state(settings)  # a restored copy must not hold the checksums from before
     return batch_rows
 
 

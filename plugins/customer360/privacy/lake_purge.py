@@ -180,9 +180,12 @@ def _entities(root: Path) -> dict[tuple[str, str], list[Path]]:
 
 
 def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, report: LakePurge,
-                zone: str) -> None:
+                zone: str, entities=None) -> None:
+    """``entities``: a test of (source, entity), which of the zone's entities to purge."""
     counts = report.raw_rows if zone == "raw" else report.quarantine_rows
     for (source, entity), found in _entities(root).items():
+        if entities is not None and not entities((source, entity)):
+            continue
         files = []
         for path in found:
             why = unreadable_parquet(path)
@@ -226,13 +229,27 @@ def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, re
         log.info("erasure: %s %s: %d row(s) removed from %d file(s)", zone, name, counts[name], len(hits))
 
 
+# The raw CRM contacts are where the DAG's erasure requests come from (an archived contact):
+# purged last of everything, so that a purge which dies midway is asked for again by the next
+# run's archived contact and resumed, instead of leaving the person's other records behind.
+REQUEST_SOURCE = ("crm", "contacts")
+
+
 def purge_lake(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Needles,
                report: LakePurge | None = None) -> LakePurge:
     """Remove the person (the ``p_*`` tables on ``con`` and ``needles``) from raw and
-    quarantine Parquet. ``con`` needs :func:`customer360.privacy.pii.register`."""
+    quarantine Parquet, all but the raw REQUEST_SOURCE (:func:`purge_request_source`).
+    ``con`` needs :func:`customer360.privacy.pii.register`."""
     report = report or LakePurge()
-    _purge_zone(con, settings.lake_raw, needles, report, "raw")
+    _purge_zone(con, settings.lake_raw, needles, report, "raw", lambda e: e != REQUEST_SOURCE)
     _purge_zone(con, settings.quarantine, needles, report, "quarantine")
+    return report
+
+
+def purge_request_source(settings: Settings, con: duckdb.DuckDBPyConnection, needles: Needles,
+                         report: LakePurge) -> LakePurge:
+    """The last step of a purge: the person's raw CRM contact records (REQUEST_SOURCE)."""
+    _purge_zone(con, settings.lake_raw, needles, report, "raw", lambda e: e == REQUEST_SOURCE)
     return report
 
 

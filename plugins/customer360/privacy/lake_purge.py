@@ -204,19 +204,23 @@ def _purge_zone(con: duckdb.DuckDBPyConnection, root: Path, needles: Needles, re
         listed = ", ".join(f"'{_sql_path(p)}'" for p in files)
         union = (f"read_parquet([{listed}], union_by_name = true, hive_partitioning = false, "
                  "filename = true)")
-        hits = con.execute(f"SELECT filename, count(*) FROM {union} WHERE {predicate} "
-                           "GROUP BY filename").fetchall()
-        if not hits:
-            continue
-        # Where the removed rows came from, to blank them in the landing copies too.
+        # Where the removed rows came from, to blank them in the landing copies too: found by
+        # the same read that finds the files (one pass of the predicate over the zone, not two).
         line_cols = (("_source_file", "_source_line") if zone == "raw" and (source, entity) in _LINE_SOURCES
                      else ("source_file", "source_line") if {"source_file", "source_line"} <= set(columns)
                      else None)
-        if line_cols:
-            for rel, line in con.execute(
-                    f"SELECT {line_cols[0]}, {line_cols[1]} FROM {union} WHERE ({predicate}) "
-                    f"AND {line_cols[0]} IS NOT NULL AND {line_cols[1]} IS NOT NULL").fetchall():
-                report.lines[rel].add(int(line))
+        lines = "list(DISTINCT CASE WHEN {0} IS NOT NULL AND {1} IS NOT NULL THEN {0} || ':' || {1} END)".format(
+            *line_cols) if line_cols else "[]"
+        found_rows = con.execute(f"SELECT filename, count(*), {lines} FROM {union} WHERE {predicate} "
+                                 "GROUP BY filename").fetchall()
+        hits = [(filename, n) for filename, n, _ in found_rows]
+        if not hits:
+            continue
+        for _, _, where in found_rows:
+            for item in where or ():
+                if item is not None:
+                    rel, _, line = item.rpartition(":")
+                    report.lines[rel].add(int(line))
         name = f"{source}/{entity}" if entity else source
         for filename, matching in hits:
             removed = rewrite_parquet(con, Path(filename), predicate, matching)

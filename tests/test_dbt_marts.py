@@ -67,7 +67,7 @@ def test_dbt_build_runs_every_data_and_unit_test_and_all_pass(built):
     counts: dict[str, int] = {}
     for node in results.nodes:
         counts[node.resource_type] = counts.get(node.resource_type, 0) + 1
-    assert counts["unit_test"] == 16
+    assert counts["unit_test"] == 17
     assert counts["test"] >= 150
     assert counts["snapshot"] == 1 and counts["model"] == 39
     assert {n.status for n in results.nodes} <= {"success", "pass"}

@@ -44,7 +44,8 @@ from customer360.privacy.lake_purge import (LakePurge, purge_landing, purge_lake
 from customer360.ingest.crm_properties import load_property_map
 from customer360.ingest.state import StateStore, backup_state, state_db_path
 from customer360.warehouse.keep import export_kept, kept_index_path
-from customer360.privacy.person import (ErasureRefused, ErasureRequest, PersonKeys, Resolver,
+from customer360.privacy.person import (POS_EMAIL, POS_LOYALTY, POS_PHONE, WEB_EVENT_EMAIL, WEB_EVENT_PHONE,
+                                        ErasureRefused, ErasureRequest, PersonKeys, Resolver,
                                         load_key_tables, parquet_sql, raw_files)
 from customer360.core.settings import Settings
 
@@ -141,14 +142,12 @@ _RETURNING_KEYS = {
     ("web", "events"): [
         ("contact", 'trim("userId")', '"timestamp"'),
         ("anon", '"anonymousId"', '"timestamp"'),
-        ("email", pii.email_sql("json_extract_string(traits, '$.email')"), '"timestamp"'),
-        ("phone", pii.phone_sql("json_extract_string(traits, '$.phone')",
-                                "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)"),
-         '"timestamp"')],
+        ("email", WEB_EVENT_EMAIL, '"timestamp"'),
+        ("phone", WEB_EVENT_PHONE, '"timestamp"')],
     ("pos", "transactions"): [
-        ("loyalty", pii.loyalty_sql("loyalty_id"), "business_date"),
-        ("email", pii.email_sql("customer_email"), "business_date"),
-        ("phone", pii.phone_sql("customer_phone", '"_store_country"'), "business_date")],
+        ("loyalty", POS_LOYALTY, "business_date"),
+        ("email", POS_EMAIL, "business_date"),
+        ("phone", POS_PHONE, "business_date")],
 }
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
@@ -216,6 +217,16 @@ def _sql_str(value: str) -> str:
 
 # --------------------------------------------------------------------------- raw zone access
 
+# A raw web event's and a raw POS line's customer keys, normalized as staging does: the SQL the
+# erasure's resolution, its purge predicates and its returning-record check all read them by.
+WEB_EVENT_EMAIL = pii.email_sql("json_extract_string(traits, '$.email')")
+WEB_EVENT_PHONE = pii.phone_sql("json_extract_string(traits, '$.phone')",
+                                "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)")
+POS_LOYALTY = pii.loyalty_sql("loyalty_id")
+POS_EMAIL = pii.email_sql("customer_email")
+POS_PHONE = pii.phone_sql("customer_phone", '"_store_country"')
+
+
 def raw_files(root: Path, source: str, entity: str) -> list[Path]:
     """The readable Parquet files of one raw (or quarantine) entity, in load order. An
     unreadable one (truncated, corrupt) is left out with a warning naming it, so that one bad
@@ -270,7 +281,6 @@ class Resolver:
         self.contacts = raw_files(settings.lake_raw, "crm", "contacts")
         self.events = raw_files(settings.lake_raw, "web", "events")
         self._events_columns: set[str] | None = None
-        self._event_keys_built = self._pos_keys_built = False
         self.pos = raw_files(settings.lake_raw, "pos", "transactions")
         self.clusters = self._attach_clusters()
         self.ambiguous: set[str] = set()
@@ -361,6 +371,7 @@ class Resolver:
             keys.customer_ids.add(customer_id)
             keys.add_identity_key(identity_key)
 
+    @cached_property
     def _event_keys(self) -> str:
         """``r_events``: the keys of every raw web event, normalized once per Resolver and kept
         distinct (devices, contact ids, emails, phones, alias ids, web order ids).
@@ -368,28 +379,25 @@ class Resolver:
         Every request of a batch asks the events the same questions with other keys; reading
         and normalizing the whole year of events for each (a phone parsed per row, in Python)
         took the 458 erasures of a 100k x 365 day past 14 minutes (BENCHMARKS.md)."""
-        if not self._event_keys_built:
-            alias = ("CASE WHEN \"type\" = 'alias' THEN nullif(trim(\"previousId\"), '') END"
-                     if "previousId" in self._event_columns() else "CAST(NULL AS VARCHAR)")
-            self.con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE r_events AS
-                SELECT "anonymousId" AS anon, nullif(trim("userId"), '') AS user_id,
-                       {pii.email_sql("json_extract_string(traits, '$.email')")} AS email,
-                       {pii.phone_sql("json_extract_string(traits, '$.phone')",
-                                      "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)")} AS phone,
-                       {alias} AS previous_id,
-                       CASE WHEN event = 'Order Completed'
-                            THEN trim(json_extract_string(properties, '$.order_id')) END AS order_id
-                FROM {parquet_sql(self.events)}
-                GROUP BY ALL""")
-            self._event_keys_built = True
+        alias = ("CASE WHEN \"type\" = 'alias' THEN nullif(trim(\"previousId\"), '') END"
+                 if "previousId" in self._event_columns() else "CAST(NULL AS VARCHAR)")
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE r_events AS
+            SELECT "anonymousId" AS anon, nullif(trim("userId"), '') AS user_id,
+                   {WEB_EVENT_EMAIL} AS email,
+                   {WEB_EVENT_PHONE} AS phone,
+                   {alias} AS previous_id,
+                   CASE WHEN event = 'Order Completed'
+                        THEN trim(json_extract_string(properties, '$.order_id')) END AS order_id
+            FROM {parquet_sql(self.events)}
+            GROUP BY ALL""")
         return "r_events"
 
     def _devices(self, keys: PersonKeys) -> None:
         if not self.events:
             return
         load_key_tables(self.con, keys)
-        events = self._event_keys()
+        events = self._event_keys
         rows = self.con.execute(f"""
             SELECT anon FROM {events} WHERE anon IS NOT NULL GROUP BY anon
             HAVING bool_or(user_id IN (SELECT v FROM p_contacts) OR email IN (SELECT v FROM p_emails)
@@ -407,7 +415,7 @@ class Resolver:
         if not self.events:
             return False
         return bool(self.con.execute(
-            f"SELECT count(*) FROM {self._event_keys()} WHERE user_id = ?", [contact_id]).fetchone()[0])
+            f"SELECT count(*) FROM {self._event_keys} WHERE user_id = ?", [contact_id]).fetchone()[0])
 
     def _event_columns(self) -> set[str]:
         if self._events_columns is None:
@@ -415,19 +423,18 @@ class Resolver:
                 f"DESCRIBE SELECT * FROM {parquet_sql(self.events)}").fetchall()}
         return self._events_columns
 
+    @cached_property
     def _pos_keys(self) -> str:
         """``r_pos``: each raw POS transaction's customer keys, normalized once per Resolver
         (as ``r_events``)."""
-        if not self._pos_keys_built:
-            self.con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE r_pos AS
-                SELECT trim(store_id) AS store_id, trim(transaction_id) AS transaction_id,
-                       {pii.loyalty_sql('loyalty_id')} AS loyalty,
-                       {pii.email_sql('customer_email')} AS email,
-                       {pii.phone_sql('customer_phone', '"_store_country"')} AS phone
-                FROM {parquet_sql(self.pos)}
-                GROUP BY ALL""")
-            self._pos_keys_built = True
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE r_pos AS
+            SELECT trim(store_id) AS store_id, trim(transaction_id) AS transaction_id,
+                   {POS_LOYALTY} AS loyalty,
+                   {POS_EMAIL} AS email,
+                   {POS_PHONE} AS phone
+            FROM {parquet_sql(self.pos)}
+            GROUP BY ALL""")
         return "r_pos"
 
     def _orders(self, keys: PersonKeys) -> None:
@@ -435,7 +442,7 @@ class Resolver:
         if self.events:
             # web_event_predicate's test, on the normalized keys
             rows = self.con.execute(f"""
-                SELECT DISTINCT order_id FROM {self._event_keys()}
+                SELECT DISTINCT order_id FROM {self._event_keys}
                 WHERE order_id IS NOT NULL AND (user_id IN (SELECT v FROM p_contacts)
                     OR anon IN (SELECT v FROM p_anon) OR email IN (SELECT v FROM p_emails)
                     OR phone IN (SELECT v FROM p_phones))""").fetchall()
@@ -443,7 +450,7 @@ class Resolver:
         if self.pos:
             # pos_keys_predicate's test, on the normalized keys
             rows = self.con.execute(f"""
-                SELECT DISTINCT store_id, transaction_id FROM {self._pos_keys()}
+                SELECT DISTINCT store_id, transaction_id FROM {self._pos_keys}
                 WHERE loyalty IN (SELECT v FROM p_loyalty) OR email IN (SELECT v FROM p_emails)
                    OR phone IN (SELECT v FROM p_phones)""").fetchall()
             keys.pos_transactions.update((s, t) for s, t in rows if t)
@@ -526,16 +533,15 @@ def crm_activity_predicate(needles: Needles, text_fields: tuple[str, ...]) -> st
 def web_event_predicate() -> str:
     return f"""(trim("userId") IN (SELECT v FROM p_contacts)
         OR "anonymousId" IN (SELECT v FROM p_anon)
-        OR {pii.email_sql("json_extract_string(traits, '$.email')")} IN (SELECT v FROM p_emails)
-        OR {pii.phone_sql("json_extract_string(traits, '$.phone')",
-                          "regexp_extract(json_extract_string(context, '$.locale'), '[-_]([A-Za-z]{2})$', 1)")}
+        OR {WEB_EVENT_EMAIL} IN (SELECT v FROM p_emails)
+        OR {WEB_EVENT_PHONE}
            IN (SELECT v FROM p_phones))"""
 
 
 def pos_keys_predicate() -> str:
-    return f"""({pii.loyalty_sql('loyalty_id')} IN (SELECT v FROM p_loyalty)
-        OR {pii.email_sql('customer_email')} IN (SELECT v FROM p_emails)
-        OR {pii.phone_sql('customer_phone', '"_store_country"')} IN (SELECT v FROM p_phones))"""
+    return f"""({POS_LOYALTY} IN (SELECT v FROM p_loyalty)
+        OR {POS_EMAIL} IN (SELECT v FROM p_emails)
+        OR {POS_PHONE} IN (SELECT v FROM p_phones))"""
 
 
 def pos_transaction_predicate() -> str:
